@@ -1,0 +1,20 @@
+"""lore_kernels: the per-user low-rank Bradley-Terry loss and its gradients.
+
+    loss, margin, dV, dS = lowrank_bt(Z, user, weight, V, S, tau)   # one pass
+    loss, margin = lowrank_bt_loss(Z, user, weight, V, S, tau)      # autograd
+    P = project(Z, V)
+    backend()   # "torch" | "cpu" | "cuda"
+"""
+
+from .ops import backend, lowrank_bt, lowrank_bt_loss, project
+from .reference import lowrank_bt_reference, project_reference
+
+__all__ = [
+    "backend",
+    "lowrank_bt",
+    "lowrank_bt_loss",
+    "lowrank_bt_reference",
+    "project",
+    "project_reference",
+]
+__version__ = "0.1.0"
