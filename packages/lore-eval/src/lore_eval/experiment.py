@@ -1,0 +1,63 @@
+"""The rank sweep as an experiment: train, evaluate, checkpoint, write, plot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lore_datasets import Benchmark
+from lore_train import TrainConfig, sweep
+
+from .metrics import evaluate
+from .plots import plot_accuracy_vs_rank
+from .results import new_results, write_results
+
+
+def checkpoint_name(rank: int, alpha: float) -> str:
+    return f"K{rank}_alpha{alpha:g}"
+
+
+def run_rank_sweep(
+    benchmark: Benchmark,
+    ranks: Sequence[int],
+    alphas: Sequence[float],
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    run_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Sweep K x alpha and write ``results.json``, ``accuracy_vs_rank.png`` and
+    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir``.
+
+    results.json is rewritten after every cell, so a long sweep that stops
+    early still leaves what it finished.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_doc = {"train": config.to_dict(), "ranks": list(ranks), "alphas": list(alphas),
+                  **(run_config or {})}
+    results = new_results(config_doc, benchmark.meta, config.device)
+    for run in sweep(benchmark, ranks, alphas, config, progress=progress):
+        entry: dict[str, Any] = {"K": run.rank, "alpha": run.alpha}
+        if run.skipped:
+            entry["skipped"] = run.skipped
+        else:
+            assert run.model is not None
+            entry["kept_rank"] = run.kept_rank
+            entry["train_seconds"] = run.train_seconds
+            entry["fewshot_seconds"] = run.fewshot_seconds
+            entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
+            entry.update(evaluate(run.model, benchmark))
+            run.model.meta.update(dataset=benchmark.meta.get("source"))
+            path = run.model.save(out_dir / "checkpoints" / checkpoint_name(run.rank, run.alpha))
+            entry["checkpoint"] = str(path.relative_to(out_dir))
+        results["runs"].append(entry)
+        write_results(results, out_dir / "results.json")
+        if on_run is not None:
+            on_run(entry)
+    write_results(results, out_dir / "results.json")
+    plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+    return results

@@ -1,0 +1,48 @@
+"""Plots people would rather look at than read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+
+from .metrics import SETTING_LABELS
+
+
+def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
+    """Mean accuracy per setting against K (0 is labelled "ref"), one panel per alpha.
+
+    The band is ±1 standard error across users (std / sqrt(n_users)).
+    """
+    runs = [r for r in results["runs"] if not r.get("skipped")]
+    alphas = sorted({r["alpha"] for r in runs}) or [0.0]
+    fig, axes = plt.subplots(1, len(alphas), figsize=(7 * len(alphas), 4.5), squeeze=False)
+    for ax, alpha in zip(axes[0], alphas):
+        cells = sorted((r for r in runs if r["alpha"] == alpha), key=lambda r: r["K"])
+        ranks = [r["K"] for r in cells]
+        for key, label in SETTING_LABELS.items():
+            points = [(r["K"], r[key]) for r in cells if r[key]["mean"] is not None]
+            if not points:
+                continue
+            xs = [k for k, _ in points]
+            means = [s["mean"] for _, s in points]
+            ses = [s["std"] / max(s["n_users"], 1) ** 0.5 for _, s in points]
+            ax.plot(xs, means, marker="o", label=label)
+            ax.fill_between(xs, [m - e for m, e in zip(means, ses)],
+                            [m + e for m, e in zip(means, ses)], alpha=0.15)
+        ax.set_xticks(ranks, ["ref" if k == 0 else str(k) for k in ranks])
+        ax.set_xlabel("rank K")
+        ax.set_ylabel("pairwise accuracy (macro over users)")
+        title = results.get("dataset", {}).get("source", "")
+        ax.set_title(f"{title} accuracy vs rank (alpha={alpha:g})".strip())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

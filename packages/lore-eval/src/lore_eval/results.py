@@ -1,0 +1,83 @@
+"""results.json: what was run, on what, with which code, and what came out.
+
+The file is the contract other tools read (DESIGN §5): ``config``,
+``dataset`` (the benchmark's meta), ``versions``, ``backend``, ``device`` and
+``runs``, one entry per (K, alpha) with the four settings, ``kept_rank`` and
+``train_seconds``; a skipped cell says why in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import lore_kernels
+
+RESULTS_FORMAT = 1
+PACKAGES = ("lore-kernels", "lore-datasets", "lore-train", "lore-eval", "torch", "numpy")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def device_description(device: str) -> str:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def new_results(config: dict[str, Any], dataset_meta: dict[str, Any], device: str) -> dict[str, Any]:
+    return {
+        "format": RESULTS_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config,
+        "dataset": dataset_meta,
+        "versions": versions(),
+        "backend": lore_kernels.backend(),
+        "device": device_description(device),
+        "runs": [],
+    }
+
+
+def write_results(results: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=_jsonable))
+    return path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results.json here")
+    results = json.loads(path.read_text())
+    if "runs" not in results:
+        raise ValueError(f"{path}: not a lore results file (no 'runs')")
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (Path, torch.dtype, torch.device)):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,238 @@
+"""Fitting: the joint basis (V with seen users' W) and the few-shot personalizer.
+
+Every step is one call of the fused op over the packed rows: no Python loop
+over users, no per-step host/device copies. Gradients reach W through the
+softmax by autograd; the op itself returns dV and dS.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import lore_kernels
+from lore_datasets import PreferencePairs
+
+from .config import TrainConfig
+from .model import PersonalRewardModel
+
+
+@dataclass
+class FitHistory:
+    """Loss curve (every ``log_every`` steps) and wall time of one fit."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def row_weights(pairs: PreferencePairs, reduction: str) -> torch.Tensor:
+    """c_m of the loss sum_m c_m softplus(-tau margin_m).
+
+    ``user_mean`` (c = 1/n_u) sums each user's mean loss, the paper's
+    objective; ``pair_mean`` (c = 1/M) weighs users by their number of pairs.
+    """
+    if pairs.num_pairs == 0:
+        raise ValueError("no pairs to train on")
+    if reduction == "pair_mean":
+        return torch.full((pairs.num_pairs,), 1.0 / pairs.num_pairs, dtype=torch.float32)
+    if reduction == "user_mean":
+        counts = pairs.pairs_per_user().to(torch.float32)
+        return 1.0 / counts[pairs.user.cpu()]
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def alpha_at(step: int, steps: int, alpha: float) -> float:
+    """The regularization ramp: 0 before int(0.2T), alpha from int(0.8T), linear between."""
+    start, end = int(0.2 * steps), int(0.8 * steps)
+    if step < start:
+        return 0.0
+    if step >= end or end == start:
+        return alpha
+    return alpha * (step - start) / (end - start)
+
+
+def cosine_penalty(V: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
+    """mean_j (1 - cos(V[:, j], v_ref))."""
+    return (1.0 - F.cosine_similarity(V, v_ref[:, None].to(V), dim=0)).mean()
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _progress(total: int, desc: str, progress: bool):
+    return tqdm(total=total, desc=desc, disable=not progress or None, leave=False, dynamic_ncols=True)
+
+
+def fit(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    progress: bool = True,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
+
+    rank 0 returns the reference head (needs ``v_ref``) without training.
+    """
+    device = torch.device(config.device)
+    d, N, K = pairs.dim, pairs.num_users, config.rank
+    history = FitHistory()
+    if K == 0:
+        if v_ref is None:
+            raise ValueError("rank 0 is the reference reward head and needs v_ref; this data has none")
+        model = PersonalRewardModel(
+            v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, rank=0, v_ref=v_ref
+        )
+        return model.to(device), history
+    if config.alpha > 0 and v_ref is None:
+        raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
+
+    gen = _generator(config.seed)
+    V0 = torch.randn(d, K, generator=gen)
+    W0 = torch.randn(N, K, generator=gen) if config.w_init == "normal" else torch.rand(N, K, generator=gen)
+    W0[pairs.pairs_per_user() == 0] = 0.0  # no data: uniform weights, not a random draw
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref).to(device)
+
+    Z = pairs.features.to(device)
+    user = pairs.user.to(device)
+    c = row_weights(pairs, config.reduction).to(device)
+    ref = None if v_ref is None else v_ref.to(device, torch.float32)
+
+    def nll(V: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
+
+    def penalty(step: int) -> torch.Tensor | float:
+        a = alpha_at(step, config.steps, config.alpha)
+        return a * cosine_penalty(model.V, ref) if a > 0 else 0.0
+
+    start = time.perf_counter()
+    if config.mode == "joint":
+        opt = torch.optim.Adam([model.V, model.W], lr=config.lr)
+    else:
+        opt_w = torch.optim.Adam([model.W], lr=config.lr)
+        opt_v = torch.optim.Adam([model.V], lr=config.lr)
+    with _progress(config.steps, f"fit K={K}", progress) as bar:
+        for step in range(config.steps):
+            if config.mode == "joint":
+                opt.zero_grad(set_to_none=True)
+                loss = nll(model.V, model.weights()) + penalty(step)
+                loss.backward()
+                opt.step()
+            else:  # W step on the NLL, then V step with the fresh W and the penalty
+                opt_w.zero_grad(set_to_none=True)
+                nll(model.V.detach(), model.weights()).backward()
+                opt_w.step()
+                opt_v.zero_grad(set_to_none=True)
+                loss = nll(model.V, model.weights().detach()) + penalty(step)
+                loss.backward()
+                opt_v.step()
+            if step % config.log_every == 0 or step == config.steps - 1:
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss became {value} at step {step} (K={K}); lower --lr")
+                history.steps.append(step)
+                history.loss.append(value)
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            bar.update()
+    history.seconds = time.perf_counter() - start
+
+    if config.prune_threshold is not None:
+        model = prune_columns(model, config.prune_threshold)
+    model.meta["train_config"] = config.to_dict()
+    return model, history
+
+
+def prune_columns(model: PersonalRewardModel, threshold: float) -> PersonalRewardModel:
+    """Drop basis columns no user weighs at ``threshold`` or more.
+
+    Slicing the logits renormalizes the kept weights exactly:
+    softmax(W[:, kept]) = P[:, kept] / P[:, kept].sum(1). At least the
+    column with the largest weight is always kept.
+    """
+    with torch.no_grad():
+        top = model.weights().max(dim=0).values
+        kept = torch.nonzero(top >= threshold).squeeze(1)
+        if kept.numel() == 0:
+            kept = top.argmax().reshape(1)
+    pruned = PersonalRewardModel(
+        model.V[:, kept],
+        model.W[:, kept],
+        model.user_ids,
+        tau=model.tau,
+        rank=model.rank,
+        v_ref=model.v_ref,
+        seen=model.seen,
+        meta={**model.meta, "kept_columns": kept.tolist()},
+    )
+    return pruned
+
+
+def fit_few_shot(
+    V: torch.Tensor,
+    pairs: PreferencePairs,
+    *,
+    steps: int = 500,
+    lr: float = 0.1,
+    tau: float = 0.01,
+    reduction: str = "user_mean",
+    seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
+
+    P = Z V is computed once; every step after that is O(M K). Users are
+    independent problems, so one Adam over all rows equals separate fits.
+    Logits start at N(0, 1) like the reference; a user with no pairs keeps
+    zero logits (uniform weights) rather than a random draw. K <= 1 needs no
+    fitting (softmax of one logit is 1).
+    """
+    N, K = pairs.num_users, V.shape[1]
+    device = V.device
+    counts = pairs.pairs_per_user().to(device)
+    if K <= 1 or pairs.num_pairs == 0:
+        return torch.zeros(N, K, device=device)
+    W0 = torch.randn(N, K, generator=_generator(seed)).to(device)
+    W0[counts == 0] = 0.0
+    W = torch.nn.Parameter(W0)
+    with torch.no_grad():
+        P = lore_kernels.project(pairs.features.to(device), V.detach())
+    user = pairs.user.to(device)
+    c = row_weights(pairs, reduction).to(device)
+    opt = torch.optim.Adam([W], lr=lr)
+    with _progress(steps, f"few-shot K={K}", progress) as bar:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            margin = (P * torch.softmax(W, dim=1)[user]).sum(dim=1)
+            loss = (c * F.softplus(-tau * margin)).sum()
+            loss.backward()
+            opt.step()
+            bar.update()
+    return W.detach()
+
+
+def personalize(
+    model: PersonalRewardModel,
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    progress: bool = False,
+) -> PersonalRewardModel:
+    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
+    W = fit_few_shot(
+        model.V.detach(),
+        pairs,
+        steps=config.fewshot_steps,
+        lr=config.fewshot_lr,
+        tau=config.tau,
+        reduction=config.reduction,
+        seed=config.seed + 1,
+        progress=progress,
+    )
+    return model.with_users(pairs.user_ids, W)
