@@ -1,0 +1,147 @@
+"""Data sets by name: bundled ones, the synthetic generator, and plain directories.
+
+``LOADERS`` maps a name to a function ``(*, split, embeddings, data_dir,
+keep_ties) -> Benchmark``; a new loader (TL;DR, PRISM, PersonalLLM) plugs in
+by replacing its entry. A name that is not registered but is a directory is
+read in the generic layout (``generic.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, DatasetUnavailable
+from .generic import load_generic
+from .pairs import Benchmark
+from .splits import SplitConfig, split_benchmark
+from .synthetic import synthetic_benchmark
+
+DATA_DIR = Path(__file__).parent / "data"
+
+SplitArg = SplitConfig | dict[str, Any] | None
+Loader = Callable[..., Benchmark]
+
+
+def load_dataset(
+    name_or_path: str | Path,
+    *,
+    split: SplitArg = None,
+    embeddings: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    keep_ties: bool = False,
+) -> Benchmark:
+    """Load a data set and split it.
+
+    ``split``: a full SplitConfig, a dict of changes to the data set's own
+    default split (e.g. ``{"seed": 1}``), or None for that default.
+    ``embeddings`` picks another matrix in the data directory (or an absolute
+    path); ``data_dir`` points a named data set at another copy of its files.
+    A registered name wins over a directory of the same name (use ``./name``).
+    """
+    name = str(name_or_path)
+    loader = LOADERS.get(name)
+    if loader is not None:
+        return loader(split=split, embeddings=embeddings, data_dir=data_dir, keep_ties=keep_ties)
+    if Path(name).is_dir():
+        return _load_directory(Path(name), split, embeddings, keep_ties)
+    raise DataError(
+        f"unknown data set {name!r}: expected one of {', '.join(LOADERS)} "
+        "or a directory with comparisons.csv, responses.jsonl and embeddings.npy"
+    )
+
+
+def _split_config(split: SplitArg, default: SplitConfig) -> SplitConfig:
+    if split is None:
+        return default
+    if isinstance(split, SplitConfig):
+        return split
+    try:
+        return replace(default, **split)
+    except TypeError as e:
+        raise DataError(f"bad split option: {e}") from None
+
+
+def _embedder(sidecar: Path) -> str | None:
+    """The ``model`` named in a JSON file describing an embedding matrix, if any."""
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text()).get("model")
+    except (ValueError, AttributeError):
+        raise DataError(f"{sidecar}: expected a JSON object with a 'model' field") from None
+
+
+def _load_directory(
+    directory: Path, split: SplitArg, embeddings: str | Path | None, keep_ties: bool
+) -> Benchmark:
+    pairs, meta = load_generic(directory, embeddings=embeddings, keep_ties=keep_ties)
+    sidecar = (directory / meta["embeddings"]).with_suffix(".json")
+    meta = {"source": str(directory), "embedder": _embedder(sidecar), **meta}
+    return split_benchmark(pairs, _split_config(split, SplitConfig()), meta=meta)
+
+
+def _bundled(name: str, default_split: SplitConfig, attribution: str) -> Loader:
+    def load(*, split: SplitArg, embeddings, data_dir, keep_ties: bool) -> Benchmark:
+        directory = Path(data_dir) if data_dir is not None else DATA_DIR / name
+        pairs, meta = load_generic(directory, embeddings=embeddings, keep_ties=keep_ties)
+        # emb_minilm.json describes the bundled embeddings.npy only.
+        sidecar = directory / "emb_minilm.json"
+        if embeddings is not None:
+            sidecar = (directory / meta["embeddings"]).with_suffix(".json")
+        meta = {
+            "source": name,
+            "embedder": _embedder(sidecar),
+            "license": "CC BY 4.0",
+            "attribution": attribution,
+            **meta,
+        }
+        return split_benchmark(pairs, _split_config(split, default_split), meta=meta)
+
+    return load
+
+
+def _synthetic(*, split: SplitArg, embeddings, data_dir, keep_ties: bool) -> Benchmark:
+    if embeddings is not None or data_dir is not None or keep_ties:
+        raise DataError("synthetic: embeddings, data_dir and keep_ties do not apply")
+    # The data are fixed (generator seed 0, make_synthetic defaults); the split seed varies.
+    bench, _ = synthetic_benchmark(_split_config(split, SplitConfig()))
+    return bench
+
+
+def _unavailable(name: str) -> Loader:
+    def load(**_: Any) -> Benchmark:
+        raise DatasetUnavailable(
+            f"{name}: this loader is not available yet; convert the data to the generic layout "
+            "(comparisons.csv, responses.jsonl, embeddings.npy) and pass its directory"
+        )
+
+    return load
+
+
+LOADERS: dict[str, Loader] = {
+    # LLMFAO has only 13 prompts, so "auto" splits it by pair; 20 non-tie pairs
+    # per user keeps 56 of 124 workers (4,850 of 5,460 pairs).
+    "llmfao": _bundled(
+        "llmfao",
+        SplitConfig(min_pairs_per_user=20),
+        "LLMFAO by Dmitry Ustalov (github.com/dustalov/llmfao), prompts and responses from "
+        "the llmonitor.com Crowdsourced LLM Benchmark; CC BY 4.0; see data/llmfao/ATTRIBUTION.md",
+    ),
+    # 32 topic/stance prompts: "auto" holds out a quarter of them for testing.
+    "ukpconvarg1": _bundled(
+        "ukpconvarg1",
+        SplitConfig(min_pairs_per_user=20),
+        "UKPConvArg1 by Ivan Habernal and Iryna Gurevych (ACL 2016), "
+        "github.com/UKPLab/acl2016-convincing-arguments; CC BY 4.0; "
+        "see data/ukpconvarg1/ATTRIBUTION.md",
+    ),
+    "synthetic": _synthetic,
+    "tldr": _unavailable("tldr"),
+    "prism": _unavailable("prism"),
+    "personalllm": _unavailable("personalllm"),
+}
+DATASETS: tuple[str, ...] = tuple(LOADERS)
