@@ -39,7 +39,9 @@ def write_dataset(
         writer.writerows(COMPARISONS if comparisons is None else comparisons)
     with (directory / "responses.jsonl").open("w") as f:
         for rid, pid in RESPONSES if responses is None else responses:
-            f.write(json.dumps({"response_id": rid, "prompt_id": pid, "text": f"text of {rid}"}) + "\n")
+            f.write(
+                json.dumps({"response_id": rid, "prompt_id": pid, "text": f"text of {rid}"}) + "\n"
+            )
     np.save(directory / "embeddings.npy", EMB if emb is None else emb)
     return directory
 

@@ -50,9 +50,10 @@ def test_keep_ties_gives_both_directions(tiny_dir):
 
 def test_gzip_and_other_embeddings(tiny_dir, tmp_path):
     plain, _ = load_generic(tiny_dir)
-    with (tiny_dir / "comparisons.csv").open("rb") as src, gzip.open(
-        tiny_dir / "comparisons.csv.gz", "wb"
-    ) as dst:
+    with (
+        (tiny_dir / "comparisons.csv").open("rb") as src,
+        gzip.open(tiny_dir / "comparisons.csv.gz", "wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     with pytest.raises(DataError, match=r"both comparisons\.csv and comparisons\.csv\.gz"):
         load_generic(tiny_dir)
@@ -77,13 +78,17 @@ def test_missing_file(tiny_dir, missing):
 
 def test_embedding_rows_must_match_responses(make_dataset):
     d = make_dataset(emb=np.zeros((5, 3), dtype=np.float32))
-    with pytest.raises(DataError, match=r"embeddings\.npy: 5 embedding rows but responses\.jsonl has 4"):
+    with pytest.raises(
+        DataError, match=r"embeddings\.npy: 5 embedding rows but responses\.jsonl has 4"
+    ):
         load_generic(d)
 
 
 def test_unknown_label_names_line_value_and_user(make_dataset):
     rows = [["alice", "p0", "r0", "r1", "a", ""], ["bob", "p1", "r2", "r3", "left", ""]]
-    with pytest.raises(DataError, match=r"comparisons\.csv, line 3 \(user 'bob'\): unknown label 'left'"):
+    with pytest.raises(
+        DataError, match=r"comparisons\.csv, line 3 \(user 'bob'\): unknown label 'left'"
+    ):
         load_generic(make_dataset(comparisons=rows))
 
 
@@ -103,7 +108,9 @@ def test_duplicate_response_ids(make_dataset):
 
 def test_unknown_response_id(make_dataset):
     rows = [["alice", "p0", "r0", "r1", "a", ""], ["dave", "p1", "r2", "r9", "b", ""]]
-    with pytest.raises(DataError, match=r"line 3 \(user 'dave'\): response_b 'r9' is not in responses"):
+    with pytest.raises(
+        DataError, match=r"line 3 \(user 'dave'\): response_b 'r9' is not in responses"
+    ):
         load_generic(make_dataset(comparisons=rows))
 
 
@@ -115,7 +122,9 @@ def test_missing_column(make_dataset):
 
 def test_prompt_must_match_the_response(make_dataset):
     rows = [["erin", "p1", "r0", "r1", "a", ""]]
-    with pytest.raises(DataError, match=r"line 2 \(user 'erin'\): response_a 'r0' answers prompt 'p0'"):
+    with pytest.raises(
+        DataError, match=r"line 2 \(user 'erin'\): response_a 'r0' answers prompt 'p0'"
+    ):
         load_generic(make_dataset(comparisons=rows))
 
 

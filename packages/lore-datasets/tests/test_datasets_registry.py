@@ -56,7 +56,10 @@ def test_split_overrides_and_full_config():
     assert changed.meta["split"]["config"]["min_pairs_per_user"] == 20
     assert changed.unseen_test.user_ids != base.unseen_test.user_ids
     full = load_dataset("llmfao", split=SplitConfig(min_pairs_per_user=50))
-    assert full.meta["split"]["excluded_users"]["count"] > base.meta["split"]["excluded_users"]["count"]
+    assert (
+        full.meta["split"]["excluded_users"]["count"]
+        > base.meta["split"]["excluded_users"]["count"]
+    )
     with pytest.raises(DataError, match="bad split option"):
         load_dataset("llmfao", split={"seeed": 1})
 
@@ -71,13 +74,18 @@ def test_synthetic_by_name():
 @pytest.mark.parametrize("name", ["tldr", "prism", "personalllm"])
 def test_placeholders_say_so_in_one_line(name):
     assert name in DATASETS
-    with pytest.raises(DatasetUnavailable, match=f"^{name}: this loader is not available yet") as err:
+    with pytest.raises(
+        DatasetUnavailable, match=f"^{name}: this loader is not available yet"
+    ) as err:
         load_dataset(name)
     assert "\n" not in str(err.value)
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
-    with pytest.raises(DataError, match=r"unknown data set '.*nope': expected one of llmfao, ukpconvarg1, synthetic"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown data set '.*nope': expected one of llmfao, ukpconvarg1, synthetic",
+    ):
         load_dataset(str(tmp_path / "nope"))
 
 
@@ -89,8 +97,9 @@ def test_directory_in_generic_layout(make_dataset):
         for u in range(4)
         for i in range(u, u + 25)
     ]
-    d = make_dataset(comparisons=rows, responses=responses,
-                     emb=rng.standard_normal((30, 6)).astype(np.float32))
+    d = make_dataset(
+        comparisons=rows, responses=responses, emb=rng.standard_normal((30, 6)).astype(np.float32)
+    )
     (d / "embeddings.json").write_text(json.dumps({"model": "my-encoder"}))
     bench = load_dataset(d)
     assert bench.meta["source"] == str(d) and bench.meta["embedder"] == "my-encoder"

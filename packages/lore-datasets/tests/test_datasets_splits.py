@@ -119,7 +119,9 @@ def test_users_below_minimum_are_excluded_and_listed():
 def test_user_with_zero_pairs_is_named():
     base = small_users_pairs()
     ghost = PreferencePairs.from_rows(
-        base.features, [base.user_ids[u] for u in base.user.tolist()], base.prompt_ids,
+        base.features,
+        [base.user_ids[u] for u in base.user.tolist()],
+        base.prompt_ids,
         user_ids=[*base.user_ids, "ghost"],
     )
     with pytest.raises(DataError, match="user 'ghost' has no pairs"):
@@ -152,13 +154,16 @@ def test_seen_user_without_training_pairs_does_not_crash():
     solo = bench.seen_train.user_ids.index("solo")
     assert int(bench.seen_train.pairs_per_user()[solo]) == 0
     assert int(bench.seen_test.pairs_per_user()[solo]) == 25
-    assert bench.meta["split"]["counts"]["seen_train"]["users_with_pairs"] == len(
-        bench.seen_train.user_ids
-    ) - 1
+    assert (
+        bench.meta["split"]["counts"]["seen_train"]["users_with_pairs"]
+        == len(bench.seen_train.user_ids) - 1
+    )
 
 
 def test_benchmark_and_pairs_round_trip(pairs, tmp_path):
-    bench = split_benchmark(pairs, SplitConfig(seed=7), v_ref=torch.arange(8.0), meta={"source": "t"})
+    bench = split_benchmark(
+        pairs, SplitConfig(seed=7), v_ref=torch.arange(8.0), meta={"source": "t"}
+    )
     bench.save(tmp_path / "bench")
     back = Benchmark.load(tmp_path / "bench")
     assert_same(bench, back)
@@ -166,7 +171,10 @@ def test_benchmark_and_pairs_round_trip(pairs, tmp_path):
     bench.seen_test.save(tmp_path / "pairs")
     again = PreferencePairs.load(tmp_path / "pairs")
     assert torch.equal(again.features, bench.seen_test.features)
-    assert again.user_ids == bench.seen_test.user_ids and again.prompt_ids == bench.seen_test.prompt_ids
+    assert (
+        again.user_ids == bench.seen_test.user_ids
+        and again.prompt_ids == bench.seen_test.prompt_ids
+    )
 
 
 def test_bad_config_is_rejected():

@@ -29,7 +29,9 @@ def test_planted_structure_shapes_and_scale():
     pairs, oracle = make_synthetic(num_users=30, dim=16, rank=4, seed=2)
     assert tuple(oracle.V.shape) == (16, 4) and tuple(oracle.weights.shape) == (30, 4)
     assert oracle.user_ids == pairs.user_ids and pairs.dim == 16
-    assert torch.allclose(oracle.weights.sum(1), torch.ones(30)) and bool((oracle.weights >= 0).all())
+    assert torch.allclose(oracle.weights.sum(1), torch.ones(30)) and bool(
+        (oracle.weights >= 0).all()
+    )
     gram = oracle.V.T @ oracle.V
     assert torch.allclose(gram, gram[0, 0] * torch.eye(4), atol=1e-3 * float(gram[0, 0]))
     # Logits tau * margin have std between logit_std / sqrt(K) and logit_std (= 3).

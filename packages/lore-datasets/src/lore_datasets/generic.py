@@ -276,8 +276,11 @@ def _read_comparisons(
         mismatch = has_prompt[found] & (own_prompt[found] != prompts)
         if mismatch.any():
             i = int(np.flatnonzero(mismatch)[0])
-            fail(mismatch, f"{c} {str(col[c][i])!r} answers prompt {str(own_prompt[found[i]])!r} "
-                 f"in responses.jsonl, but this line says prompt {str(prompts[i])!r}")
+            fail(
+                mismatch,
+                f"{c} {str(col[c][i])!r} answers prompt {str(own_prompt[found[i]])!r} "
+                f"in responses.jsonl, but this line says prompt {str(prompts[i])!r}",
+            )
         rows[c] = found
     same = rows["response_a"] == rows["response_b"]
     if same.any():

@@ -69,8 +69,12 @@ def split_benchmark(
     empty = [u for u, n in zip(pairs.user_ids, counts.tolist()) if n == 0]
     if empty:
         raise DataError(f"user {empty[0]!r} has no pairs ({len(empty)} such users: {empty[:5]})")
-    excluded = sorted(u for u, n in zip(pairs.user_ids, counts.tolist()) if n < config.min_pairs_per_user)
-    kept = sorted(u for u, n in zip(pairs.user_ids, counts.tolist()) if n >= config.min_pairs_per_user)
+    excluded = sorted(
+        u for u, n in zip(pairs.user_ids, counts.tolist()) if n < config.min_pairs_per_user
+    )
+    kept = sorted(
+        u for u, n in zip(pairs.user_ids, counts.tolist()) if n >= config.min_pairs_per_user
+    )
     if not kept:
         raise DataError(
             f"no user has >= {config.min_pairs_per_user} pairs (min_pairs_per_user); "
@@ -88,7 +92,9 @@ def split_benchmark(
     is_unseen = np.isin(np.asarray(pairs.user_ids), unseen)[row_user]
     fewshot = ~test_row & is_unseen
     if config.max_fewshot_pairs is not None:
-        fewshot &= _rank_within_user(row_user, fewshot, config.seed, "fewshot") < config.max_fewshot_pairs
+        fewshot &= (
+            _rank_within_user(row_user, fewshot, config.seed, "fewshot") < config.max_fewshot_pairs
+        )
     selections = {
         "seen_train": (seen, ~test_row),
         "seen_test": (seen, test_row),
@@ -155,11 +161,19 @@ def _choose_split(pairs: PreferencePairs, config: SplitConfig) -> tuple[str, str
     n_prompts = len(set(pairs.prompt_ids))
     if config.split_by != "auto":
         if config.split_by == "prompt" and n_prompts < 2:
-            raise DataError(f"split_by='prompt' needs >= 2 distinct prompts, the source has {n_prompts}")
+            raise DataError(
+                f"split_by='prompt' needs >= 2 distinct prompts, the source has {n_prompts}"
+            )
         return config.split_by, "requested"
     if n_prompts >= config.min_prompts_for_prompt_split:
-        return "prompt", f"{n_prompts} prompts >= min_prompts_for_prompt_split={config.min_prompts_for_prompt_split}"
-    return "pair", f"only {n_prompts} prompts < min_prompts_for_prompt_split={config.min_prompts_for_prompt_split}"
+        return (
+            "prompt",
+            f"{n_prompts} prompts >= min_prompts_for_prompt_split={config.min_prompts_for_prompt_split}",
+        )
+    return (
+        "pair",
+        f"only {n_prompts} prompts < min_prompts_for_prompt_split={config.min_prompts_for_prompt_split}",
+    )
 
 
 def _prompt_test_rows(pairs: PreferencePairs, config: SplitConfig) -> tuple[np.ndarray, list[str]]:
@@ -181,7 +195,9 @@ def _pair_test_rows(pairs: PreferencePairs, config: SplitConfig) -> np.ndarray:
     return _rank_within_user(row_user, everything, config.seed, "pairs") < n_test[row_user]
 
 
-def _rank_within_user(row_user: np.ndarray, mask: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+def _rank_within_user(
+    row_user: np.ndarray, mask: np.ndarray, seed: int, purpose: str
+) -> np.ndarray:
     """A seeded random rank of each masked row among its user's masked rows (others: huge).
 
     One random key per row, sorted within user: a per-user shuffle without a
