@@ -130,11 +130,11 @@ def test_v_ref_is_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_missing_and_malformed_files_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="tldr_embeddings_train.pkl: file not found"):
+    with pytest.raises(DataError, match=r"tldr_embeddings_train\.pkl: file not found"):
         load_tldr(tmp_path)
     write_tldr(tmp_path)
     (tmp_path / "tldr_embeddings_val.pkl").write_bytes(b"not a pickle at all")
-    with pytest.raises(DataError, match="tldr_embeddings_val.pkl: not a readable pickle"):
+    with pytest.raises(DataError, match=r"tldr_embeddings_val\.pkl: not a readable pickle"):
         load_tldr(tmp_path)
     bad = {f"w{i}": [{"text": "x", "embeddings": {"winning": [torch.zeros(DIM)]}}] for i in range(6)}
     for split in ("train", "val"):
@@ -157,6 +157,6 @@ def test_malicious_pickle_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     with (tmp_path / "tldr_embeddings_train.pkl").open("wb") as f:
         pickle.dump({"w1": [{"text": _Marker(marker)}]}, f)
-    with pytest.raises(UnsafePickleError, match="refused to load global .*system.*nothing"):
+    with pytest.raises(UnsafePickleError, match=r"refused to load global .*system.*nothing"):
         load_tldr(tmp_path)
     assert not marker.exists()

@@ -139,6 +139,8 @@ class _Unpickler(pickle.Unpickler):
         self._persistent = persistent_load
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == "__builtin__":  # protocol <= 2 spells builtins the Python 2 way
+            module = "builtins"
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return lambda data: _load_legacy(io.BytesIO(data), self._path)
         if (module, name) in _ALLOWED:
