@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
-WInit = Literal["normal", "uniform"]
+WInit = Literal["normal", "uniform", "zeros"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class TrainConfig:
         Bradley-Terry direction, >= 2 LoRe.
     alpha: weight of the cosine pull of V's columns toward v_ref, ramped
         linearly from 0 (before 20% of steps) to alpha (after 80%).
+    lr_w: learning rate of the logits W (None: ``lr``, as in the reference).
+        The reference's shared lr 0.5 drives the softmax to one-hot long
+        before V has grown to the scale tau needs, which can lock users into
+        the wrong column; a smaller ``lr_w`` with a larger ``lr`` (and
+        ``w_init="zeros"``) fits planted data much better (see the README).
     prune_threshold: drop columns whose largest user weight is below it
         (the kept weights are renormalized); None keeps every column.
     """
@@ -31,6 +36,7 @@ class TrainConfig:
     alpha: float = 0.0
     steps: int = 1000
     lr: float = 0.5
+    lr_w: float | None = None
     tau: float = 0.01
     mode: Mode = "joint"
     reduction: Reduction = "user_mean"
@@ -57,8 +63,10 @@ class TrainConfig:
             raise ValueError(f"mode must be 'joint' or 'alternating', got {self.mode!r}")
         if self.reduction not in ("user_mean", "pair_mean"):
             raise ValueError(f"reduction must be 'user_mean' or 'pair_mean', got {self.reduction!r}")
-        if self.w_init not in ("normal", "uniform"):
-            raise ValueError(f"w_init must be 'normal' or 'uniform', got {self.w_init!r}")
+        if self.w_init not in ("normal", "uniform", "zeros"):
+            raise ValueError(f"w_init must be 'normal', 'uniform' or 'zeros', got {self.w_init!r}")
+        if self.lr_w is not None and self.lr_w <= 0:
+            raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
 
     @classmethod
     def regularized(cls, **overrides: Any) -> TrainConfig:

@@ -105,10 +105,16 @@ class PersonalRewardModel(nn.Module):
         return (self.V @ self.weights()[idx].squeeze(0)).detach()
 
     @torch.no_grad()
-    def margin(self, pairs: PreferencePairs) -> torch.Tensor:
-        """Reward margin z . V softmax(W_u) of every row [M] (fp32)."""
-        S = self.weights()[self.user_index(pairs.user_ids).to(self.W.device)]
+    def margin(self, pairs: PreferencePairs, user: str | None = None) -> torch.Tensor:
+        """Reward margin z . V softmax(W_u) of every row [M] (fp32).
+
+        Each row is scored as its own user, or, with ``user``, every row as
+        that one user (say, another person's pairs through your head).
+        """
         Z = pairs.features.to(self.V.device)
+        if user is not None:
+            return lore_kernels.project(Z, self.user_head(user)[:, None]).squeeze(1)
+        S = self.weights()[self.user_index(pairs.user_ids).to(self.W.device)]
         P = lore_kernels.project(Z, self.V)
         return (P * S[pairs.user.to(self.V.device)]).sum(dim=1)
 
@@ -137,6 +143,126 @@ class PersonalRewardModel(nn.Module):
             seen=self.seen + [False] * len(user_ids),
             meta=self.meta,
         )
+
+    def adapt(
+        self,
+        user: str,
+        data: PreferencePairs | torch.Tensor,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        seed: int = 0,
+        replace: bool = False,
+    ) -> PersonalRewardModel:
+        """Fit ``user``'s K logits on the frozen basis and add them to this model, in place.
+
+        ``data`` is the user's pairs: a `PreferencePairs` (their rows, or all
+        rows when it holds a single user) or a raw [n, d] tensor of
+        chosen-minus-rejected rows. ``steps``/``lr`` default to the few-shot
+        settings the model was trained with, so an adapted user is fitted
+        exactly like the unseen users of an evaluation. A user already in
+        the model is refitted only with ``replace=True``. Returns ``self``;
+        ``save()`` stores the new row.
+        """
+        from .trainer import fit_few_shot  # the trainer imports this module
+
+        user = str(user)
+        if user in self._index and not replace:
+            kind = "trained jointly with V" if self.seen[self._index[user]] else "already adapted"
+            raise ValueError(f"user {user!r} is {kind}; pass replace=True to refit their weights")
+        pairs = self._user_pairs(user, data)
+        defaults = self.meta.get("train_config", {})
+        W = fit_few_shot(
+            self.V.detach(),
+            pairs,
+            steps=defaults.get("fewshot_steps", 500) if steps is None else steps,
+            lr=defaults.get("fewshot_lr", 0.1) if lr is None else lr,
+            tau=self.tau,
+            seed=seed,
+        ).to(self.W)
+        with torch.no_grad():
+            if user in self._index:
+                i = self._index[user]
+                self.W[i] = W[0]
+                self.seen[i] = False
+            else:
+                self.W = nn.Parameter(torch.cat([self.W.detach(), W], dim=0))
+                self._index[user] = len(self.user_ids)
+                self.user_ids.append(user)
+                self.seen.append(False)
+        return self
+
+    def _user_pairs(self, user: str, data: PreferencePairs | torch.Tensor) -> PreferencePairs:
+        """One user's rows as a single-user `PreferencePairs`, checked."""
+        if isinstance(data, PreferencePairs):
+            if user in data.user_ids:
+                data = data.select_users([user])
+            elif data.num_users != 1:
+                raise ValueError(
+                    f"the pairs hold {data.num_users} users and not {user!r}; pass that user's "
+                    "rows (or pairs with a single user)"
+                )
+            features = data.features
+        elif isinstance(data, torch.Tensor):
+            features = data[None] if data.ndim == 1 else data
+        else:
+            raise TypeError(f"adapt() takes PreferencePairs or an [n, d] tensor, not {type(data).__name__}")
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(
+                f"user {user!r}: rows must be [n, {self.dim}], got {tuple(features.shape)}"
+            )
+        if features.shape[0] == 0:
+            raise ValueError(f"user {user!r}: no pairs to adapt on")
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError(f"user {user!r}: the rows contain NaN or Inf")
+        n = features.shape[0]
+        return PreferencePairs(features, torch.zeros(n, dtype=torch.int64, device=features.device), [user])
+
+    def export_reward_head(
+        self,
+        user: str,
+        directory: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        backbone: str | None = None,
+    ) -> Path:
+        """Write ``user``'s head as a standard reward head: ``score.weight`` [1, d].
+
+        A Hugging Face ``AutoModelForSequenceClassification`` reward model
+        (num_labels=1) computes ``hidden @ score.weight.T``; when the
+        embeddings this model was trained on are that backbone's last-token
+        final hidden states, loading this tensor into ``score.weight`` makes
+        it score responses exactly as ``self.score(., user)`` does.
+        """
+        head = self.user_head(user)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"score.weight": head[None].to(dtype).cpu().contiguous()},
+                  directory / "reward_head.safetensors")
+        config = {
+            "format": "lore-reward-head",
+            "format_version": 1,
+            "user": str(user),
+            "backbone": backbone or self.meta.get("embedder"),
+            "dataset": self.meta.get("dataset"),
+            "rank": self.rank,
+            "kept_rank": self.kept_rank,
+            "dim": self.dim,
+            "tau": self.tau,
+            "tensor": {"name": "score.weight", "shape": [1, self.dim], "dtype": str(dtype).removeprefix("torch.")},
+            "bias": None,
+            "usage": (
+                "reward(x, y) = h(x, y) . score.weight[0], h = the backbone's final hidden state "
+                "of the last token (the input of its score head). Load it with "
+                "model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1); "
+                "model.score.weight.data.copy_(safetensors.torch.load_file("
+                "'reward_head.safetensors')['score.weight']). Valid only if this model's "
+                "embeddings were that backbone's hidden states. P(y1 preferred to y2) = "
+                "sigmoid(tau * (reward(x, y1) - reward(x, y2)))."
+            ),
+        }
+        (directory / "reward_head.json").write_text(json.dumps(config, indent=1))
+        return directory
 
     # -- storage ------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

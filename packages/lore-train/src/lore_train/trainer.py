@@ -96,7 +96,11 @@ def fit(
 
     gen = _generator(config.seed)
     V0 = torch.randn(d, K, generator=gen)
-    W0 = torch.randn(N, K, generator=gen) if config.w_init == "normal" else torch.rand(N, K, generator=gen)
+    W0 = {
+        "normal": lambda: torch.randn(N, K, generator=gen),
+        "uniform": lambda: torch.rand(N, K, generator=gen),
+        "zeros": lambda: torch.zeros(N, K),
+    }[config.w_init]()
     W0[pairs.pairs_per_user() == 0] = 0.0  # no data: uniform weights, not a random draw
     model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref).to(device)
 
@@ -112,11 +116,14 @@ def fit(
         a = alpha_at(step, config.steps, config.alpha)
         return a * cosine_penalty(model.V, ref) if a > 0 else 0.0
 
+    lr_w = config.lr if config.lr_w is None else config.lr_w
     start = time.perf_counter()
     if config.mode == "joint":
-        opt = torch.optim.Adam([model.V, model.W], lr=config.lr)
+        opt = torch.optim.Adam(
+            [{"params": [model.V]}, {"params": [model.W], "lr": lr_w}], lr=config.lr
+        )
     else:
-        opt_w = torch.optim.Adam([model.W], lr=config.lr)
+        opt_w = torch.optim.Adam([model.W], lr=lr_w)
         opt_v = torch.optim.Adam([model.V], lr=config.lr)
     with _progress(config.steps, f"fit K={K}", progress) as bar:
         for step in range(config.steps):

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cosine regularization strengths toward v_ref")
     model.add_argument("--steps", type=int, default=defaults.steps)
     model.add_argument("--lr", type=float, default=defaults.lr)
+    model.add_argument("--lr-w", type=float, default=defaults.lr_w,
+                       help="learning rate of the user logits W (default: --lr)")
+    model.add_argument("--w-init", choices=("normal", "uniform", "zeros"), default=defaults.w_init)
     model.add_argument("--tau", type=float, default=defaults.tau)
     model.add_argument("--mode", choices=("joint", "alternating"), default=defaults.mode)
     model.add_argument("--reduction", choices=("user_mean", "pair_mean"), default=defaults.reduction)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         benchmark = load_dataset(args.dataset, data_dir=args.data_dir, embeddings=args.embeddings,
                                  keep_ties=args.keep_ties, split=split_changes)
         config = TrainConfig(
-            steps=args.steps, lr=args.lr, tau=args.tau, mode=args.mode, reduction=args.reduction,
+            steps=args.steps, lr=args.lr, lr_w=args.lr_w, w_init=args.w_init, tau=args.tau, mode=args.mode, reduction=args.reduction,
             prune_threshold=args.prune_threshold, fewshot_steps=args.fewshot_steps,
             fewshot_lr=args.fewshot_lr, seed=args.seed, device=device,
         )
