@@ -157,7 +157,7 @@ def test_missing_files_and_form_choice(tmp_path: Path) -> None:
         load_prism(tmp_path)
     write_nested(tmp_path)
     write_rows(tmp_path, True)
-    with pytest.raises(DataError, match="form='nested' or form='rows'"):
+    with pytest.raises(DataError, match="several forms"):
         load_prism(tmp_path)
     assert load_prism(tmp_path, form="rows").meta["form"] == "rows"
     (tmp_path / "train_embeddings.pkl").unlink()

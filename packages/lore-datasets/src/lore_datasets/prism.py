@@ -14,6 +14,12 @@ Two forms, picked by the files in ``data_dir`` (or ``form=``):
   ``torch.save``'d list of rows whose ``extra_info`` carries ``user_id``,
   ``seen``, ``split``, ``dialog_id`` and ``chosen_conv_embedding`` /
   ``rejected_conv_embedding``. Seen/unseen and train/test come from the rows.
+- ``generic``: what ``lore-prepare embed --source prism`` writes (the generic
+  layout, one pair per (turn, rejected), prompt id = conversation id). The
+  split is HEAD ``prepare.py``'s: users shuffled with the seed, the first 80%
+  seen candidates and the rest unseen, only users with more than 5 dialogs
+  kept, and each kept user's dialogs shuffled and halved (first
+  ``int(n/2)`` train).
 
 One pair per (turn, rejected response): a row whose rejected embedding is a
 [R, d] tensor or a list of R vectors gives R pairs. Prompt ids are dialog ids,
@@ -32,7 +38,10 @@ Departures from the reference:
 - ``fewshot_dialogs=k`` samples k train-file dialogs per unseen user
   (seeded per user) instead of the reference's whole half of their dialogs
   (§7.11); the default ``None`` keeps the reference behaviour;
-- chosen - rejected is computed in fp32.
+- chosen - rejected is computed in fp32;
+- in the generic form, users are sorted before the seeded shuffle and each
+  user's dialogs are shuffled by a generator keyed by (seed, user) (the
+  reference draws everything from one numpy stream seeded 123).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from typing import Any
 import torch
 
 from .errors import DataError
+from .generic import load_generic
 from .pairs import Benchmark, PreferencePairs
 from .reference_files import check_dict, difference, read_v_ref, vector
 from .safe_pickle import load_untrusted
@@ -57,8 +67,8 @@ ROWS = ("a list of rows whose 'extra_info' has user_id, seen, split, dialog_id, 
         "chosen_conv_embedding, rejected_conv_embedding")
 
 
-# A pair source: user -> list of (dialog id, chosen vectors, rejected vectors, where).
-_Pairs = dict[str, list[tuple[str, list[torch.Tensor], list[torch.Tensor]]]]
+# Pairs by user: user -> list of (dialog id, chosen - rejected rows [n, d] in fp32).
+_Pairs = dict[str, list[tuple[str, torch.Tensor]]]
 
 
 def load_prism(
@@ -74,6 +84,8 @@ def load_prism(
     warnings: list[str] = []
     if form == "nested":
         groups, seen, unseen, info = _nested(data_dir, seed)
+    elif form == "generic":
+        groups, seen, unseen, info = _generic(data_dir, seed)
     else:
         groups, seen, unseen, info = _rows(data_dir, warnings)
     if not seen or not unseen:
@@ -97,8 +109,9 @@ def load_prism(
         "source": "prism",
         "form": form,
         "reference": "facebookresearch/LoRe PRISM "
-        + ("train_basis.py @ b5cf508" if form == "nested" else "train_basis.py @ HEAD"),
-        "files": list(NESTED_FILES if form == "nested" else ROW_FILES),
+        + ("train_basis.py @ b5cf508" if form == "nested" else "prepare.py/train_basis.py @ HEAD"),
+        "files": list({"nested": NESTED_FILES, "rows": ROW_FILES,
+                       "generic": ("comparisons.csv", "responses.jsonl", "embeddings.npy")}[form]),
         "seed": seed,
         "dim": dim,
         "fewshot_dialogs": fewshot_dialogs,
@@ -113,25 +126,29 @@ def _pick_form(data_dir: Path, form: str) -> str:
     have = {
         "nested": all((data_dir / f).is_file() for f in NESTED_FILES),
         "rows": all((data_dir / f).is_file() for f in ROW_FILES),
+        "generic": (data_dir / "responses.jsonl").is_file() and any(
+            (data_dir / f).is_file() for f in ("comparisons.csv", "comparisons.csv.gz")),
     }
     if form in have:
-        if not have[form]:
+        if not have[form] and form != "generic":  # load_generic names the missing file itself
             files = NESTED_FILES if form == "nested" else ROW_FILES
             missing = next(f for f in files if not (data_dir / f).is_file())
             raise DataError(f"{data_dir / missing}: file not found (expected "
                             f"{NESTED if form == 'nested' else ROWS})")
         return form
     if form != "auto":
-        raise DataError(f"form must be 'auto', 'nested' or 'rows', got {form!r}")
-    if have["nested"] and have["rows"]:
-        raise DataError(f"{data_dir}: holds both the nested and the per-turn PRISM files; "
-                        "pass form='nested' or form='rows'")
-    if not (have["nested"] or have["rows"]):
+        raise DataError(f"form must be 'auto', 'nested', 'rows' or 'generic', got {form!r}")
+    found = [f for f, ok in have.items() if ok]
+    if len(found) > 1:
+        raise DataError(f"{data_dir}: holds PRISM files of several forms ({', '.join(found)}); "
+                        "pass form='nested', form='rows' or form='generic'")
+    if not found:
         raise DataError(
             f"{data_dir}: no PRISM embedding files: expected {' + '.join(NESTED_FILES)} "
-            f"({NESTED}) or {' + '.join(ROW_FILES)} ({ROWS})"
+            f"({NESTED}), {' + '.join(ROW_FILES)} ({ROWS}), or the generic layout "
+            "written by lore-prepare"
         )
-    return "nested" if have["nested"] else "rows"
+    return found[0]
 
 
 # -- nested form (b5cf508) ---------------------------------------------------
@@ -172,9 +189,37 @@ def _read_nested(path: Path) -> _Pairs:
             if len(chosen) != len(rejected):
                 raise DataError(f"{where}: {len(chosen)} chosen but {len(rejected)} rejected "
                                 "embeddings (one pair per entry)")
-            items.append((str(dialog), chosen, rejected))
+            items.append((str(dialog), difference(chosen, rejected, None, where)))
         out[str(user)] = items
     return out
+
+
+# -- generic layout from lore-prepare -----------------------------------------
+def _generic(data_dir: Path, seed: int, seen_fraction: float = 0.8, min_dialogs: int = 6):
+    pairs, _ = load_generic(data_dir)
+    offsets = pairs.offsets.tolist()
+    dialogs: dict[str, dict[str, list[int]]] = {}
+    for u, user in enumerate(pairs.user_ids):
+        for row in range(offsets[u], offsets[u + 1]):
+            dialogs.setdefault(user, {}).setdefault(pairs.prompt_ids[row], []).append(row)
+    users = sorted(dialogs)
+    random.Random(seed).shuffle(users)
+    cut = int(seen_fraction * len(users))
+    kept = {u for u in users if len(dialogs[u]) >= min_dialogs}
+    seen, unseen = sorted(kept & set(users[:cut])), sorted(kept & set(users[cut:]))
+    groups: dict[str, _Pairs] = {k: {} for k in
+                                 ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")}
+    for user in sorted(kept):
+        order = sorted(dialogs[user])
+        random.Random(f"prism:{seed}:{user}:dialogs").shuffle(order)
+        half = len(order) // 2
+        prefix = "seen_" if user in seen else "unseen_"
+        for i, dialog in enumerate(order):
+            part = prefix + (("train" if prefix == "seen_" else "fewshot") if i < half else "test")
+            rows = dialogs[user][dialog]
+            groups[part].setdefault(user, []).append((dialog, pairs.features[rows]))
+    info = {"in_source": len(users), "left_out_fewer_than_6_dialogs": len(users) - len(kept)}
+    return groups, seen, unseen, info
 
 
 # -- per-turn rows (HEAD) ----------------------------------------------------
@@ -212,7 +257,9 @@ def _rows(data_dir: Path, warnings: list[str]):
             single_rejected += len(rejected) == 1
             kind = ("seen_" if seen else "unseen_") + (
                 ("train" if seen else "fewshot") if file_split == "train" else "test")
-            groups[kind][user].append((str(info["dialog_id"]), chosen * len(rejected), rejected))
+            groups[kind][user].append(
+                (str(info["dialog_id"]), difference(chosen * len(rejected), rejected, None, where))
+            )
     if single_rejected:
         warnings.append(
             f"{single_rejected} rows carry one rejected embedding per turn; in the reference HEAD "
@@ -242,7 +289,7 @@ def _vectors(value: Any, where: str) -> list[torch.Tensor]:
 def _sample_dialogs(groups: _Pairs, k: int, seed: int) -> _Pairs:
     out: _Pairs = {}
     for user, items in groups.items():
-        dialogs = sorted({d for d, _, _ in items})
+        dialogs = sorted({d for d, _ in items})
         if len(dialogs) > k:
             dialogs = random.Random(f"prism:{seed}:{user}").sample(dialogs, k)
         keep = set(dialogs)
@@ -251,12 +298,14 @@ def _sample_dialogs(groups: _Pairs, k: int, seed: int) -> _Pairs:
 
 
 def _pack(groups: _Pairs, users: list[str], where: str) -> PreferencePairs:
-    chosen, rejected, row_users, prompts = [], [], [], []
+    blocks, row_users, prompts = [], [], []
     for user in users:
-        for dialog, c, r in groups.get(user, []):
-            chosen += c
-            rejected += r
-            row_users += [user] * len(r)
-            prompts += [dialog] * len(r)
-    features = difference(chosen, rejected, None, where)
+        for dialog, rows in groups.get(user, []):
+            blocks.append(rows)
+            row_users += [user] * rows.shape[0]
+            prompts += [dialog] * rows.shape[0]
+    widths = {b.shape[1] for b in blocks}
+    if len(widths) > 1:
+        raise DataError(f"{where}: embeddings of different widths {sorted(widths)}")
+    features = torch.cat(blocks) if blocks else torch.empty(0, 0)
     return PreferencePairs.from_rows(features, row_users, prompts, user_ids=users)

@@ -59,6 +59,8 @@ class RewardModelEmbedder:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if tokenizer.pad_token is None:  # any id will do: padding is found from the mask
+            tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
         return cls(model.to(device), tokenizer, name=name_or_path, **kwargs)
 
