@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lore_datasets
-from lore_datasets import DATASETS, SPLITS, DataError, DatasetUnavailable, SplitConfig, load_dataset
+from lore_datasets import DATASETS, SPLITS, DataError, SplitConfig, load_dataset
 
 BUNDLED = Path(lore_datasets.__file__).parent / "data"
 
@@ -72,13 +72,13 @@ def test_synthetic_by_name():
 
 
 @pytest.mark.parametrize("name", ["tldr", "prism", "personalllm"])
-def test_placeholders_say_so_in_one_line(name):
+def test_reference_sources_need_their_directory_in_one_line(name, tmp_path):
     assert name in DATASETS
-    with pytest.raises(
-        DatasetUnavailable, match=f"^{name}: this loader is not available yet"
-    ) as err:
+    with pytest.raises(DataError, match=f"^{name}: needs the directory of its files") as err:
         load_dataset(name)
     assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match=f"^{name}: the reference split is fixed"):
+        load_dataset(name, data_dir=tmp_path, split={"seed": 1, "min_pairs_per_user": 3})
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):

@@ -1,22 +1,27 @@
 """Data sets by name: bundled ones, the synthetic generator, and plain directories.
 
 ``LOADERS`` maps a name to a function ``(*, split, embeddings, data_dir,
-keep_ties) -> Benchmark``; a new loader (TL;DR, PRISM, PersonalLLM) plugs in
-by replacing its entry. A name that is not registered but is a directory is
-read in the generic layout (``generic.py``).
+keep_ties) -> Benchmark``. TL;DR, PRISM and PersonalLLM read the reference
+pipelines' files from ``data_dir`` and split them the reference's way (only
+the split seed can change). A name that is not registered but is a directory
+is read in the generic layout (``generic.py``, picking up a
+``v_ref.safetensors`` beside it), or as a canonical ``Benchmark.save``
+directory (``benchmark.json``), whose stored split is used as is.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, DatasetUnavailable
+from .convert import REFERENCE_LOADERS
+from .errors import DataError
 from .generic import load_generic
 from .pairs import Benchmark
+from .reference_files import read_v_ref
 from .splits import SplitConfig, split_benchmark
 from .synthetic import synthetic_benchmark
 
@@ -78,10 +83,13 @@ def _embedder(sidecar: Path) -> str | None:
 def _load_directory(
     directory: Path, split: SplitArg, embeddings: str | Path | None, keep_ties: bool
 ) -> Benchmark:
+    if (directory / "benchmark.json").is_file():
+        return Benchmark.load(directory)
     pairs, meta = load_generic(directory, embeddings=embeddings, keep_ties=keep_ties)
     sidecar = (directory / meta["embeddings"]).with_suffix(".json")
     meta = {"source": str(directory), "embedder": _embedder(sidecar), **meta}
-    return split_benchmark(pairs, _split_config(split, SplitConfig()), meta=meta)
+    v_ref = read_v_ref(directory, pairs.dim) if embeddings is None else None
+    return split_benchmark(pairs, _split_config(split, SplitConfig()), v_ref=v_ref, meta=meta)
 
 
 def _bundled(name: str, default_split: SplitConfig, attribution: str) -> Loader:
@@ -112,12 +120,23 @@ def _synthetic(*, split: SplitArg, embeddings, data_dir, keep_ties: bool) -> Ben
     return bench
 
 
-def _unavailable(name: str) -> Loader:
-    def load(**_: Any) -> Benchmark:
-        raise DatasetUnavailable(
-            f"{name}: this loader is not available yet; convert the data to the generic layout "
-            "(comparisons.csv, responses.jsonl, embeddings.npy) and pass its directory"
-        )
+def _reference(name: str) -> Loader:
+    """A reference-format loader: files from ``data_dir``, the split's seed, nothing else."""
+
+    def load(*, split: SplitArg, embeddings, data_dir, keep_ties: bool) -> Benchmark:
+        if data_dir is None:
+            raise DataError(f"{name}: needs the directory of its files (data_dir, or lore-train "
+                            "--data-dir DIR); docs/datasets.md says how to make them")
+        if not Path(data_dir).is_dir():
+            raise DataError(f"{name}: data directory {data_dir} not found")
+        if embeddings is not None or keep_ties:
+            raise DataError(f"{name}: embeddings and keep_ties do not apply (the files fix both)")
+        config = _split_config(split, SplitConfig())
+        changed = [k for k, v in asdict(config).items() if k != "seed" and v != getattr(SplitConfig(), k)]
+        if changed:
+            raise DataError(f"{name}: the reference split is fixed; only the seed can change "
+                            f"(got {', '.join(changed)})")
+        return REFERENCE_LOADERS[name](data_dir, seed=config.seed)
 
     return load
 
@@ -140,8 +159,8 @@ LOADERS: dict[str, Loader] = {
         "see data/ukpconvarg1/ATTRIBUTION.md",
     ),
     "synthetic": _synthetic,
-    "tldr": _unavailable("tldr"),
-    "prism": _unavailable("prism"),
-    "personalllm": _unavailable("personalllm"),
+    "tldr": _reference("tldr"),
+    "prism": _reference("prism"),
+    "personalllm": _reference("personalllm"),
 }
 DATASETS: tuple[str, ...] = tuple(LOADERS)
