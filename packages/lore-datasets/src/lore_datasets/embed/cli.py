@@ -23,7 +23,8 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lore-prepare", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="lore-prepare", description="Embed text pairs with a reward model (or MiniLM), or "
+                                "convert reference files to the canonical form.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("embed", help="text pairs -> embeddings in a layout lore-train reads",
@@ -37,11 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", choices=("reward-model", "minilm"), default="reward-model",
                    help="minilm: all-MiniLM-L6-v2 sentence encoder on CPU (no v_ref)")
     e.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+                   help="model dtype (None: bfloat16 on GPU, float32 on CPU)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-length", type=int, default=None,
-                   help="keep at most this many tokens, cut from the left (default: no cut)")
+                   help="keep at most this many tokens, cut from the left (None: no cut)")
     e.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
     e.add_argument("--limit", type=int, default=None, help="first N hub rows per split (testing)")
     e.add_argument("--no-progress", action="store_true")
