@@ -10,7 +10,9 @@ from lore_datasets import DATASETS, SplitConfig, load_dataset
 from lore_train import TrainConfig
 
 from ..experiment import run_rank_sweep
-from ..report import format_table
+from ..report import format_selection, format_table
+from ..results import write_results
+from ..selection import select_model, with_test_numbers
 from .common import resolve_device, run_cli
 
 
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--prune-threshold", type=float, default=defaults.prune_threshold)
     model.add_argument("--fewshot-steps", type=int, default=defaults.fewshot_steps)
     model.add_argument("--fewshot-lr", type=float, default=defaults.fewshot_lr)
+    select = p.add_argument_group("model selection")
+    select.add_argument("--select", action="store_true",
+                        help="also choose (K, alpha) on a validation split of the seen users' "
+                        "training pairs (never test pairs) and report the choice's test numbers")
+    select.add_argument("--val-fraction", type=float, default=0.2,
+                        help="fraction of each seen user's training pairs held out for --select")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="seeds the split and every initialization")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -83,10 +91,21 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         print(format_table(results))
+        if args.select:
+            print(_select(benchmark, args, config, results, out, progress=not args.no_progress))
         print(f"\nwrote {out / 'results.json'}, {out / 'accuracy_vs_rank.png'}, {out / 'checkpoints'}/")
         return 0
 
     return run_cli("lore-train", go)
+
+
+def _select(benchmark, args, config, results, out: Path, *, progress: bool) -> str:
+    """Pick (K, alpha) on validation, store it in results.json, and say what was chosen."""
+    selection = select_model(benchmark, args.K, args.alpha, config,
+                             val_fraction=args.val_fraction, progress=progress)
+    results["selection"] = with_test_numbers(selection, results)
+    write_results(results, out / "results.json")
+    return "\n" + format_selection(results["selection"])
 
 
 def _describe(benchmark) -> str:

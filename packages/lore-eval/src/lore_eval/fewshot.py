@@ -1,0 +1,260 @@
+"""The few-shot curve: how well a frozen basis V serves a new user given n pairs.
+
+For each shot count n and each of T trials, every unseen user gets n pairs
+drawn without replacement from their ``unseen_fewshot`` pool; only their K
+weights are fitted (V frozen) and they are scored on those n pairs and on
+their ``unseen_test`` pairs. A trial's score is the macro mean over users;
+the curve reports the mean and std (ddof 0) of that score over trials.
+
+Users whose pool holds fewer than n pairs are *skipped at that n* and listed
+(count and ids) in the point's ``short_users``: topping them up with all
+their pairs would put fewer-shot users into the n-shot average and flatten
+the curve. ``n_users`` says how many users each point averages.
+
+Speed: V is projected once (P = Z V for the pool and the test rows), and all
+T trials of one shot count are one few-shot fit: trial t of user u is a
+pseudo-user of a packed `PreferencePairs` whose features are rows of P, fitted
+on the identity basis. Users are independent problems (one Adam over all
+rows equals separate fits), so this is exact, not an approximation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import lore_kernels
+from lore_datasets import Benchmark, PreferencePairs
+from lore_train import PersonalRewardModel, fit_few_shot
+
+from .results import device_description, versions
+
+DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
+SHORT_USERS_RULE = "skipped at this shot count (fewer pool pairs than shots)"
+
+
+def fewshot_curve(
+    model: PersonalRewardModel,
+    benchmark: Benchmark,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    trials: int = 20,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    lr: float | None = None,
+) -> dict[str, Any]:
+    """Few-shot accuracy of ``model``'s basis for the benchmark's unseen users.
+
+    ``steps``/``lr`` default to the few-shot settings the model was trained
+    with. Draws and initializations are seeded by (``seed``, shot count).
+    Returns a JSON-ready dict with one entry per shot count in ``points``.
+    """
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    bad = [s for s in shots if int(s) < 1]
+    if bad:
+        raise ValueError(f"shot counts must be >= 1, got {bad}")
+    pool, test = benchmark.unseen_fewshot, benchmark.unseen_test
+    _check_compatible(model, benchmark)
+    train_config = model.meta.get("train_config", {})
+    steps = train_config.get("fewshot_steps", 500) if steps is None else steps
+    lr = train_config.get("fewshot_lr", 0.1) if lr is None else lr
+    reduction = train_config.get("reduction", "user_mean")
+
+    V = model.V.detach()
+    device = V.device
+    P_pool = lore_kernels.project(pool.features.to(device), V)
+    P_test = lore_kernels.project(test.features.to(device), V)
+    counts = pool.pairs_per_user().numpy()
+    test_counts = test.pairs_per_user().numpy()
+
+    points = []
+    for n in sorted({int(s) for s in shots}):
+        eligible = np.flatnonzero(counts >= n)
+        short = [pool.user_ids[i] for i in np.flatnonzero(counts < n)]
+        point: dict[str, Any] = {
+            "shots": n,
+            "n_users": int(eligible.size),
+            "short_users": {"count": len(short), "ids": short, "rule": SHORT_USERS_RULE},
+        }
+        if eligible.size == 0:
+            empty = {"mean": None, "std": None, "per_trial": []}
+            point.update(fewshot_train=empty, unseen_prompts={**empty, "n_users": 0}, fit_seconds=0.0)
+            points.append(point)
+            continue
+        rows = draw_shots(pool, eligible, n, trials, seed=seed)  # [T, n_users, n]
+        start = time.perf_counter()
+        S = _fit_trials(P_pool, rows, steps=steps, lr=lr, tau=model.tau, reduction=reduction,
+                        seed=seed + n)  # [T, n_users, K]
+        point["fit_seconds"] = time.perf_counter() - start
+        train_acc = _shot_accuracy(P_pool, rows, S)  # [T, n_users]
+        point["fewshot_train"] = _over_trials(train_acc.mean(dim=1))
+        has_test = torch.from_numpy(test_counts[eligible] > 0)
+        test_acc = _test_accuracy(P_test, test, eligible, S)
+        point["unseen_prompts"] = {
+            **_over_trials(test_acc[:, has_test].mean(dim=1) if has_test.any() else None),
+            "n_users": int(has_test.sum()),
+        }
+        points.append(point)
+
+    return {
+        "K": model.rank,
+        "kept_rank": model.kept_rank,
+        "alpha": train_config.get("alpha"),
+        "trials": trials,
+        "seed": seed,
+        "fewshot_steps": steps,
+        "fewshot_lr": lr,
+        "pool": {
+            "users": pool.num_users,
+            "pairs_per_user": _spread(counts),
+            "users_without_test_pairs": [u for u, c in zip(test.user_ids, test_counts) if c == 0],
+        },
+        "points": points,
+    }
+
+
+def run_fewshot(
+    checkpoints: Sequence[str | Path],
+    benchmark: Benchmark,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    trials: int = 20,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    lr: float | None = None,
+    device: str = "cpu",
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`fewshot_curve` for each checkpoint directory; the document fewshot.json stores."""
+    doc = {
+        "format": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {"shots": sorted({int(s) for s in shots}), "trials": trials, "seed": seed,
+                   "steps": steps, "lr": lr, "short_users": SHORT_USERS_RULE, **(config or {})},
+        "dataset": benchmark.meta,
+        "versions": versions(),
+        "backend": lore_kernels.backend(),
+        "device": device_description(device),
+        "curves": [],
+    }
+    for path in checkpoints:
+        model = PersonalRewardModel.load(path, device=device)
+        try:
+            curve = fewshot_curve(model, benchmark, shots, trials, seed=seed, steps=steps, lr=lr)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        doc["curves"].append({"checkpoint": str(path), **curve})
+    return doc
+
+
+def find_checkpoints(run_dir: str | Path, ranks: Sequence[int] | None = None) -> list[Path]:
+    """The checkpoint directories of a lore-train run, ordered by (alpha, K)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no checkpoints here (is {run_dir} a lore-train --out?)")
+    found = []
+    for directory in root.iterdir():
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            continue
+        config = json.loads(config_file.read_text())
+        alpha = config.get("meta", {}).get("train_config", {}).get("alpha", 0.0)
+        if ranks is None or config["rank"] in ranks:
+            found.append(((alpha, config["rank"]), directory))
+    if not found:
+        which = "" if ranks is None else f" with K in {list(ranks)}"
+        raise FileNotFoundError(f"{root}: no checkpoint{which}")
+    return [directory for _, directory in sorted(found)]
+
+
+def draw_shots(
+    pool: PreferencePairs, users: np.ndarray, shots: int, trials: int, *, seed: int
+) -> torch.Tensor:
+    """Row indices [trials, len(users), shots]: per trial, ``shots`` distinct rows of each user.
+
+    One random key per (trial, row), sorted within user: a per-user shuffle
+    for every trial at once. Seeded by (seed, shots), independent of the
+    other shot counts.
+    """
+    row_user = pool.user.cpu().numpy()
+    offsets = pool.offsets.numpy()
+    rng = np.random.default_rng([seed, shots])
+    keys = rng.random((trials, row_user.size))
+    within = offsets[users][:, None] + np.arange(shots)  # positions in the user-sorted order
+    drawn = np.empty((trials, len(users), shots), dtype=np.int64)
+    for t in range(trials):
+        order = np.lexsort((keys[t], row_user))
+        drawn[t] = order[within]
+    return torch.from_numpy(drawn)
+
+
+def _fit_trials(
+    P: torch.Tensor, rows: torch.Tensor, *, steps: int, lr: float, tau: float,
+    reduction: str, seed: int,
+) -> torch.Tensor:
+    """Simplex weights [T, U, K]: each (trial, user) fitted on its drawn rows of P."""
+    T, U, n = rows.shape
+    K = P.shape[1]
+    pseudo = torch.arange(T * U).repeat_interleave(n)
+    pairs = PreferencePairs(P[rows.reshape(-1).to(P.device)], pseudo.to(P.device),
+                            [str(i) for i in range(T * U)])
+    identity = torch.eye(K, device=P.device)  # project(P, I) = P: the pool is already projected
+    W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed)
+    return torch.softmax(W, dim=1).reshape(T, U, K)
+
+
+def _shot_accuracy(P: torch.Tensor, rows: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Accuracy [T, U] of each fitted (trial, user) on its own drawn rows."""
+    margin = torch.einsum("tunk,tuk->tun", P[rows.to(P.device)], S)
+    return (margin > 0).to(torch.float64).mean(dim=2).cpu()
+
+
+def _test_accuracy(
+    P_test: torch.Tensor, test: PreferencePairs, users: np.ndarray, S: torch.Tensor
+) -> torch.Tensor:
+    """Accuracy [T, U] of each (trial, user) on the user's test rows (NaN without rows)."""
+    T, U, _ = S.shape
+    position = torch.full((test.num_users,), -1, dtype=torch.int64)
+    position[torch.from_numpy(users)] = torch.arange(U)
+    row_pos = position[test.user.cpu()]
+    keep = row_pos >= 0
+    row_pos = row_pos[keep]
+    P = P_test[keep.to(P_test.device)]
+    counts = torch.bincount(row_pos, minlength=U).to(torch.float64)
+    acc = torch.empty(T, U, dtype=torch.float64)
+    for t in range(T):  # T is small; this keeps memory at one [M_test] margin
+        correct = ((P * S[t][row_pos.to(S.device)]).sum(dim=1) > 0).to(torch.float64).cpu()
+        acc[t] = torch.zeros(U, dtype=torch.float64).index_add_(0, row_pos, correct) / counts
+    return acc
+
+
+def _over_trials(per_trial: torch.Tensor | None) -> dict[str, Any]:
+    if per_trial is None:
+        return {"mean": None, "std": None, "per_trial": []}
+    values = per_trial.numpy()
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=0)),
+            "per_trial": [float(v) for v in values]}
+
+
+def _spread(counts: np.ndarray) -> dict[str, float]:
+    return {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
+
+
+def _check_compatible(model: PersonalRewardModel, benchmark: Benchmark) -> None:
+    """Refuse a checkpoint that trained on this benchmark's unseen users or has another dim."""
+    if model.dim != benchmark.dim:
+        raise ValueError(f"the checkpoint has dim {model.dim}, the data set {benchmark.dim}")
+    trained = {u for u, seen in zip(model.user_ids, model.seen) if seen}
+    leaked = sorted(trained & set(benchmark.unseen_fewshot.user_ids))
+    if leaked:
+        raise ValueError(
+            f"the checkpoint's basis was trained on {len(leaked)} of this benchmark's unseen "
+            f"users ({leaked[:5]}): a different data set or split seed than its training run"
+        )
