@@ -130,14 +130,19 @@ def select_model(
             cand.kept_rank = model.kept_rank
             scores = accuracy(model, val)
             cand.validation = {k: scores[k] for k in ("mean", "std", "n_users")}
+    return Selection(candidates, choose(candidates), val_fraction, seed, val.num_pairs,
+                     train.num_pairs)
+
+
+def choose(candidates: Sequence[Candidate]) -> Candidate:
+    """The best validation accuracy; among ties, the smaller K, then the smaller alpha."""
     scored = [c for c in candidates if c.validation is not None]
     if not scored:
         raise ValueError("every candidate was skipped: " + "; ".join(
             f"K={c.K} alpha={c.alpha:g}: {c.skipped}" for c in candidates))
     best = max(c.validation["mean"] for c in scored)
-    chosen = min((c for c in scored if c.validation["mean"] >= best - TIE_TOLERANCE),
-                 key=lambda c: (c.K, c.alpha))
-    return Selection(candidates, chosen, val_fraction, seed, val.num_pairs, train.num_pairs)
+    return min((c for c in scored if c.validation["mean"] >= best - TIE_TOLERANCE),
+               key=lambda c: (c.K, c.alpha))
 
 
 def with_test_numbers(selection: Selection, results: dict[str, Any]) -> dict[str, Any]:
