@@ -3,7 +3,10 @@
     loss, margin, dV, dS = lowrank_bt(Z, user, weight, V, S, tau)   # one pass
     loss, margin = lowrank_bt_loss(Z, user, weight, V, S, tau)      # autograd
     P = project(Z, V)
-    backend()   # "torch" | "cpu" | "cuda"
+    backend(device)   # "torch" | "cpu" | "cuda": what runs for tensors on device
+
+The native kernels (C++/OpenMP, CUDA) are optional: without them the ops run
+on the pure-torch reference. LORE_BACKEND=torch|cpu|cuda forces a backend.
 """
 
 from .ops import backend, lowrank_bt, lowrank_bt_loss, project

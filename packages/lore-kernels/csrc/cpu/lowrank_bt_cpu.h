@@ -1,0 +1,57 @@
+// CPU kernels of the low-rank Bradley-Terry op, torch-free (raw pointers), so
+// the heavy torch headers stay in the one registration file (lowrank_bt.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace lore::cpu {
+
+// Storage type of Z. The accumulation type T is double for kF64 (the
+// gradcheck mode) and float otherwise.
+enum class ZType : int { kF32 = 0, kF64 = 1, kBF16 = 2, kF16 = 3 };
+
+// Z is [m, d] with unit column stride and row stride ldz (in elements).
+struct ZView {
+  const void* data;
+  int64_t ldz;
+  ZType type;
+};
+
+template <typename T>
+struct BtInputs {
+  ZView z;
+  const int64_t* user;  // [m], values in [0, n) (checked by the caller)
+  const T* weight;      // [m], the reduction weights c_m
+  const T* v;           // [d, k] row-major
+  const T* s;           // [n, k] row-major
+  int64_t m, d, k, n;
+  T tau;
+};
+
+template <typename T>
+struct BtOutputs {
+  T* loss;    // scalar
+  T* margin;  // [m]
+  T* dv;      // [d, k]
+  T* ds;      // [n, k]
+};
+
+// Loss, margin, dV and dS in one pass over Z on up to `threads` threads.
+// Bitwise deterministic for the same inputs, thread count and instruction set.
+template <typename T>
+void lowrank_bt(const BtInputs<T>& in, const BtOutputs<T>& out, int threads);
+
+// P = Z V, [m, k] row-major.
+template <typename T>
+void project(ZView z, const T* v, int64_t m, int64_t d, int64_t k, T* p, int threads);
+
+// What the last call did, for tests: instruction set (0 generic, 1 AVX2,
+// 2 AVX-512), row chunks, and distinct OpenMP threads that ran them.
+struct LastCall {
+  int isa;
+  int chunks;
+  int threads_seen;
+};
+LastCall last_call();
+
+}  // namespace lore::cpu

@@ -1,0 +1,327 @@
+"""The fused op against the torch reference, on every native backend that is built.
+
+Each native device ("cpu", "cuda") is a parameter; it is skipped with the
+reason when its kernel is not built (or there is no GPU), so the file also
+passes on a torch-only install.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lore_kernels
+from lore_kernels import _native
+from lore_kernels.reference import lowrank_bt_reference, project_reference
+
+TAU = 0.01
+
+
+def _native_params():
+    cpu = pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not _native.has_kernel("cpu"),
+            reason="CPU kernel not built (bash scripts/setup.sh; LORE_BUILD_EXT unset)",
+        ),
+    )
+    cuda = pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            pytest.mark.skipif(not _native.has_kernel("cuda"), reason="CUDA kernel not built"),
+        ],
+    )
+    return [cpu, cuda]
+
+
+NATIVE = _native_params()
+needs_cpu_kernel = pytest.mark.skipif(
+    not _native.has_kernel("cpu"), reason="CPU kernel not built (bash scripts/setup.sh)"
+)
+
+
+@dataclass
+class Case:
+    Z: torch.Tensor
+    user: torch.Tensor
+    weight: torch.Tensor
+    V: torch.Tensor
+    S: torch.Tensor
+
+    def args(self, tau: float = TAU):
+        return self.Z, self.user, self.weight, self.V, self.S, tau
+
+    def to(self, device) -> Case:
+        return Case(*(t.to(device) for t in (self.Z, self.user, self.weight, self.V, self.S)))
+
+
+def make_case(
+    M, d, K, N, *, dtype=torch.float32, users="sorted", weights="user_mean", seed=0
+) -> Case:
+    """Random inputs of the op. users: sorted | shuffled | one-pair | gaps."""
+    g = torch.Generator().manual_seed(seed)
+    if users == "one-pair":  # user 0 has a single row, the others share the rest
+        user = torch.cat(
+            [torch.zeros(1, dtype=torch.long), torch.randint(1, N, (M - 1,), generator=g)]
+        )
+    elif users == "gaps":  # only even ids have rows: odd users have none
+        user = 2 * torch.randint(0, (N + 1) // 2, (M,), generator=g)
+    else:
+        user = torch.randint(0, N, (M,), generator=g)
+    user = user.sort().values
+    if users == "shuffled":  # rows of one user scattered over the matrix
+        user = user[torch.randperm(M, generator=g)]
+    Z = torch.randn(M, d, generator=g).to(dtype)
+    V = torch.randn(d, K, generator=g)
+    S = torch.softmax(torch.randn(N, K, generator=g), dim=1)
+    if weights == "user_mean":
+        counts = torch.bincount(user, minlength=N).to(torch.float32)
+        weight = 1.0 / counts[user]
+    else:  # pair_mean
+        weight = torch.full((M,), 1.0 / M)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    return Case(Z, user, weight.to(acc), V.to(acc), S.to(acc))
+
+
+def math_in(dtype, Z, user, weight, V, S, tau):
+    """DESIGN §4 computed entirely in `dtype` (the reference upcasts to fp32).
+
+    In fp64 it is the ground truth; in bf16/fp16 it is "the torch reference run
+    in low precision" of the flash-attention error rule.
+    """
+    Z, V, S, c = (t.to(dtype) for t in (Z, V, S, weight))
+    P = Z @ V
+    S_rows = S[user]
+    margin = (P * S_rows).sum(dim=1)
+    logit = tau * margin
+    loss = (c * F.softplus(-logit)).sum()
+    g = -c * tau * torch.sigmoid(-logit)
+    dV = Z.T @ (g[:, None] * S_rows)
+    dS = torch.zeros_like(S).index_add_(0, user, g[:, None] * P)
+    return loss, margin, dV, dS
+
+
+def assert_outputs_close(out, ref, rtol):
+    """Per output, error relative to the output's scale (elements near 0 use it too)."""
+    for name, a, b in zip(("loss", "margin", "dV", "dS"), out, ref, strict=True):
+        assert a.shape == b.shape, name
+        b = b.to(a.dtype)
+        scale = b.abs().max().clamp_min(1e-30)
+        torch.testing.assert_close(
+            a, b, rtol=rtol, atol=rtol * scale, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+SHAPES = [
+    # M, d, K, N, users
+    pytest.param(97, 33, 1, 5, "sorted", id="M-prime-d-odd-K1"),
+    pytest.param(101, 257, 64, 7, "sorted", id="K64-d-odd"),
+    pytest.param(64, 48, 4, 3, "shuffled", id="shuffled-users"),
+    pytest.param(131, 64, 8, 9, "one-pair", id="one-pair-user"),
+    pytest.param(200, 40, 3, 12, "gaps", id="users-without-rows"),
+    pytest.param(1, 16, 2, 1, "sorted", id="M1"),
+    pytest.param(1000, 384, 8, 20, "sorted", id="two-chunks"),
+]
+
+
+def test_math_in_fp32_is_the_reference():
+    """The test's dtype-generic transcription agrees with the package's oracle."""
+    case = make_case(50, 20, 3, 4)
+    assert_outputs_close(
+        lowrank_bt_reference(*case.args()), math_in(torch.float32, *case.args()), 1e-5
+    )
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize(("M", "d", "K", "N", "users"), SHAPES)
+def test_fp32_matches_reference(device, M, d, K, N, users):
+    case = make_case(M, d, K, N, users=users).to(device)
+    out = torch.ops.lore.lowrank_bt(*case.args())
+    assert all(t.dtype == torch.float32 for t in out)
+    assert_outputs_close(out, lowrank_bt_reference(*case.args()), rtol=2e-5)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("M", "d", "K", "N", "users"), SHAPES[:4] + SHAPES[6:])
+def test_low_precision_error_within_2x_torch(device, dtype, M, d, K, N, users):
+    """Flash-attention rule: error vs fp64 at most 2x that of torch run in `dtype`."""
+    case = make_case(M, d, K, N, dtype=dtype, users=users).to(device)
+    truth = math_in(torch.float64, *case.args())
+    torch_low = math_in(dtype, *case.args())
+    out = torch.ops.lore.lowrank_bt(*case.args())
+    for name, a, t, b in zip(("loss", "margin", "dV", "dS"), out, truth, torch_low, strict=True):
+        err = (a.double() - t).abs().max().item()
+        err_torch = (b.double() - t).abs().max().item()
+        assert err <= 2 * err_torch + 1e-12, f"{name}: {err:.3e} > 2 x {err_torch:.3e}"
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_project_matches_reference(device, dtype):
+    case = make_case(77, 45, 5, 3, dtype=dtype).to(device)
+    P = torch.ops.lore.project(case.Z, case.V)
+    ref = project_reference(case.Z, case.V)
+    torch.testing.assert_close(P, ref, rtol=2e-5, atol=2e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_strided_and_transposed_Z(device):
+    """Z as a column slice of a wider matrix (row stride != d) and as a transpose."""
+    case = make_case(70, 32, 4, 5).to(device)
+    wide = torch.randn(70, 50, device=device)
+    wide[:, 5:37] = case.Z
+    ref = lowrank_bt_reference(*case.args())
+    for Z in (wide[:, 5:37], case.Z.T.contiguous().T):
+        out = torch.ops.lore.lowrank_bt(Z, *case.args()[1:])
+        assert_outputs_close(out, ref, rtol=2e-5)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("weights", ["user_mean", "pair_mean"])
+def test_reduction_weights(device, weights):
+    """user_mean: sum over users of each user's mean NLL; pair_mean: the global mean."""
+    case = make_case(300, 24, 3, 11, users="gaps", weights=weights).to(device)
+    loss, margin, _, _ = torch.ops.lore.lowrank_bt(*case.args())
+    nll = F.softplus(-TAU * margin.double())
+    if weights == "user_mean":
+        expected = sum(nll[case.user == u].mean() for u in case.user.unique())
+    else:
+        expected = nll.mean()
+    torch.testing.assert_close(
+        loss.double(), torch.as_tensor(expected, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_gradients_through_lowrank_bt_loss(device, monkeypatch):
+    """Backward rescales the saved gradients; compared with autograd through fp64 math."""
+    monkeypatch.delenv("LORE_BACKEND", raising=False)
+    case = make_case(150, 40, 6, 8).to(device)
+    V = case.V.clone().requires_grad_()
+    S = case.S.clone().requires_grad_()
+    loss, margin = lore_kernels.lowrank_bt_loss(case.Z, case.user, case.weight, V, S, TAU)
+    assert not margin.requires_grad
+    (3.0 * loss).backward()
+
+    V64 = case.V.double().requires_grad_()
+    S64 = case.S.double().requires_grad_()
+    ref_loss = math_in(torch.float64, case.Z, case.user, case.weight, V64, S64, TAU)[0]
+    (3.0 * ref_loss).backward()
+    torch.testing.assert_close(V.grad.double(), V64.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(S.grad.double(), S64.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_gradcheck_fp64(device):
+    """fp64 Z runs the same kernels with fp64 accumulation, so finite differences apply."""
+    case = make_case(23, 7, 3, 4, dtype=torch.float64, users="shuffled").to(device)
+    V = case.V.clone().requires_grad_()
+    S = case.S.clone().requires_grad_()
+
+    def loss_of(V, S):
+        return torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight, V, S, 0.5)[0]
+
+    assert torch.autograd.gradcheck(loss_of, (V, S))
+    Z = case.Z.clone().requires_grad_()
+    assert torch.autograd.gradcheck(torch.ops.lore.project, (Z, V))
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck(device, dtype):
+    case = make_case(40, 24, 4, 5, dtype=dtype).to(device)
+    V = case.V.clone().requires_grad_()
+    S = case.S.clone().requires_grad_()
+    torch.library.opcheck(torch.ops.lore.lowrank_bt, (case.Z, case.user, case.weight, V, S, TAU))
+    torch.library.opcheck(torch.ops.lore.project, (case.Z, V))
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_deterministic_across_calls(device):
+    case = make_case(3000, 96, 8, 40, dtype=torch.bfloat16).to(device)
+    if device == "cuda":  # dS is only deterministic in torch's deterministic mode
+        torch.use_deterministic_algorithms(True)
+    try:
+        first = torch.ops.lore.lowrank_bt(*case.args())
+        second = torch.ops.lore.lowrank_bt(*case.args())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_cpu_kernel
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs at least 2 CPU cores")
+def test_cpu_kernel_uses_several_threads():
+    """Without -fopenmp in compile and link flags the kernel silently runs on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        case = make_case(4000, 64, 4, 10)
+        torch.ops.lore.lowrank_bt(*case.args())
+        _isa, chunks, threads_seen = torch.ops.lore._cpu_last_call()
+        assert chunks == 2
+        assert threads_seen == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def _isas():
+    """Instruction sets this CPU can run, found by asking the kernel for each."""
+    supported = []
+    case = make_case(8, 4, 1, 1)
+    for name in ("generic", "avx2", "avx512"):
+        os.environ["LORE_CPU_ISA"] = name
+        try:
+            torch.ops.lore.project(case.Z, case.V)
+            supported.append(name)
+        except (RuntimeError, ValueError):
+            pass
+        finally:
+            del os.environ["LORE_CPU_ISA"]
+    return supported
+
+
+@needs_cpu_kernel
+def test_every_cpu_instruction_set_matches_reference(monkeypatch):
+    """The kernels are compiled per instruction set; each must agree with the oracle."""
+    isas = _isas()
+    assert "generic" in isas
+    case = make_case(203, 77, 9, 6, dtype=torch.bfloat16, users="shuffled")
+    ref = lowrank_bt_reference(*case.args())
+    for level, name in enumerate(("generic", "avx2", "avx512")):
+        if name not in isas:
+            continue
+        monkeypatch.setenv("LORE_CPU_ISA", name)
+        assert_outputs_close(torch.ops.lore.lowrank_bt(*case.args()), ref, rtol=2e-5)
+        assert torch.ops.lore._cpu_last_call()[0] == level
+
+
+@needs_cpu_kernel
+def test_bad_isa_name_is_an_error(monkeypatch):
+    monkeypatch.setenv("LORE_CPU_ISA", "sse9")
+    case = make_case(8, 4, 1, 1)
+    with pytest.raises((RuntimeError, ValueError), match="LORE_CPU_ISA"):
+        torch.ops.lore.project(case.Z, case.V)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_bad_inputs_name_the_culprit(device):
+    case = make_case(10, 6, 2, 3).to(device)
+    bad_user = case.user.clone()
+    bad_user[4] = 7
+    with pytest.raises(RuntimeError, match=r"user\[4\] = 7 is out of range \[0, 3\)"):
+        torch.ops.lore.lowrank_bt(case.Z, bad_user, case.weight, case.V, case.S, TAU)
+    with pytest.raises(RuntimeError, match="V must be Float"):
+        torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight, case.V.double(), case.S, TAU)
+    with pytest.raises(RuntimeError, match="S must be"):
+        torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight, case.V, case.S[:, :1], TAU)
+    with pytest.raises(RuntimeError, match="weight must be 1-D"):
+        torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight[:5], case.V, case.S, TAU)
