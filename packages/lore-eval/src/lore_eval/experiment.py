@@ -51,7 +51,9 @@ def run_rank_sweep(
             entry["fewshot_seconds"] = run.fewshot_seconds
             entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
             entry.update(evaluate(run.model, benchmark))
-            run.model.meta.update(dataset=benchmark.meta.get("source"))
+            run.model.meta.update(
+                dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
+            )
             path = run.model.save(out_dir / "checkpoints" / checkpoint_name(run.rank, run.alpha))
             entry["checkpoint"] = str(path.relative_to(out_dir))
         results["runs"].append(entry)

@@ -31,8 +31,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
 def format_table(results: dict[str, Any]) -> str:
     """A fixed-width table: mean ± std across users (number of users)."""
     body = rows(results)
-    widths = [max(len(h), *(len(r[i]) for r in body if not r[3].startswith("skipped")))
-              if body else len(h) for i, h in enumerate(HEADERS)]
+    # skipped rows span the setting columns, so only their first three cells count
+    widths = [max([len(h)] + [len(r[i]) for r in body if i < 3 or not r[3].startswith("skipped")])
+              for i, h in enumerate(HEADERS)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     text = [line(HEADERS), line(["-" * w for w in widths])]
     for r in body:

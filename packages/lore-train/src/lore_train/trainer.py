@@ -205,23 +205,32 @@ def fit_few_shot(
     counts = pairs.pairs_per_user().to(device)
     if K <= 1 or pairs.num_pairs == 0:
         return torch.zeros(N, K, device=device)
-    W0 = torch.randn(N, K, generator=_generator(seed)).to(device)
-    W0[counts == 0] = 0.0
-    W = torch.nn.Parameter(W0)
+    W = torch.randn(N, K, generator=_generator(seed)).to(device)
+    W[counts == 0] = 0.0
     with torch.no_grad():
         P = lore_kernels.project(pairs.features.to(device), V.detach())
     user = pairs.user.to(device)
     c = row_weights(pairs, reduction).to(device)
-    opt = torch.optim.Adam([W], lr=lr)
+    # The problem is tiny (M x K), so autograd and torch.optim overhead would
+    # dominate: the gradient is written out and Adam (torch's defaults:
+    # betas 0.9/0.999, eps 1e-8, no weight decay) is applied in place.
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    m1, m2 = torch.zeros_like(W), torch.zeros_like(W)
+    dS, update = torch.empty_like(W), torch.empty_like(W)
     with _progress(steps, f"few-shot K={K}", progress) as bar:
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            margin = (P * torch.softmax(W, dim=1)[user]).sum(dim=1)
-            loss = (c * F.softplus(-tau * margin)).sum()
-            loss.backward()
-            opt.step()
+        for t in range(1, steps + 1):
+            S = torch.softmax(W, dim=1)
+            margin = (P * S[user]).sum(dim=1)
+            g = torch.sigmoid(-tau * margin)
+            g.mul_(c).mul_(-tau)
+            dS.zero_().index_add_(0, user, P * g[:, None])
+            grad = S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
+            m1.lerp_(grad, 1 - beta1)
+            m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
+            W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
             bar.update()
-    return W.detach()
+    return W
 
 
 def personalize(
