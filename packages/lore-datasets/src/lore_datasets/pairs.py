@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -80,7 +81,7 @@ class PreferencePairs:
         if missing:
             raise ValueError(f"rows refer to users not in user_ids: {missing[:5]}")
         user = torch.tensor([index[u] for u in row_users], dtype=torch.int64)
-        order = torch.argsort(user, stable=True)
+        order = _stable_argsort(user)
         prompts = None if prompt_ids is None else [str(prompt_ids[i]) for i in order.tolist()]
         return cls(features[order].contiguous(), user[order].contiguous(), list(index), prompts)
 
@@ -110,7 +111,7 @@ class PreferencePairs:
     def select_rows(self, rows: torch.Tensor | Sequence[int]) -> PreferencePairs:
         """A subset of rows over the same user list (rows are re-sorted by user)."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
-        rows = rows[torch.argsort(self.user[rows], stable=True)]
+        rows = rows[_stable_argsort(self.user.cpu()[rows])]
         prompts = None if self.prompt_ids is None else [self.prompt_ids[i] for i in rows.tolist()]
         return PreferencePairs(self.features[rows], self.user[rows], list(self.user_ids), prompts)
 
@@ -124,7 +125,7 @@ class PreferencePairs:
         remap[torch.tensor([index[u] for u in users], dtype=torch.int64)] = torch.arange(len(users))
         new_user = remap[self.user.cpu()]
         rows = torch.nonzero(new_user >= 0).squeeze(1)
-        rows = rows[torch.argsort(new_user[rows], stable=True)]
+        rows = rows[_stable_argsort(new_user[rows])]
         prompts = None if self.prompt_ids is None else [self.prompt_ids[i] for i in rows.tolist()]
         return PreferencePairs(
             self.features[rows.to(self.features.device)],
@@ -237,6 +238,11 @@ class Benchmark:
             for name in SPLITS
         }
         return cls(**splits, v_ref=tensors.get("v_ref"), meta=doc.get("meta", {}))
+
+
+def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:
+    """Stable argsort of int64 keys; numpy's is ~50x faster than torch's on CPU."""
+    return torch.from_numpy(np.argsort(keys.cpu().numpy(), kind="stable"))
 
 
 def _existing(path: Path) -> Path:
