@@ -61,15 +61,16 @@ def peak_tbps(device: torch.device) -> float | None:
 
 def make_inputs(M: int, d: int, K: int, dtype: torch.dtype, device="cpu", users: int = 1000):
     """Sorted users with user_mean weights, as the trainer passes them."""
-    g = torch.Generator().manual_seed(0)
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(0)
     N = max(1, min(users, M))
-    user = torch.randint(0, N, (M,), generator=g).sort().values
+    user = torch.randint(0, N, (M,), generator=g, device=device).sort().values
     counts = torch.bincount(user, minlength=N).clamp_min(1).float()
-    Z = torch.randn(M, d, generator=g).to(dtype)
-    V = torch.randn(d, K, generator=g) / d**0.5
-    S = torch.softmax(torch.randn(N, K, generator=g), dim=1)
+    Z = torch.randn(M, d, generator=g, device=device).to(dtype)
+    V = torch.randn(d, K, generator=g, device=device) / d**0.5
+    S = torch.softmax(torch.randn(N, K, generator=g, device=device), dim=1)
     weight = 1.0 / counts[user]
-    return (*(t.to(device) for t in (Z, user, weight, V, S)), TAU)
+    return Z, user, weight, V, S, TAU
 
 
 def torch_two_matmuls(Z, user, weight, V, S, tau):

@@ -23,17 +23,6 @@ extern "C" PyObject* PyInit__C(void) {
 namespace lore {
 namespace {
 
-cpu::ZView z_view(const at::Tensor& Z) {
-  cpu::ZType t = cpu::ZType::kF32;
-  switch (Z.scalar_type()) {
-    case at::kDouble: t = cpu::ZType::kF64; break;
-    case at::kBFloat16: t = cpu::ZType::kBF16; break;
-    case at::kHalf: t = cpu::ZType::kF16; break;
-    default: break;
-  }
-  return {Z.data_ptr(), Z.size(0) > 1 ? Z.stride(0) : Z.size(1), t};
-}
-
 template <typename T>
 void run_bt(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weight,
             const at::Tensor& V, const at::Tensor& S, double tau, const BtShapes& sh,

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "zview.h"
+
 namespace lore {
 
 struct BtShapes {
@@ -16,6 +18,18 @@ inline at::ScalarType acc_dtype_for(const at::Tensor& Z, const char* op) {
   TORCH_CHECK(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf || t == at::kDouble, op,
               ": Z must be float32, bfloat16, float16 or float64, got ", t);
   return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The kernels' view of Z (after rows_view).
+inline ZView z_view(const at::Tensor& Z) {
+  ZType t = ZType::kF32;
+  switch (Z.scalar_type()) {
+    case at::kDouble: t = ZType::kF64; break;
+    case at::kBFloat16: t = ZType::kBF16; break;
+    case at::kHalf: t = ZType::kF16; break;
+    default: break;
+  }
+  return {Z.data_ptr(), Z.size(0) > 1 ? Z.stride(0) : Z.size(1), t};
 }
 
 // Z as a matrix with unit column stride (copied only if it is not one).

@@ -112,7 +112,7 @@ def assert_outputs_close(out, ref, rtol):
     for name, a, b in zip(("loss", "margin", "dV", "dS"), out, ref, strict=True):
         assert a.shape == b.shape, name
         b = b.to(a.dtype)
-        scale = b.abs().max().clamp_min(1e-30)
+        scale = b.abs().max().clamp_min(1e-30) if b.numel() else 1.0
         torch.testing.assert_close(
             a, b, rtol=rtol, atol=rtol * scale, msg=lambda m, n=name: f"{n}: {m}"
         )
@@ -126,6 +126,7 @@ SHAPES = [
     pytest.param(131, 64, 8, 9, "one-pair", id="one-pair-user"),
     pytest.param(200, 40, 3, 12, "gaps", id="users-without-rows"),
     pytest.param(1, 16, 2, 1, "sorted", id="M1"),
+    pytest.param(0, 16, 2, 3, "sorted", id="M0"),
     pytest.param(1000, 384, 8, 20, "sorted", id="two-chunks"),
 ]
 
@@ -149,7 +150,10 @@ def test_fp32_matches_reference(device, M, d, K, N, users):
 
 @pytest.mark.parametrize("device", NATIVE)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("M", "d", "K", "N", "users"), SHAPES[:4] + SHAPES[6:])
+@pytest.mark.parametrize(
+    ("M", "d", "K", "N", "users"),
+    [s for s in SHAPES if s.id not in ("users-without-rows", "M1", "M0")],
+)
 def test_low_precision_error_within_2x_torch(device, dtype, M, d, K, N, users):
     """Flash-attention rule: error vs fp64 at most 2x that of torch run in `dtype`."""
     case = make_case(M, d, K, N, dtype=dtype, users=users).to(device)
@@ -244,17 +248,25 @@ def test_opcheck(device, dtype):
 
 
 @pytest.mark.parametrize("device", NATIVE)
-def test_deterministic_across_calls(device):
+@pytest.mark.parametrize("torch_deterministic", [False, True])
+def test_deterministic_across_calls(device, torch_deterministic):
+    """Fixed-order reductions: bitwise-equal outputs. On CUDA, dS is summed with
+    atomics unless torch's deterministic mode is on."""
     case = make_case(3000, 96, 8, 40, dtype=torch.bfloat16).to(device)
-    if device == "cuda":  # dS is only deterministic in torch's deterministic mode
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(torch_deterministic)
     try:
         first = torch.ops.lore.lowrank_bt(*case.args())
         second = torch.ops.lore.lowrank_bt(*case.args())
     finally:
         torch.use_deterministic_algorithms(False)
-    for a, b in zip(first, second, strict=True):
-        assert torch.equal(a, b)
+    exact = ("loss", "margin", "dV", "dS")
+    if device == "cuda" and not torch_deterministic:
+        exact = exact[:3]
+    for name, a, b in zip(("loss", "margin", "dV", "dS"), first, second, strict=True):
+        if name in exact:
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
 @needs_cpu_kernel

@@ -4,18 +4,12 @@
 
 #include <cstdint>
 
+#include "../zview.h"
+
 namespace lore::cpu {
 
-// Storage type of Z. The accumulation type T is double for kF64 (the
-// gradcheck mode) and float otherwise.
-enum class ZType : int { kF32 = 0, kF64 = 1, kBF16 = 2, kF16 = 3 };
-
-// Z is [m, d] with unit column stride and row stride ldz (in elements).
-struct ZView {
-  const void* data;
-  int64_t ldz;
-  ZType type;
-};
+using lore::ZType;
+using lore::ZView;
 
 template <typename T>
 struct BtInputs {
