@@ -30,7 +30,10 @@ else
   py="$root/.venv/bin/python"
   pip_offline=()
 fi
-pip=("$py" -m pip --disable-pip-version-check -q)
+pip=(pip_quiet "$py" -m pip --disable-pip-version-check -q)
+# This machine's pip config names local mirrors that may be absent; pip then
+# warns once per package. Drop only those lines.
+pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 
 # Skip everything when the inputs of the install have not changed.
 stamp_inputs=$(cat pyproject.toml scripts/setup.sh packages/*/pyproject.toml \
