@@ -96,7 +96,7 @@ int select_isa() {
   return asked;
 }
 
-LastCall g_last{kGeneric, 0, 0};
+thread_local LastCall g_last{kGeneric, 0, 0};  // per calling thread: no races
 
 // Rows per block: a block (as T) should sit in L2 (1-2 MB per core on current
 // x86) next to the next block, V and dV, so aim at ~192 KiB, within [4, 64]

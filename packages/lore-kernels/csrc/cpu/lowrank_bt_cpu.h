@@ -39,7 +39,7 @@ void lowrank_bt(const BtInputs<T>& in, const BtOutputs<T>& out, int threads);
 template <typename T>
 void project(ZView z, const T* v, int64_t m, int64_t d, int64_t k, T* p, int threads);
 
-// What the last call did, for tests: instruction set (0 generic, 1 AVX2,
+// What the last call on this thread did, for tests: instruction set (0 generic, 1 AVX2,
 // 2 AVX-512), row chunks, and distinct OpenMP threads that ran them.
 struct LastCall {
   int isa;
