@@ -20,7 +20,8 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-CSRC = HERE / "csrc"
+# setup.py commands (as pip's PEP 517 hooks run them) that produce a build.
+BUILD_COMMANDS = {"build", "build_ext", "editable_wheel", "bdist_wheel", "install", "develop"}
 
 
 def _flag(name: str) -> bool:
@@ -61,7 +62,8 @@ def _remove_inplace_binary() -> None:
 def _extensions() -> tuple[list, dict]:
     if not _flag("LORE_BUILD_EXT"):
         print("lore-kernels: LORE_BUILD_EXT=0, building no native extension", file=sys.stderr)
-        _remove_inplace_binary()
+        if BUILD_COMMANDS.intersection(sys.argv[1:]):  # not for metadata queries
+            _remove_inplace_binary()
         return [], {}
     _locate_cuda_home()
     import torch
