@@ -9,7 +9,6 @@ checkpoint (see `lore_eval.fewshot.fewshot_curve`). The CSV has one row per
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from .results import write_results
+from .results import load_document, write_results
 
 CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "shots", "trials", "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
@@ -46,15 +45,8 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
 
 def load_fewshot(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "fewshot.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no fewshot.json here (run `lore-eval fewshot` first)")
-    doc = json.loads(path.read_text())
-    if "curves" not in doc:
-        raise ValueError(f"{path}: not a lore few-shot file (no 'curves')")
-    return doc
+    return load_document(path, "fewshot.json", "curves", "few-shot",
+                         " (run `lore-eval fewshot` first)")
 
 
 def curve_label(curve: dict[str, Any]) -> str:

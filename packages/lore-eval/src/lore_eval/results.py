@@ -62,15 +62,20 @@ def write_results(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
+    return load_document(path, "results.json", "runs", "results")
+
+
+def load_document(path: str | Path, filename: str, key: str, kind: str, hint: str = "") -> dict[str, Any]:
+    """Read a lore JSON file (``path`` or ``path/filename``), checking it has ``key``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        path = path / filename
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results.json here")
-    results = json.loads(path.read_text())
-    if "runs" not in results:
-        raise ValueError(f"{path}: not a lore results file (no 'runs')")
-    return results
+        raise FileNotFoundError(f"{path}: no {filename} here{hint}")
+    doc = json.loads(path.read_text())
+    if key not in doc:
+        raise ValueError(f"{path}: not a lore {kind} file (no {key!r})")
+    return doc
 
 
 def _jsonable(value: Any) -> Any:
