@@ -70,4 +70,8 @@ echo "[setup] installing the four packages (editable; the kernel build takes ~1-
   $(printf -- '-e %s ' "${packages[@]}")
 
 "$py" -c "import lore_kernels; print('[setup] lore ready, kernel backend:', lore_kernels.backend())"
+if [[ "${LORE_BUILD_EXT:-1}" != 0 ]] && ! "$py" -c "import lore_kernels._C" 2>/dev/null; then
+  echo "[setup] warning: the native kernels did not build; lore runs on the torch backend." \
+       "See why with: $py -m pip install -v --no-build-isolation -e packages/lore-kernels" >&2
+fi
 echo "$stamp_hash" > "$stamp_file"

@@ -140,7 +140,7 @@ def run_fewshot(
                    "steps": steps, "lr": lr, "short_users": SHORT_USERS_RULE, **(config or {})},
         "dataset": benchmark.meta,
         "versions": versions(),
-        "backend": lore_kernels.backend(),
+        "backend": lore_kernels.backend(device),
         "device": device_description(device),
         "curves": [],
     }

@@ -48,7 +48,7 @@ def new_results(config: dict[str, Any], dataset_meta: dict[str, Any], device: st
         "config": config,
         "dataset": dataset_meta,
         "versions": versions(),
-        "backend": lore_kernels.backend(),
+        "backend": lore_kernels.backend(device),
         "device": device_description(device),
         "runs": [],
     }
