@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -82,7 +83,7 @@ def fit(
     rank 0 returns the reference head (needs ``v_ref``) without training.
     """
     device = torch.device(config.device)
-    d, N, K = pairs.dim, pairs.num_users, config.rank
+    N, K = pairs.num_users, config.rank
     history = FitHistory()
     if K == 0:
         if v_ref is None:
@@ -91,57 +92,101 @@ def fit(
             v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, rank=0, v_ref=v_ref
         )
         return model.to(device), history
-    if config.alpha > 0 and v_ref is None:
-        raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
+    V0, W0 = initial_params(pairs, config)
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref)
+    model = model.to(device)
+    c = row_weights(pairs, config.reduction)
+    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress)
+    return finish(model, config), history
 
+
+def initial_params(
+    pairs: PreferencePairs, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V0 [d, K] and W0 [N, K] drawn from ``config.seed`` (on CPU).
+
+    Distributed ranks draw the same full W0 and keep their block of rows, so
+    every rank starts where the single-process fit starts.
+    """
     gen = _generator(config.seed)
-    V0 = torch.randn(d, K, generator=gen)
+    V0 = torch.randn(pairs.dim, config.rank, generator=gen)
+    N, K = pairs.num_users, config.rank
     W0 = {
         "normal": lambda: torch.randn(N, K, generator=gen),
         "uniform": lambda: torch.rand(N, K, generator=gen),
         "zeros": lambda: torch.zeros(N, K),
     }[config.w_init]()
     W0[pairs.pairs_per_user() == 0] = 0.0  # no data: uniform weights, not a random draw
-    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref).to(device)
+    return V0, W0
 
+
+def optimize(
+    V: torch.Tensor,
+    W: torch.Tensor,
+    pairs: PreferencePairs,
+    c: torch.Tensor,
+    v_ref: torch.Tensor | None,
+    config: TrainConfig,
+    *,
+    progress: bool,
+    all_reduce: Callable[[torch.Tensor], None] | None = None,
+    penalize: bool = True,
+) -> FitHistory:
+    """Adam on the leaf tensors V and W (on one device) in place; the loss curve.
+
+    ``pairs`` and the row weights ``c`` may be one shard of the users (W its
+    rows): ``all_reduce`` then sums V's gradient and the logged loss over the
+    shards before they are used, and ``penalize`` says whether this shard adds
+    the cosine penalty (exactly one must).
+    """
+    if config.alpha > 0 and v_ref is None:
+        raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
+    device, K = V.device, V.shape[1]
     Z = pairs.features.to(device)
     user = pairs.user.to(device)
-    c = row_weights(pairs, config.reduction).to(device)
+    c = c.to(device)
     ref = None if v_ref is None else v_ref.to(device, torch.float32)
+    sync = all_reduce or (lambda t: None)
 
     def nll(V: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
-        a = alpha_at(step, config.steps, config.alpha)
-        return a * cosine_penalty(model.V, ref) if a > 0 else 0.0
+        a = alpha_at(step, config.steps, config.alpha) if penalize else 0.0
+        return a * cosine_penalty(V, ref) if a > 0 else 0.0
 
+    def weights() -> torch.Tensor:
+        return torch.softmax(W, dim=1)
+
+    history = FitHistory()
     lr_w = config.lr if config.lr_w is None else config.lr_w
     start = time.perf_counter()
     if config.mode == "joint":
-        opt = torch.optim.Adam(
-            [{"params": [model.V]}, {"params": [model.W], "lr": lr_w}], lr=config.lr
-        )
+        opt = torch.optim.Adam([{"params": [V]}, {"params": [W], "lr": lr_w}], lr=config.lr)
     else:
-        opt_w = torch.optim.Adam([model.W], lr=lr_w)
-        opt_v = torch.optim.Adam([model.V], lr=config.lr)
+        opt_w = torch.optim.Adam([W], lr=lr_w)
+        opt_v = torch.optim.Adam([V], lr=config.lr)
     with _progress(config.steps, f"fit K={K}", progress) as bar:
         for step in range(config.steps):
             if config.mode == "joint":
                 opt.zero_grad(set_to_none=True)
-                loss = nll(model.V, model.weights()) + penalty(step)
+                loss = nll(V, weights()) + penalty(step)
                 loss.backward()
+                sync(V.grad)
                 opt.step()
             else:  # W step on the NLL, then V step with the fresh W and the penalty
                 opt_w.zero_grad(set_to_none=True)
-                nll(model.V.detach(), model.weights()).backward()
+                nll(V.detach(), weights()).backward()
                 opt_w.step()
                 opt_v.zero_grad(set_to_none=True)
-                loss = nll(model.V, model.weights().detach()) + penalty(step)
+                loss = nll(V, weights().detach()) + penalty(step)
                 loss.backward()
+                sync(V.grad)
                 opt_v.step()
             if step % config.log_every == 0 or step == config.steps - 1:
-                value = float(loss.detach())
+                total = loss.detach().clone()
+                sync(total)
+                value = float(total)
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss became {value} at step {step} (K={K}); lower --lr")
                 history.steps.append(step)
@@ -149,11 +194,15 @@ def fit(
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             bar.update()
     history.seconds = time.perf_counter() - start
+    return history
 
+
+def finish(model: PersonalRewardModel, config: TrainConfig) -> PersonalRewardModel:
+    """Prune (if configured) and record the config: the last step of every fit."""
     if config.prune_threshold is not None:
         model = prune_columns(model, config.prune_threshold)
     model.meta["train_config"] = config.to_dict()
-    return model, history
+    return model
 
 
 def prune_columns(model: PersonalRewardModel, threshold: float) -> PersonalRewardModel:

@@ -1,0 +1,148 @@
+"""Joint training across torch.distributed ranks (DESIGN §6).
+
+Users are sharded: each rank owns a contiguous block of users, their rows of
+Z (the only rows it moves to its device) and their rows of W. V is
+replicated: every rank draws the same V0 from the seed, V's gradient is
+summed over ranks every step, so Adam takes the same step everywhere and the
+run equals the single-process ``fit`` up to float summation order.
+
+Launch one process per device with ``torchrun``; every rank loads the same
+data and calls ``fit_distributed``::
+
+    # torchrun --nproc_per_node 8 train.py
+    import torch, torch.distributed as dist
+    from lore_datasets import load_dataset
+    from lore_train import TrainConfig
+    from lore_train.distributed import fit_distributed
+
+    local = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local)
+    dist.init_process_group("nccl")            # "gloo" on CPU
+    bench = load_dataset("prism")
+    model, history = fit_distributed(bench.seen_train, TrainConfig(rank=3, device="cuda"))
+    if dist.get_rank() == 0:
+        model.save("runs/k3")
+    dist.destroy_process_group()
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import torch
+import torch.distributed as dist
+
+from lore_datasets import PreferencePairs
+
+from .config import TrainConfig
+from .model import PersonalRewardModel
+from .trainer import FitHistory, finish, fit, initial_params, optimize, row_weights
+
+
+def shard_users(num_users: int, world_size: int, rank: int) -> range:
+    """The users rank ``rank`` owns: a contiguous block, sizes differing by at most one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+    base, extra = divmod(num_users, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def fit_distributed(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    progress: bool = True,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """``fit`` over the default process group; every rank passes the same ``pairs``.
+
+    Returns the full model (all users, in ``pairs``' order) on every rank and
+    the loss curve of the whole objective. ``config.device`` "cuda" means this
+    rank's GPU (``LOCAL_RANK``). Row weights come from the full ``pairs``, so
+    ``pair_mean`` divides by the global number of pairs; the cosine penalty on
+    V is added by rank 0 only, so it enters the summed gradient once.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "fit_distributed needs an initialized default process group: launch with torchrun "
+            "and call torch.distributed.init_process_group() first (or use lore_train.fit)"
+        )
+    if config.rank == 0:  # the reference head: nothing to train, nothing to share
+        return fit(pairs, config, v_ref=v_ref, progress=False)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = _rank_device(config.device)
+    _check_same_run(pairs, config, device)
+
+    V0, W0 = initial_params(pairs, config)
+    mine = shard_users(pairs.num_users, world, rank)
+    lo, hi = int(pairs.offsets[mine.start]), int(pairs.offsets[mine.stop])
+    shard = PreferencePairs(
+        pairs.features[lo:hi],
+        pairs.user[lo:hi] - mine.start,
+        pairs.user_ids[mine.start : mine.stop],
+    )
+    c = row_weights(pairs, config.reduction)[lo:hi]
+    V = V0.to(device).requires_grad_()
+    W = W0[mine.start : mine.stop].to(device).requires_grad_()
+
+    def all_reduce(t: torch.Tensor) -> None:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+    history = optimize(
+        V,
+        W,
+        shard,
+        c,
+        v_ref,
+        config,
+        progress=progress and rank == 0,
+        all_reduce=all_reduce,
+        penalize=rank == 0,
+    )
+    model = PersonalRewardModel(
+        V.detach(),
+        _gather_rows(W.detach(), pairs.num_users, world),
+        pairs.user_ids,
+        tau=config.tau,
+        rank=config.rank,
+        v_ref=v_ref,
+    ).to(device)
+    return finish(model, config), history
+
+
+def _rank_device(name: str) -> torch.device:
+    """A bare "cuda" means this rank's GPU, not every rank on GPU 0."""
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        local = os.environ.get("LOCAL_RANK")
+        device = torch.device(
+            "cuda", int(local) if local is not None else torch.cuda.current_device()
+        )
+    return device
+
+
+def _check_same_run(pairs: PreferencePairs, config: TrainConfig, device: torch.device) -> None:
+    """Fail on every rank, rather than hang or drift, if ranks got different data or configs."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    key = repr((pairs.num_pairs, pairs.dim, pairs.user_ids, sorted(settings.items())))
+    mine = torch.tensor([zlib.crc32(key.encode())], dtype=torch.int64, device=device)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    differ = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
+    if differ:
+        raise ValueError(
+            f"ranks {differ} were given other pairs or another TrainConfig than rank 0 "
+            "(users, pair count, dim and every setting but device must agree)"
+        )
+
+
+def _gather_rows(W: torch.Tensor, num_users: int, world: int) -> torch.Tensor:
+    """All ranks' blocks of W, in user order (padded all_gather: blocks differ by one row)."""
+    size = -(-num_users // world)
+    padded = torch.zeros(size, W.shape[1], dtype=W.dtype, device=W.device)
+    padded[: W.shape[0]] = W
+    blocks = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(blocks, padded)
+    return torch.cat([b[: len(shard_users(num_users, world, r))] for r, b in enumerate(blocks)])
