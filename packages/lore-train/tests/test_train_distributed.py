@@ -38,6 +38,10 @@ WORKER = textwrap.dedent(
             bench.seen_train, TrainConfig(**kwargs), v_ref=v_ref, progress=False
         )
         out[name] = (model.V.detach(), model.W.detach(), model.user_ids, history.loss)
+    try:  # ranks that disagree on the config must fail together, not hang
+        fit_distributed(bench.seen_train, TrainConfig(steps=5 + dist.get_rank()), progress=False)
+    except ValueError as e:
+        out["mismatch"] = str(e)
     torch.save(out, os.path.join(sys.argv[1], f"rank{dist.get_rank()}.pt"))
     dist.destroy_process_group()
     """
@@ -113,6 +117,11 @@ def test_two_ranks_match_the_single_process_fit(distributed_runs, name):
         bench.seen_train, TrainConfig(**dict(CONFIGS[name], steps=0)), v_ref=v_ref, progress=False
     )
     assert (single.V - start.V).abs().max() > 0.5
+
+
+def test_ranks_with_different_configs_fail_on_every_rank(distributed_runs):
+    for run in distributed_runs:
+        assert "ranks [1]" in run.get("mismatch", "")
 
 
 def test_shard_users_covers_every_user_once_in_order():

@@ -10,6 +10,7 @@ Launch one process per device with ``torchrun``; every rank loads the same
 data and calls ``fit_distributed``::
 
     # torchrun --nproc_per_node 8 train.py
+    import os
     import torch, torch.distributed as dist
     from lore_datasets import load_dataset
     from lore_train import TrainConfig
