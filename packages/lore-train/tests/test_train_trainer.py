@@ -51,10 +51,11 @@ def test_fit_is_seeded_and_reduces_the_loss():
 
 def test_rank_zero_is_the_reference_head():
     pairs = planted_pairs()
-    v_ref = torch.randn(pairs.dim)
+    v_ref = torch.randn(pairs.dim, generator=torch.Generator().manual_seed(1))
     model, history = fit(pairs, TrainConfig(rank=0), v_ref=v_ref, progress=False)
     assert history.loss == [] and model.rank == 0 and model.kept_rank == 1
-    assert torch.allclose(model.margin(pairs), pairs.features @ v_ref)
+    # the kernel sums in another order than the matmul: fp32 rounding, not exact
+    assert torch.allclose(model.margin(pairs), pairs.features @ v_ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="v_ref"):
         fit(pairs, TrainConfig(rank=0), progress=False)
 
@@ -72,7 +73,7 @@ def test_rank_one_is_a_shared_direction_and_unseen_users_need_no_fit():
 
 def test_alternating_mode_with_alpha_pulls_columns_toward_v_ref():
     pairs = planted_pairs()
-    v_ref = torch.randn(pairs.dim)
+    v_ref = torch.randn(pairs.dim, generator=torch.Generator().manual_seed(2))
     base = TrainConfig(rank=3, steps=80, mode="alternating", w_init="uniform", reduction="pair_mean")
     free, _ = fit(pairs, base, v_ref=v_ref, progress=False)
     pulled, _ = fit(pairs, base.with_(alpha=100.0), v_ref=v_ref, progress=False)

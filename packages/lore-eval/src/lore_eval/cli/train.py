@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         benchmark = load_dataset(args.dataset, data_dir=args.data_dir, embeddings=args.embeddings,
                                  keep_ties=args.keep_ties, split=split_changes)
         config = TrainConfig(
-            steps=args.steps, lr=args.lr, lr_w=args.lr_w, w_init=args.w_init, tau=args.tau, mode=args.mode, reduction=args.reduction,
-            prune_threshold=args.prune_threshold, fewshot_steps=args.fewshot_steps,
+            steps=args.steps, lr=args.lr, lr_w=args.lr_w, w_init=args.w_init, tau=args.tau,
+            mode=args.mode, reduction=args.reduction, prune_threshold=args.prune_threshold, fewshot_steps=args.fewshot_steps,
             fewshot_lr=args.fewshot_lr, seed=args.seed, device=device,
         )
         out = args.out or Path("runs") / Path(args.dataset).name
