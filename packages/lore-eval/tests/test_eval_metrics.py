@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -50,6 +51,12 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
             assert setting["n_users"] == len(setting["per_user"]) > 0
         assert (tmp_path / runs[k]["checkpoint"] / "model.safetensors").is_file()
     assert (tmp_path / "accuracy_vs_rank.png").stat().st_size > 10_000
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 + 2 * len(SETTINGS)  # K=0 skipped: one row with the reason
+    assert rows[0]["skipped"].startswith("no reference head")
+    first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_unseen_prompts")
+    assert float(first["mean"]) == pytest.approx(runs[2]["unseen_unseen_prompts"]["mean"])
     table = format_table(on_disk)
     assert "skipped: no reference head" in table and "seen/unseen prompts" in table
 

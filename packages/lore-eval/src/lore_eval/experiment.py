@@ -11,7 +11,7 @@ from lore_train import TrainConfig, sweep
 
 from .metrics import evaluate
 from .plots import plot_accuracy_vs_rank
-from .results import new_results, write_results
+from .results import new_results, write_results, write_results_csv
 
 
 def checkpoint_name(rank: int, alpha: float) -> str:
@@ -29,7 +29,7 @@ def run_rank_sweep(
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Sweep K x alpha and write ``results.json``, ``accuracy_vs_rank.png`` and
+    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
     ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir``.
 
     results.json is rewritten after every cell, so a long sweep that stops
@@ -61,5 +61,6 @@ def run_rank_sweep(
         if on_run is not None:
             on_run(entry)
     write_results(results, out_dir / "results.json")
+    write_results_csv(results, out_dir / "results.csv")
     plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
     return results

@@ -8,6 +8,7 @@ The file is the contract other tools read (DESIGN §5): ``config``,
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
 import json
 import platform
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 import lore_kernels
+
+from .metrics import SETTINGS
 
 RESULTS_FORMAT = 1
 PACKAGES = ("lore-kernels", "lore-datasets", "lore-train", "lore-eval", "torch", "numpy")
@@ -58,6 +61,28 @@ def write_results(results: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=_jsonable))
+    return path
+
+
+RESULTS_CSV_COLUMNS = ("K", "alpha", "kept_rank", "setting", "mean", "std", "n_users",
+                       "train_seconds", "skipped")
+
+
+def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
+    """One row per (K, alpha, setting), for spreadsheets and dataframes; a
+    skipped cell is one row with its reason."""
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RESULTS_CSV_COLUMNS)
+        for run in results["runs"]:
+            if run.get("skipped"):
+                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"]])
+                continue
+            for key in SETTINGS:
+                cell = run[key]
+                writer.writerow([run["K"], run["alpha"], run["kept_rank"], key, cell["mean"],
+                                 cell["std"], cell["n_users"], run["train_seconds"], ""])
     return path
 
 
