@@ -17,15 +17,13 @@ pytest.importorskip("tokenizers")
 from lore_datasets.embed import TextPair, embed_pairs
 from lore_datasets.embed.cli import main
 
-from .test_embed_pipeline import WORDS, embedder, tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .test_embed_pipeline import (  # _one_thread: the same autouse fixture here
+    WORDS,
+    _one_thread,  # noqa: F401
+    embedder,
+    tiny_model,
+    tiny_tokenizer,
+)
 
 
 def _text(k: int, n: int = 3) -> str:
