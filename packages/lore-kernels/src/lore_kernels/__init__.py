@@ -2,6 +2,7 @@
 
     loss, margin, dV, dS = lowrank_bt(Z, user, weight, V, S, tau)   # one pass
     loss, margin = lowrank_bt_loss(Z, user, weight, V, S, tau)      # autograd
+    margin = lowrank_margin(Z, user, V, S)                          # evaluation
     P = project(Z, V)
     backend(device)   # "torch" | "cpu" | "cuda": what runs for tensors on device
 
@@ -9,14 +10,16 @@ The native kernels (C++/OpenMP, CUDA) are optional: without them the ops run
 on the pure-torch reference. LORE_BACKEND=torch|cpu|cuda forces a backend.
 """
 
-from .ops import backend, lowrank_bt, lowrank_bt_loss, project
-from .reference import lowrank_bt_reference, project_reference
+from .ops import backend, lowrank_bt, lowrank_bt_loss, lowrank_margin, project
+from .reference import lowrank_bt_reference, lowrank_margin_reference, project_reference
 
 __all__ = [
     "backend",
     "lowrank_bt",
     "lowrank_bt_loss",
     "lowrank_bt_reference",
+    "lowrank_margin",
+    "lowrank_margin_reference",
     "project",
     "project_reference",
 ]

@@ -40,3 +40,14 @@ def has_kernel(device_type: str) -> bool:
         return False
     key = {"cpu": "CPU", "cuda": "CUDA"}[device_type]
     return torch._C._dispatch_has_kernel_for_dispatch_key("lore::lowrank_bt", key)
+
+
+def has_op(name: str) -> bool:
+    """True when the loaded extension defines ``torch.ops.lore.<name>`` (an older build may not)."""
+    if LOAD_ERROR is not None:
+        return False
+    try:
+        torch._C._get_schema(f"lore::{name}", "")
+    except RuntimeError:
+        return False
+    return True

@@ -1,15 +1,15 @@
 """The public ops: backend dispatch and the differentiable entry point.
 
-Backends (DESIGN §4): ``"cuda"`` runs the fused CUDA kernel on CUDA tensors,
+Backends (docs/architecture.md): ``"cuda"`` runs the fused CUDA kernel on CUDA tensors,
 ``"cpu"`` the C++/OpenMP kernel on CPU tensors, ``"torch"`` the pure-torch
 reference. The choice is per call, from the device of Z: the native kernel
 for that device when it is built, else the reference. ``LORE_BACKEND=torch|
 cpu|cuda`` forces one; forcing a backend that is not built, or one that does
 not match Z's device, is an error rather than a silent fallback.
 
-The native op ``torch.ops.lore.lowrank_bt`` computes the loss and both
-gradients in its forward pass; its registered backward only rescales the
-saved dV, dS by the incoming loss gradient (as Liger's fused losses do).
+Every backend is a torch op with one schema: ``torch.ops.lore.*`` from the
+compiled extension, ``torch.ops.lore_ref.*`` (the reference, defined below)
+otherwise. One fake and one autograd registration serve both.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ import os
 import torch
 
 from . import _native
-from .reference import lowrank_bt_reference, project_reference
+from .reference import (
+    acc_dtype,
+    lowrank_bt_reference,
+    lowrank_margin_reference,
+    project_reference,
+)
 
 BACKENDS = ("torch", "cpu", "cuda")
 
@@ -73,38 +78,20 @@ def backend(device: torch.device | str | None = None) -> str:
     return _backend_for(torch.device(device))
 
 
+def _ops(device: torch.device, name: str):
+    """The op that runs ``name`` for tensors on ``device``: native or the reference op."""
+    if _backend_for(device) != "torch" and _native.has_op(name):
+        return getattr(torch.ops.lore, name)
+    return getattr(torch.ops.lore_ref, name)
+
+
 def lowrank_bt(Z, user, weight, V, S, tau: float):
     """Fused loss, margin and both gradients in one pass over Z (no autograd).
 
     Returns ``(loss [], margin [M], dV [d, K], dS [N, K])`` in float32 (float64
-    on the native backends when Z is float64).
+    when Z is float64).
     """
-    if _backend_for(Z.device) == "torch":
-        return lowrank_bt_reference(Z, user, weight, V, S, tau)
-    return torch.ops.lore.lowrank_bt(Z, user, weight, V, S, float(tau))
-
-
-def project(Z: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """P = Z V, fp32 [M, K] (differentiable w.r.t. V and Z)."""
-    if _backend_for(Z.device) == "torch":
-        return project_reference(Z, V)
-    return torch.ops.lore.project(Z, V)
-
-
-class _ReferenceBT(torch.autograd.Function):
-    """The torch backend's differentiable path: same saved-gradient scheme as the op."""
-
-    @staticmethod
-    def forward(ctx, Z, user, weight, V, S, tau):
-        loss, margin, dV, dS = lowrank_bt_reference(Z, user, weight, V, S, tau)
-        ctx.save_for_backward(dV, dS)
-        ctx.mark_non_differentiable(margin)
-        return loss, margin
-
-    @staticmethod
-    def backward(ctx, grad_loss, grad_margin):
-        dV, dS = ctx.saved_tensors
-        return None, None, None, grad_loss * dV, grad_loss * dS, None
+    return _ops(Z.device, "lowrank_bt")(Z, user, weight, V, S, float(tau))
 
 
 def lowrank_bt_loss(Z, user, weight, V, S, tau: float):
@@ -112,67 +99,127 @@ def lowrank_bt_loss(Z, user, weight, V, S, tau: float):
 
     The margin is returned for logging and accuracy; it carries no gradient.
     """
-    if _backend_for(Z.device) == "torch":
-        loss, margin = _ReferenceBT.apply(Z, user, weight, V, S, tau)
-    else:
-        loss, margin, _, _ = torch.ops.lore.lowrank_bt(Z, user, weight, V, S, float(tau))
-    return loss, margin.detach()
+    loss, margin, _, _ = lowrank_bt(Z, user, weight, V, S, tau)
+    return loss, margin
 
 
-def _acc_dtype(Z: torch.Tensor) -> torch.dtype:
-    return torch.float64 if Z.dtype == torch.float64 else torch.float32
+def lowrank_margin(Z, user, V, S) -> torch.Tensor:
+    """margin_m = Z_m . V S_{user_m} [M] through per-user reward heads (no autograd).
+
+    The evaluation path: each row of Z is read once whatever K is.
+    """
+    return _ops(Z.device, "lowrank_margin")(Z, user, V, S)
 
 
-def _register_native() -> None:
-    """Shapes for torch.compile/FakeTensor and the autograd formulas of the native ops."""
+def project(Z: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """P = Z V, fp32 [M, K] (float64 for float64 Z; differentiable w.r.t. Z and V)."""
+    return _ops(Z.device, "project")(Z, V)
 
-    @torch.library.register_fake("lore::lowrank_bt")
-    def _(Z, user, weight, V, S, tau):
-        torch._check(Z.dim() == 2, lambda: "lore::lowrank_bt: Z must be 2-D")
-        torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
-        torch._check(S.dim() == 2 and S.shape[1] == V.shape[1], lambda: "S must be [N, K]")
-        acc = _acc_dtype(Z)
-        return (
-            Z.new_empty((), dtype=acc),
-            Z.new_empty((Z.shape[0],), dtype=acc),
-            V.new_empty(V.shape, dtype=acc),
-            S.new_empty(S.shape, dtype=acc),
-        )
 
-    @torch.library.register_fake("lore::project")
-    def _(Z, V):
-        torch._check(Z.dim() == 2, lambda: "lore::project: Z must be 2-D")
-        torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
-        return Z.new_empty((Z.shape[0], V.shape[1]), dtype=_acc_dtype(Z))
+# -- the torch backend as custom ops -------------------------------------------
+# The reference runs as ops of its own namespace (``lore_ref``) with the same
+# schemas as the native ``lore`` ops, so that every backend goes through one
+# fake and one autograd registration below.
 
-    def bt_setup_context(ctx, inputs, output):
-        _, margin, dV, dS = output
-        ctx.save_for_backward(dV, dS)
-        # Only the loss is differentiable: a gradient reaching margin, dV or dS
-        # must fail loudly rather than be dropped.
-        ctx.mark_non_differentiable(margin, dV, dS)
 
-    def bt_backward(ctx, grad_loss, grad_margin, grad_dV, grad_dS):
-        dV, dS = ctx.saved_tensors
-        gV = grad_loss * dV if ctx.needs_input_grad[3] else None
-        gS = grad_loss * dS if ctx.needs_input_grad[4] else None
-        return None, None, None, gV, gS, None
+@torch.library.custom_op("lore_ref::lowrank_bt", mutates_args=())
+def _lowrank_bt_ref(
+    Z: torch.Tensor,
+    user: torch.Tensor,
+    weight: torch.Tensor,
+    V: torch.Tensor,
+    S: torch.Tensor,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return lowrank_bt_reference(Z, user, weight, V, S, tau)
 
-    torch.library.register_autograd("lore::lowrank_bt", bt_backward, setup_context=bt_setup_context)
 
-    def project_setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+@torch.library.custom_op("lore_ref::lowrank_margin", mutates_args=())
+def _lowrank_margin_ref(
+    Z: torch.Tensor, user: torch.Tensor, V: torch.Tensor, S: torch.Tensor
+) -> torch.Tensor:
+    return lowrank_margin_reference(Z, user, V, S)
 
-    def project_backward(ctx, grad_p):
-        Z, V = ctx.saved_tensors
-        gZ = (grad_p @ V.T).to(Z.dtype) if ctx.needs_input_grad[0] else None
-        gV = (Z.to(grad_p.dtype).T @ grad_p).to(V.dtype) if ctx.needs_input_grad[1] else None
-        return gZ, gV
 
-    torch.library.register_autograd(
-        "lore::project", project_backward, setup_context=project_setup_context
+@torch.library.custom_op("lore_ref::project", mutates_args=())
+def _project_ref(Z: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    return project_reference(Z, V)
+
+
+def _bt_fake(Z, user, weight, V, S, tau):
+    torch._check(Z.dim() == 2, lambda: "lowrank_bt: Z must be 2-D")
+    torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
+    torch._check(S.dim() == 2 and S.shape[1] == V.shape[1], lambda: "S must be [N, K]")
+    acc = acc_dtype(Z)
+    return (
+        Z.new_empty((), dtype=acc),
+        Z.new_empty((Z.shape[0],), dtype=acc),
+        V.new_empty(V.shape, dtype=acc),
+        S.new_empty(S.shape, dtype=acc),
     )
 
 
+def _margin_fake(Z, user, V, S):
+    torch._check(Z.dim() == 2, lambda: "lowrank_margin: Z must be 2-D")
+    torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
+    return Z.new_empty((Z.shape[0],), dtype=acc_dtype(Z))
+
+
+def _project_fake(Z, V):
+    torch._check(Z.dim() == 2, lambda: "project: Z must be 2-D")
+    torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
+    return Z.new_empty((Z.shape[0], V.shape[1]), dtype=acc_dtype(Z))
+
+
+# The fused op computes dV and dS in its forward pass; backward only rescales
+# them by the incoming loss gradient (as Liger's fused losses do).
+def _bt_setup_context(ctx, inputs, output):
+    _, margin, dV, dS = output
+    ctx.save_for_backward(dV, dS)
+    # Only the loss is differentiable: a gradient reaching margin, dV or dS
+    # must fail loudly rather than be dropped.
+    ctx.mark_non_differentiable(margin, dV, dS)
+
+
+def _bt_backward(ctx, grad_loss, grad_margin, grad_dV, grad_dS):
+    dV, dS = ctx.saved_tensors
+    gV = grad_loss * dV if ctx.needs_input_grad[3] else None
+    gS = grad_loss * dS if ctx.needs_input_grad[4] else None
+    return None, None, None, gV, gS, None
+
+
+def _project_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _project_backward(ctx, grad_p):
+    Z, V = ctx.saved_tensors
+    gZ = (grad_p @ V.T).to(Z.dtype) if ctx.needs_input_grad[0] else None
+    gV = (Z.to(grad_p.dtype).T @ grad_p).to(V.dtype) if ctx.needs_input_grad[1] else None
+    return gZ, gV
+
+
+def _register(namespace: str) -> None:
+    """Shapes (for torch.compile/FakeTensor) and autograd of one namespace's ops."""
+    ops = {
+        name
+        for name in ("lowrank_bt", "lowrank_margin", "project")
+        if namespace == "lore_ref" or _native.has_op(name)
+    }
+    if "lowrank_bt" in ops:
+        torch.library.register_fake(f"{namespace}::lowrank_bt", _bt_fake)
+        torch.library.register_autograd(
+            f"{namespace}::lowrank_bt", _bt_backward, setup_context=_bt_setup_context
+        )
+    if "lowrank_margin" in ops:
+        torch.library.register_fake(f"{namespace}::lowrank_margin", _margin_fake)
+    if "project" in ops:
+        torch.library.register_fake(f"{namespace}::project", _project_fake)
+        torch.library.register_autograd(
+            f"{namespace}::project", _project_backward, setup_context=_project_setup_context
+        )
+
+
+_register("lore_ref")
 if _native.LOAD_ERROR is None:
-    _register_native()
+    _register("lore")
