@@ -136,8 +136,10 @@ def test_reference_in_fp64_matches_autograd():
     V = case.V.clone().requires_grad_()
     S = case.S.clone().requires_grad_()
     margin = lowrank_margin_reference(case.Z, case.user, V, S)
-    (case.weight * F.softplus(-TAU * margin)).sum().backward()
-    loss, margin_ref, dV, dS = lowrank_bt_reference(*case.args())
+    loss = (case.weight * F.softplus(-TAU * margin)).sum()
+    loss.backward()
+    loss_ref, margin_ref, dV, dS = lowrank_bt_reference(*case.args())
+    torch.testing.assert_close(loss_ref, loss.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(margin_ref, margin.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(dV, V.grad, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(dS, S.grad, rtol=1e-10, atol=1e-14)
@@ -364,7 +366,9 @@ def test_margin_opcheck_and_public_entry(device, monkeypatch):
     case = make_case(40, 24, 4, 5, dtype=torch.bfloat16).to(device)
     torch.library.opcheck(torch.ops.lore.lowrank_margin, (case.Z, case.user, case.V, case.S))
     out = lore_kernels.lowrank_margin(case.Z, case.user, case.V, case.S)
-    torch.testing.assert_close(out, torch.ops.lore.lowrank_margin(case.Z, case.user, case.V, case.S))
+    torch.testing.assert_close(
+        out, torch.ops.lore.lowrank_margin(case.Z, case.user, case.V, case.S)
+    )
 
 
 @needs_cpu_kernel
