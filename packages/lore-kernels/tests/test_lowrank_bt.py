@@ -307,14 +307,24 @@ def test_every_cpu_instruction_set_matches_reference(monkeypatch):
     """The kernels are compiled per instruction set; each must agree with the oracle."""
     isas = _isas()
     assert "generic" in isas
-    case = make_case(203, 77, 9, 6, dtype=torch.bfloat16, users="shuffled")
-    ref = lowrank_bt_reference(*case.args())
-    for level, name in enumerate(("generic", "avx2", "avx512")):
-        if name not in isas:
-            continue
-        monkeypatch.setenv("LORE_CPU_ISA", name)
-        assert_outputs_close(torch.ops.lore.lowrank_bt(*case.args()), ref, rtol=2e-5)
-        assert torch.ops.lore._cpu_last_call()[0] == level
+    # d = 77: every path widens staged rows; d = 96 (a multiple of 2 x 16 lanes):
+    # bf16 is read in place as pairs and fp16 widened in registers.
+    cases = [
+        make_case(203, 77, 9, 6, dtype=torch.bfloat16, users="shuffled"),
+        make_case(203, 96, 9, 6, dtype=torch.bfloat16),
+        make_case(203, 96, 3, 6, dtype=torch.float16),
+        make_case(203, 96, 3, 6, dtype=torch.float32, users="one-pair"),
+    ]
+    for case in cases:
+        ref = lowrank_bt_reference(*case.args())
+        for level, name in enumerate(("generic", "avx2", "avx512")):
+            if name not in isas:
+                continue
+            monkeypatch.setenv("LORE_CPU_ISA", name)
+            assert_outputs_close(torch.ops.lore.lowrank_bt(*case.args()), ref, rtol=2e-5)
+            assert torch.ops.lore._cpu_last_call()[0] == level
+            margin = torch.ops.lore.lowrank_margin(case.Z, case.user, case.V, case.S)
+            torch.testing.assert_close(margin, ref[1], rtol=2e-5, atol=2e-5 * ref[1].abs().max())
 
 
 @needs_cpu_kernel

@@ -143,13 +143,37 @@ int plan_chunks(int64_t m, int threads) {
   return int(c < 1 ? 1 : c);
 }
 
-// V [d, k] -> V^T [k, ld], zero-padded.
+// Column j's position when bf16 Z is read as pairs (see rows_dot_pairs): in
+// each block of 2W columns the even ones come first, then the odd ones.
+// pair_w = 0 keeps the natural order.
+inline int64_t pair_position(int64_t j, int64_t pair_w) {
+  if (pair_w == 0) return j;
+  const int64_t r = j % (2 * pair_w);
+  return j - r + (r % 2) * pair_w + r / 2;
+}
+
+// V [d, k] -> V^T [k, ld], zero-padded, columns in pair order if pair_w > 0.
 template <typename T>
-std::vector<T> transpose_padded(const T* v, int64_t d, int64_t k, int64_t ld) {
+std::vector<T> transpose_padded(const T* v, int64_t d, int64_t k, int64_t ld,
+                                int64_t pair_w = 0) {
   std::vector<T> vt(size_t(k * ld), T(0));
-  for (int64_t j = 0; j < d; ++j)
-    for (int64_t c = 0; c < k; ++c) vt[size_t(c * ld + j)] = v[j * k + c];
+  for (int64_t j = 0; j < d; ++j) {
+    const int64_t p = pair_position(j, pair_w);
+    for (int64_t c = 0; c < k; ++c) vt[size_t(c * ld + p)] = v[j * k + c];
+  }
   return vt;
+}
+
+int float_lanes(int isa) { return isa == kAvx512 ? 16 : (isa == kAvx2 ? 8 : 4); }
+
+// bf16 Z is read as pairs when every row is whole blocks of 2W elements that
+// start 4-byte aligned.
+template <typename T>
+int64_t pair_width(const BtInputs<T>& in, int isa) {
+  if (sizeof(T) != 4 || in.z.type != ZType::kBF16) return 0;
+  const int64_t w = float_lanes(isa);
+  const bool aligned = reinterpret_cast<uintptr_t>(in.z.data) % 4 == 0 && in.z.ldz % 2 == 0;
+  return aligned && in.d % (2 * w) == 0 ? w : 0;
 }
 
 int thread_id() {
@@ -195,7 +219,8 @@ void run_chunks(const BtInputs<T>& in, const BtOutputs<T>& out, int threads) {
   const int64_t rb = block_rows(ld, elem);
   const int64_t gu = group_users(ld, elem);
   const int64_t per_chunk = group_scratch_elems(rb, gu, ld, k, elem);
-  const std::vector<T> vt = transpose_padded(in.v, d, k, ld);
+  const int64_t pair_w = pair_width(in, isa);
+  const std::vector<T> vt = transpose_padded(in.v, d, k, ld, pair_w);
   std::vector<T> scratch(size_t(chunks * per_chunk));
   std::vector<T> dvt(kGrad ? size_t(chunks * k * ld) : 0, T(0));
   std::vector<T> loss(size_t(chunks), T(0));
@@ -223,14 +248,17 @@ void run_chunks(const BtInputs<T>& in, const BtOutputs<T>& out, int threads) {
     T* loss_c = &loss[size_t(c)];
 #if LORE_X86_MULTIVERSION
     if (isa == kAvx512)
-      avx512::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, sc, dvt_c, &sink, loss_c,
+      avx512::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, pair_w > 0, sc, dvt_c, &sink,
+                                 loss_c,
                                  out.margin);
     else if (isa == kAvx2)
-      avx2::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, sc, dvt_c, &sink, loss_c,
+      avx2::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, pair_w > 0, sc, dvt_c, &sink,
+                                 loss_c,
                                out.margin);
     else
 #endif
-      generic::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, sc, dvt_c, &sink, loss_c,
+      generic::bt_users<T, kGrad>(in, vt.data(), ld, r0, r1, rb, gu, pair_w > 0, sc, dvt_c, &sink,
+                                 loss_c,
                                   out.margin);
   }
   record(isa, tids);
@@ -240,12 +268,14 @@ void run_chunks(const BtInputs<T>& in, const BtOutputs<T>& out, int threads) {
   for (int c = 0; c < chunks; ++c) total += loss[size_t(c)];
   *out.loss = total;
 #pragma omp parallel for num_threads(chunks) schedule(static)
-  for (int64_t j = 0; j < d; ++j)
+  for (int64_t j = 0; j < d; ++j) {
+    const int64_t p = pair_position(j, pair_w);
     for (int64_t c = 0; c < k; ++c) {
       T s = T(0);
-      for (int t = 0; t < chunks; ++t) s += dvt[size_t((t * k + c) * ld + j)];
+      for (int t = 0; t < chunks; ++t) s += dvt[size_t((t * k + c) * ld + p)];
       out.dv[j * k + c] = s;
     }
+  }
   if (in.sorted) {  // edge runs in chunk order: a user cut by chunk boundaries sums its parts
     for (int c = 0; c < chunks; ++c) {
       const DsSink<T>& sink = sinks[size_t(c)];
