@@ -10,13 +10,13 @@ Only argument parsing and printing live here; the work is in the library.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
@@ -131,29 +131,22 @@ def read_pairs(path: Path) -> list:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected JSONL text pairs)")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_no}: invalid JSON ({err.msg})") from None
-            missing = [k for k in ("user_id", "prompt", "chosen", "rejected")
-                       if not isinstance(obj, dict) or obj.get(k) in (None, "")]
-            if missing:
-                raise DataError(f"{path}, line {line_no}: missing field(s) {missing}")
-            prompt = obj["prompt"]
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            if not (isinstance(prompt, list)
-                    and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)):
-                raise DataError(f"{path}, line {line_no}: prompt must be a string or a list of "
-                                "{role, content} messages")
-            prompt_id, split = obj.get("prompt_id"), obj.get("split")
-            out.append(TextPair(str(obj["user_id"]), prompt, str(obj["chosen"]),
-                                str(obj["rejected"]), None if prompt_id is None else str(prompt_id),
-                                None if split is None else str(split)))
+    for line_no, obj in json_lines(path, skip_blank=True):
+        missing = [k for k in ("user_id", "prompt", "chosen", "rejected")
+                   if not isinstance(obj, dict) or obj.get(k) in (None, "")]
+        if missing:
+            raise DataError(f"{path}, line {line_no}: missing field(s) {missing}")
+        prompt = obj["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        if not (isinstance(prompt, list)
+                and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)):
+            raise DataError(f"{path}, line {line_no}: prompt must be a string or a list of "
+                            "{role, content} messages")
+        prompt_id, split = obj.get("prompt_id"), obj.get("split")
+        out.append(TextPair(str(obj["user_id"]), prompt, str(obj["chosen"]),
+                            str(obj["rejected"]), None if prompt_id is None else str(prompt_id),
+                            None if split is None else str(split)))
     if not out:
         raise DataError(f"{path}: no pairs")
     return out
