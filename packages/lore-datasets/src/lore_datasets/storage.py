@@ -278,7 +278,10 @@ class _Reader:
             if key == "features":
                 return torch.empty(0, doc["dim"], dtype=getattr(torch, doc["dtype"]))
             return torch.empty(0, dtype=torch.int32)
-        parts = []
+        # Copy each shard's slice into one preallocated tensor: peak memory is
+        # the result plus one slice, not twice the result (as a torch.cat would be).
+        out: torch.Tensor | None = None
+        filled = 0
         for shard in doc["shards"]:
             lo, hi = shard["rows"]
             a, b = max(start, lo), min(stop, hi)
@@ -292,11 +295,21 @@ class _Reader:
                 if part.get_shape()[0] != hi - lo:
                     raise DataError(f"{path}: {split}.{key} has {part.get_shape()[0]} rows, "
                                     f"the index says {hi - lo}")
-                parts.append(part[a - lo:b - lo])
-        if sum(p.shape[0] for p in parts) != stop - start:
+                piece = part[a - lo:b - lo]
+            if a == start and b == stop:
+                return piece
+            if out is None:
+                out = torch.empty((stop - start, *piece.shape[1:]), dtype=piece.dtype)
+            if a - start != filled or tuple(piece.shape[1:]) != tuple(out.shape[1:]):
+                raise DataError(f"{path}: rows {a}:{b} of {split}.{key} do not continue the "
+                                "previous shard")
+            out[filled:filled + piece.shape[0]] = piece
+            filled += piece.shape[0]
+            del piece
+        if out is None or filled != stop - start:
             raise DataError(f"{self.index_path}: the shards of {split} do not hold rows "
                             f"{start}:{stop}")
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out
 
     def strings(self, split: str, name: str, ends_name: str, start: int, stop: int) -> list[str]:
         """Entries start:stop of a string table."""
