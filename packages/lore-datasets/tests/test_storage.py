@@ -137,12 +137,15 @@ def test_writer_streams_blocks(tmp_path):
         (((3, 2), [2], ["a"]), r"features must be \[M, 2\]"),
         (((3, 2), [2], ["a", "b"]), r"counts must give each of the 2 users"),
         (((3, 2), [3], ["a"], ["p"]), r"1 prompt ids for 3 rows"),
+        (((3, 2), [3], ["a"]), r"features must be floating point"),
     ],
 )
 def test_writer_rejects_inconsistent_blocks(tmp_path, args, match):
     writer = BenchmarkWriter(tmp_path / "w", dim=2)
     shape, *rest = args
     feats = torch.zeros(shape[0], 3 if "M, 2" in match else 2)
+    if "floating" in match:
+        feats = feats.long()
     with pytest.raises(DataError, match=match):
         writer.add("seen_train", feats, *rest)
 

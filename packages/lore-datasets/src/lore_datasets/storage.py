@@ -69,8 +69,10 @@ def decode_strings(data: bytes, ends: np.ndarray, base: int = 0) -> list[str]:
 @dataclass
 class _SplitState:
     counts: list[np.ndarray]
-    user_ids: list[str]
+    id_bytes: bytearray  # the user ids as a growing string table: bytes, not str objects
     vocab: dict[str, int]
+    id_lengths: list[np.ndarray] | None = None
+    users: int = 0
     has_prompts: bool | None = None
     rows: int = 0
     pending: list[tuple[torch.Tensor, np.ndarray | None]] | None = None
@@ -102,7 +104,7 @@ class BenchmarkWriter:
         self.dim, self.dtype = dim, dtype
         row_bytes = dim * torch.empty((), dtype=dtype).element_size() + 4
         self.rows_per_shard = None if max_shard_bytes is None else max(1, max_shard_bytes // row_bytes)
-        self.splits = {s: _SplitState([], [], {}, pending=[], shards=[]) for s in SPLITS}
+        self.splits = {s: _SplitState([], bytearray(), {}, id_lengths=[], pending=[], shards=[]) for s in SPLITS}
         self.head: dict[str, torch.Tensor] = {}
 
     def add(self, split: str, features: torch.Tensor, counts: Sequence[int] | np.ndarray,
@@ -110,6 +112,8 @@ class BenchmarkWriter:
         """Append ``user_ids`` owning ``counts`` consecutive rows each of ``features``."""
         state = self.splits[split]
         counts = np.asarray(counts, dtype=np.int64)
+        if not features.is_floating_point():
+            raise DataError(f"{split}: features must be floating point, got {features.dtype}")
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise DataError(f"{split}: features must be [M, {self.dim}], got {tuple(features.shape)}")
         if counts.shape != (len(user_ids),) or int(counts.sum()) != features.shape[0] or (counts < 0).any():
@@ -127,7 +131,10 @@ class BenchmarkWriter:
             prompt = np.fromiter((vocab.setdefault(str(p), len(vocab)) for p in prompt_ids),
                                  dtype=np.int32, count=len(prompt_ids))
         state.counts.append(counts)
-        state.user_ids.extend(str(u) for u in user_ids)
+        encoded = [str(u).encode("utf-8") for u in user_ids]
+        state.id_bytes += b"".join(encoded)
+        state.id_lengths.append(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+        state.users += len(encoded)
         state.pending.append((features.detach().to("cpu", self.dtype).contiguous(), prompt))
         state.pending_rows += features.shape[0]
         while self.rows_per_shard is not None and state.pending_rows >= self.rows_per_shard:
@@ -181,13 +188,15 @@ class BenchmarkWriter:
             counts = np.concatenate(state.counts) if state.counts else np.zeros(0, np.int64)
             self.head[f"{split}.offsets"] = torch.from_numpy(
                 np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-            data, ends = encode_strings(state.user_ids)
-            self.head[f"{split}.user_ids"], self.head[f"{split}.user_id_ends"] = data, ends
+            lengths = np.concatenate(state.id_lengths) if state.id_lengths else np.zeros(0, np.int64)
+            self.head[f"{split}.user_ids"] = torch.frombuffer(state.id_bytes, dtype=torch.uint8) \
+                if state.id_bytes else torch.zeros(0, dtype=torch.uint8)
+            self.head[f"{split}.user_id_ends"] = torch.from_numpy(np.cumsum(lengths))
             if state.has_prompts:
                 data, ends = encode_strings(list(state.vocab))
                 self.head[f"{split}.prompts"], self.head[f"{split}.prompt_ends"] = data, ends
             index[split] = {
-                "users": len(state.user_ids), "pairs": state.rows, "dim": self.dim,
+                "users": state.users, "pairs": state.rows, "dim": self.dim,
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "prompts": bool(state.has_prompts), "shards": state.shards,
             }

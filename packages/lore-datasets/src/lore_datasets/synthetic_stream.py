@@ -81,6 +81,7 @@ def write_synthetic(
 
     writer = BenchmarkWriter(out_dir, dim=dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
     flipped = 0
+    with_pairs = dict.fromkeys(SPLITS, 0)
     for start in range(0, num_users, BLOCK_USERS):
         stop = min(start + BLOCK_USERS, num_users)
         rng = np.random.default_rng([seed, start // BLOCK_USERS + 1])
@@ -105,11 +106,13 @@ def write_synthetic(
         for name, mask in rows.items():
             users = block_unseen if name.startswith("unseen") else ~block_unseen
             counts = np.bincount(local[mask], minlength=stop - start)[users]
+            with_pairs[name] += int((counts > 0).sum())
             writer.add(name, features[torch.from_numpy(mask)], counts, ids[users].tolist(),
                        prompt_names[prompt[mask]].tolist())
 
     counts = {name: {"pairs": writer.splits[name].rows + writer.splits[name].pending_rows,
-                     "users": len(writer.splits[name].user_ids)} for name in SPLITS}
+                     "users": writer.splits[name].users,
+                     "users_with_pairs": with_pairs[name]} for name in SPLITS}
     empty = [name for name, c in counts.items() if c["pairs"] == 0]
     if empty:
         raise DataError(f"split {empty[0]!r} is empty (split by {split_by}); raise num_users or "
