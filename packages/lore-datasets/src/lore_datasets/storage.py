@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +68,18 @@ def decode_strings(data: bytes, ends: np.ndarray, base: int = 0) -> list[str]:
 # -- writing -----------------------------------------------------------------
 @dataclass
 class _SplitState:
-    counts: list[np.ndarray]
-    id_bytes: bytearray  # the user ids as a growing string table: bytes, not str objects
-    vocab: dict[str, int]
-    id_lengths: list[np.ndarray] | None = None
+    """What the writer knows of one split so far (rows not yet in a shard are ``pending``)."""
+
+    counts: list[np.ndarray] = field(default_factory=list)  # rows per user, block by block
+    id_bytes: bytearray = field(default_factory=bytearray)  # user ids as bytes, not str objects
+    id_lengths: list[np.ndarray] = field(default_factory=list)
     users: int = 0
+    vocab: dict[str, int] = field(default_factory=dict)  # prompt id -> index, first seen first
     has_prompts: bool | None = None
-    rows: int = 0
-    pending: list[tuple[torch.Tensor, np.ndarray | None]] | None = None
+    rows: int = 0  # rows already in shards
+    pending: list[tuple[torch.Tensor, np.ndarray | None]] = field(default_factory=list)
     pending_rows: int = 0
-    shards: list[dict[str, Any]] | None = None
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BenchmarkWriter:
@@ -104,12 +106,14 @@ class BenchmarkWriter:
         self.dim, self.dtype = dim, dtype
         row_bytes = dim * torch.empty((), dtype=dtype).element_size() + 4
         self.rows_per_shard = None if max_shard_bytes is None else max(1, max_shard_bytes // row_bytes)
-        self.splits = {s: _SplitState([], bytearray(), {}, id_lengths=[], pending=[], shards=[]) for s in SPLITS}
+        self.splits = {s: _SplitState() for s in SPLITS}
         self.head: dict[str, torch.Tensor] = {}
 
     def add(self, split: str, features: torch.Tensor, counts: Sequence[int] | np.ndarray,
             user_ids: Sequence[str], prompt_ids: Sequence[str] | None = None) -> None:
         """Append ``user_ids`` owning ``counts`` consecutive rows each of ``features``."""
+        if split not in self.splits:
+            raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         state = self.splits[split]
         counts = np.asarray(counts, dtype=np.int64)
         if not features.is_floating_point():
