@@ -14,6 +14,7 @@ from lore_datasets import SPLITS, Benchmark, DataError, PreferencePairs, load_da
 from lore_datasets.storage import (
     BenchmarkWriter,
     read_benchmark_users,
+    read_rank,
     read_users,
     user_offsets,
 )
@@ -83,6 +84,24 @@ def test_read_benchmark_users(bench, tmp_path):
         assert_same_pairs(part.split(split), block(bench.split(split), u0, u1))
     assert torch.equal(part.v_ref, bench.v_ref)
     assert part.meta["users_block"] == {"seen": [4, 20], "unseen": [1, 6]}
+
+
+@pytest.mark.parametrize("world", [1, 3, 50])
+def test_read_rank_shares_cover_every_row_once(bench, tmp_path, world):
+    bench.save(tmp_path / "b", max_shard_bytes=600)
+    shares = [read_rank(tmp_path / "b", r, world) for r in range(world)]
+    for split in SPLITS:
+        whole = bench.split(split)
+        got = [s.split(split) for s in shares]
+        assert [u for p in got for u in p.user_ids] == whole.user_ids
+        assert torch.equal(torch.cat([p.features for p in got]), whole.features)
+        assert all(p.prompt_ids is None for p in got)
+    heaviest = int(bench.seen_train.pairs_per_user().max())
+    train = [s.seen_train.num_pairs for s in shares]
+    assert max(train) - min(train) <= 2 * heaviest
+    assert shares[-1].meta["users_block"]["rank"] == world - 1
+    with pytest.raises(DataError, match=r"rank must be in \[0, world_size=3\)"):
+        read_rank(tmp_path / "b", 3, 3)
 
 
 def test_bf16_rows_stay_bf16(bench, tmp_path):

@@ -9,7 +9,8 @@
 Large data: ``Benchmark.save(dir, max_shard_bytes=...)`` stores rows by user
 (optionally sharded); ``user_offsets`` and ``read_users`` /
 ``read_benchmark_users`` read one block of users without the rest,
-``balanced_user_blocks`` plans pair-balanced blocks per rank, and
+``balanced_user_blocks`` plans pair-balanced blocks per rank (``read_rank``
+reads one rank's share), and
 ``write_synthetic`` streams planted users to disk (docs/scale.md).
 
 ``load_generic`` reads a directory (comparisons.csv, responses.jsonl,
@@ -24,7 +25,7 @@ from .pairs import SPLITS, Benchmark, PreferencePairs
 from .registry import DATASETS, load_dataset
 from .sharding import balanced_user_blocks, block_pairs
 from .splits import SplitConfig, split_benchmark
-from .storage import read_benchmark_users, read_users, user_offsets
+from .storage import read_benchmark_users, read_rank, read_users, user_offsets
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
 from .synthetic_stream import write_synthetic
 
@@ -43,6 +44,7 @@ __all__ = [
     "load_generic",
     "make_synthetic",
     "read_benchmark_users",
+    "read_rank",
     "read_users",
     "split_benchmark",
     "synthetic_benchmark",

@@ -415,6 +415,25 @@ def read_benchmark_users(path: str | Path, seen: tuple[int, int], unseen: tuple[
         raise DataError(f"{path}: inconsistent benchmark ({err})") from None
 
 
+def read_rank(path: str | Path, rank: int, world_size: int, *,
+              with_prompts: bool = False) -> Benchmark:
+    """Rank ``rank``'s pair-balanced share of a saved Benchmark (``sharding.balanced_user_blocks``).
+
+    Seen users are balanced on ``seen_train`` pairs, unseen users on
+    ``unseen_fewshot`` pairs; every rank computes the same plan from the
+    offsets alone, and the blocks of all ranks cover every user once.
+    """
+    from .sharding import balanced_user_blocks
+
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    seen = balanced_user_blocks(user_offsets(path, "seen_train"), world_size)[rank]
+    unseen = balanced_user_blocks(user_offsets(path, "unseen_fewshot"), world_size)[rank]
+    bench = read_benchmark_users(path, seen, unseen, with_prompts=with_prompts)
+    bench.meta["users_block"].update(rank=rank, world_size=world_size)
+    return bench
+
+
 def load_benchmark(path: str | Path) -> Benchmark:
     """The whole saved Benchmark (either format)."""
     reader = _Reader(path)
