@@ -183,6 +183,11 @@ def test_broken_directories_name_the_file(bench, tmp_path):
     with pytest.raises(DataError, match=r"benchmark-seen_train-00002\.safetensors: file not found"):
         read_users(d, 0, 30)
     assert read_users(d, 29, 30).num_users == 1  # rows outside the lost shard still read
+    index = json.loads((d / "benchmark.json").read_text())
+    index["splits"]["seen_train"]["dtype"] = "complex_float99"
+    (d / "benchmark.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match=r"benchmark\.json: split 'seen_train' needs users, pairs"):
+        user_offsets(d)
     (d / "benchmark.json").write_text("{")
     with pytest.raises(DataError, match=r"benchmark\.json, line 1: invalid JSON"):
         Benchmark.load(d)

@@ -269,10 +269,19 @@ class _Reader:
         if self.format != FORMAT_VERSION:
             raise DataError(f"{self.index_path}: format {self.format} has no row-range reads; "
                             "load it and save it again (Benchmark.load(d).save(d))")
-        try:
-            return self.doc["splits"][split]
-        except (KeyError, TypeError):
-            raise DataError(f"{self.index_path}: no split {split!r}") from None
+        doc = self.doc["splits"].get(split) if isinstance(self.doc["splits"], dict) else None
+        if not isinstance(doc, dict):
+            raise DataError(f"{self.index_path}: no split {split!r}")
+        ints = ("users", "pairs", "dim")
+        if (any(not isinstance(doc.get(k), int) or doc[k] < 0 for k in ints)
+                or not isinstance(getattr(torch, str(doc.get("dtype")), None), torch.dtype)
+                or not isinstance(doc.get("shards"), list)
+                or not all(isinstance(x, dict) and isinstance(x.get("file"), str)
+                           and isinstance(x.get("rows"), list) and len(x["rows"]) == 2
+                           for x in doc["shards"])):
+            raise DataError(f"{self.index_path}: split {split!r} needs users, pairs, dim, dtype "
+                            "and a list of shards {file, rows: [start, stop]}")
+        return doc
 
     def offsets(self, split: str) -> torch.Tensor:
         doc = self.split_doc(split)
