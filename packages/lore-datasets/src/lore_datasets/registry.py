@@ -11,7 +11,6 @@ directory (``benchmark.json``), whose stored split is used as is.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from .pairs import Benchmark
 from .reference_files import read_v_ref
 from .splits import SplitConfig, split_benchmark
 from .synthetic import synthetic_benchmark
+from .textio import read_json
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -74,10 +74,10 @@ def _embedder(sidecar: Path) -> str | None:
     """The ``model`` named in a JSON file describing an embedding matrix, if any."""
     if not sidecar.is_file():
         return None
-    try:
-        return json.loads(sidecar.read_text()).get("model")
-    except (ValueError, AttributeError):
-        raise DataError(f"{sidecar}: expected a JSON object with a 'model' field") from None
+    doc = read_json(sidecar, "a JSON object with a 'model' field")
+    if not isinstance(doc, dict):
+        raise DataError(f"{sidecar}: expected a JSON object with a 'model' field")
+    return doc.get("model")
 
 
 def _load_directory(

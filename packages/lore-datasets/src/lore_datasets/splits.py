@@ -146,11 +146,26 @@ def _seen_unseen(users: list[str], config: SplitConfig) -> tuple[list[str], list
             f"only user {users[0]!r} has >= {config.min_pairs_per_user} pairs: need at least 2 "
             "users so that both seen and unseen users exist"
         )
-    n_unseen = min(max(round(config.unseen_user_fraction * n), 1), n - 1)
-    order = _rng(config.seed, "users").permutation(n)
-    unseen = sorted(users[i] for i in order[:n_unseen])
-    seen = sorted(users[i] for i in order[n_unseen:])
+    is_unseen = unseen_user_mask(n, config)
+    unseen = [u for u, x in zip(users, is_unseen.tolist()) if x]
+    seen = [u for u, x in zip(users, is_unseen.tolist()) if not x]
     return seen, unseen
+
+
+def unseen_user_mask(n: int, config: SplitConfig) -> np.ndarray:
+    """Which of ``n`` kept users (in sorted-id order) are unseen: a seeded fraction, >= 1 each side."""
+    n_unseen = min(max(round(config.unseen_user_fraction * n), 1), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[_rng(config.seed, "users").permutation(n)[:n_unseen]] = True
+    return mask
+
+
+def held_out_prompt_mask(n: int, config: SplitConfig) -> np.ndarray:
+    """Which of ``n`` distinct prompts (in sorted-id order) are held out for testing."""
+    n_test = min(max(round(config.test_fraction * n), 1), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[_rng(config.seed, "prompts").permutation(n)[:n_test]] = True
+    return mask
 
 
 def _choose_split(pairs: PreferencePairs, config: SplitConfig) -> tuple[str, str]:
@@ -179,10 +194,7 @@ def _choose_split(pairs: PreferencePairs, config: SplitConfig) -> tuple[str, str
 def _prompt_test_rows(pairs: PreferencePairs, config: SplitConfig) -> tuple[np.ndarray, list[str]]:
     """Rows whose prompt is in one global, seeded set of test prompts."""
     prompts, row_prompt = np.unique(np.asarray(pairs.prompt_ids), return_inverse=True)
-    n = len(prompts)
-    n_test = min(max(round(config.test_fraction * n), 1), n - 1)
-    is_test = np.zeros(n, dtype=bool)
-    is_test[_rng(config.seed, "prompts").permutation(n)[:n_test]] = True
+    is_test = held_out_prompt_mask(len(prompts), config)
     return is_test[row_prompt], sorted(prompts[is_test].tolist())
 
 
