@@ -10,12 +10,16 @@
 embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
 ``Benchmark``; ``synthetic_benchmark`` plants low-rank users and returns the
 ``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
+``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
+results files, turned into command flags by ``lore_datasets.settings``);
+``lore_datasets.cli_common`` is the error handling and device choice every
+lore command shares.
 """
 
 from .errors import DataError, DatasetUnavailable
 from .generic import load_generic
 from .pairs import SPLITS, Benchmark, PreferencePairs
-from .registry import DATASETS, load_dataset
+from .registry import DATASETS, DataSource, load_dataset
 from .splits import SplitConfig, split_benchmark
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
 
@@ -24,6 +28,7 @@ __all__ = [
     "SPLITS",
     "Benchmark",
     "DataError",
+    "DataSource",
     "DatasetUnavailable",
     "Oracle",
     "PreferencePairs",

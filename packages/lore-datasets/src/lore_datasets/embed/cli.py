@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_common import resolve_device, run_cli
 from ..errors import DataError
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
@@ -56,26 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "convert":
-            from ..convert import convert
+    return run_cli("lore-prepare", lambda: _convert(args) if args.command == "convert" else _embed(args))
 
-            bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed)
-            print(f"wrote {args.out}/benchmark.safetensors + benchmark.json: "
-                  + ", ".join(f"{k} {v}" for k, v in bench.meta.get("counts", {}).items()))
-            return 0
-        return _embed(args)
-    except DataError as err:
-        print(f"lore-prepare: error: {err}", file=sys.stderr)
-        return 2
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..convert import convert
+
+    bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed)
+    print(f"wrote {args.out}/benchmark.safetensors + benchmark.json: "
+          + ", ".join(f"{k} {v}" for k, v in bench.meta.get("counts", {}).items()))
+    return 0
 
 
 def _embedder(args: argparse.Namespace) -> Any:
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     if args.encoder == "minilm":
         from .sentence import SentenceEmbedder
 
