@@ -16,18 +16,18 @@ def test_checkpoint_round_trip(tmp_path):
     pairs = PreferencePairs(torch.randn(40, 6, generator=g), torch.arange(4).repeat_interleave(10),
                             ["w1", "w2", "w3", "w4"])
     v_ref = torch.randn(6, generator=g)
-    model, _ = fit(pairs, TrainConfig(rank=3, steps=20), v_ref=v_ref, progress=False)
+    model, _ = fit(pairs, TrainConfig(K=3, steps=20), v_ref=v_ref, progress=False)
     new = PreferencePairs(torch.randn(6, 6, generator=g), torch.tensor([0, 0, 0, 1, 1, 1]), ["x", "y"])
-    model = personalize(model, new, TrainConfig(rank=3, fewshot_steps=20))
+    model = personalize(model, new, TrainConfig(K=3, fewshot_steps=20))
     path = model.save(tmp_path / "ckpt")
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = PersonalRewardModel.load(path)
     assert torch.equal(loaded.V, model.V) and torch.equal(loaded.W, model.W)
     assert torch.equal(loaded.v_ref, v_ref)
     assert loaded.user_ids == model.user_ids and loaded.seen == model.seen
-    assert loaded.rank == 3 and loaded.tau == model.tau
+    assert loaded.K == 3 and loaded.tau == model.tau
     assert torch.equal(loaded.margin(new), model.margin(new))
-    assert json.loads((path / "config.json").read_text())["meta"]["train_config"]["rank"] == 3
+    assert json.loads((path / "config.json").read_text())["train_config"]["K"] == 3
 
 
 def test_unknown_user_is_a_clear_error(tmp_path):

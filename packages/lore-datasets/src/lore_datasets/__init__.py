@@ -18,7 +18,7 @@ lore command shares.
 
 from .errors import DataError, DatasetUnavailable
 from .generic import load_generic
-from .pairs import SPLITS, Benchmark, PreferencePairs
+from .pairs import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
 from .registry import DATASETS, DataSource, load_dataset
 from .splits import SplitConfig, split_benchmark
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
@@ -26,6 +26,7 @@ from .synthetic import Oracle, make_synthetic, synthetic_benchmark
 __all__ = [
     "DATASETS",
     "SPLITS",
+    "SPLIT_LABELS",
     "Benchmark",
     "DataError",
     "DataSource",

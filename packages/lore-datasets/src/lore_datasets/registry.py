@@ -183,7 +183,7 @@ class DataSource:
     embeddings: str | None = field(default=None, metadata={
         "help": "embedding matrix (.npy) to use instead of embeddings.npy"})
     keep_ties: bool = field(default=False, metadata={
-        "help": "keep tied comparisons (dropped by default)"})
+        "help": "keep tied comparisons (they are dropped otherwise)"})
 
     def load(self, split: SplitArg = None) -> Benchmark:
         """`load_dataset` with these settings."""

@@ -66,7 +66,7 @@ def add_arguments(
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.metadata.get("cli", True):
             continue
-        kind, choices, optional = _flag_type(hints[f.name], f"{cls.__name__}.{f.name}")
+        kind, choices = _flag_type(hints[f.name], f"{cls.__name__}.{f.name}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "the data set's own" if default_note == "dataset" else repr(default)
         extra = "" if default_note in ("", "dataset") else default_note
@@ -80,8 +80,8 @@ def add_arguments(
             options["type"] = kind
             if choices:
                 options["choices"] = choices
-            if optional:
-                options["metavar"] = kind.__name__.upper()
+            else:
+                options["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         parser.add_argument(flag, **options)
         added.append(f.name)
     return added
@@ -92,18 +92,16 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
-def _flag_type(hint: Any, where: str) -> tuple[type, tuple[Any, ...] | None, bool]:
-    """(argparse type, choices, None allowed) of a field annotation."""
-    optional = False
+def _flag_type(hint: Any, where: str) -> tuple[type, tuple[Any, ...] | None]:
+    """(argparse type, choices) of a field annotation; ``X | None`` is read as X."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
         if len(args) != 1:
             raise TypeError(f"{where}: cannot make a flag of {hint}")
         hint = args[0]
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
-        return type(choices[0]), choices, optional
+        return type(choices[0]), choices
     if hint in (int, float, str, bool):
-        return hint, None, optional
+        return hint, None
     raise TypeError(f"{where}: cannot make a flag of {hint}")

@@ -44,7 +44,7 @@ class SplitConfig:
     min_prompts_for_prompt_split: int = field(default=20, metadata={
         "help": "auto splits by prompt from this many distinct prompts"})
     max_fewshot_pairs: int | None = field(default=None, metadata={
-        "help": "cap on each unseen user's few-shot pool (default: all their pairs)"})
+        "help": "cap on each unseen user's few-shot pool (None: all their pairs)"})
 
     def __post_init__(self) -> None:
         if self.split_by not in ("auto", "prompt", "pair"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lore_datasets import PreferencePairs, synthetic_benchmark
-from lore_eval import (
+from lore_train import (
     SETTINGS,
     format_table,
     load_results,
@@ -55,8 +55,8 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 + 2 * len(SETTINGS)  # K=0 skipped: one row with the reason
     assert rows[0]["skipped"].startswith("no reference head")
-    first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_unseen_prompts")
-    assert float(first["mean"]) == pytest.approx(runs[2]["unseen_unseen_prompts"]["mean"])
+    first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_test")
+    assert float(first["mean"]) == pytest.approx(runs[2]["unseen_test"]["mean"])
     table = format_table(on_disk)
     assert "skipped: no reference head" in table and "seen/unseen prompts" in table
 
@@ -67,4 +67,4 @@ def test_rank_zero_runs_when_the_data_has_a_reference_head(tmp_path):
     results = run_rank_sweep(bench, [0], [0.0], TrainConfig(), tmp_path, progress=False)
     ref = results["runs"][0]
     assert "skipped" not in ref and ref["kept_rank"] == 1
-    assert ref["unseen_unseen_prompts"]["mean"] > 0.85  # 1 - label noise, up to sampling
+    assert ref["unseen_test"]["mean"] > 0.85  # 1 - label noise, up to sampling
