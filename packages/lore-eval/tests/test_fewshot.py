@@ -12,8 +12,8 @@ import torch
 from lore_datasets import Benchmark, synthetic_benchmark
 from lore_eval.cli.evaluate import main
 from lore_eval.fewshot import draw_shots, fewshot_curve
-from lore_train.results import new_results, write_results
 from lore_train import PersonalRewardModel
+from lore_train.results import new_results, write_results
 
 SHOTS = (1, 2, 5, 10, 20, 50)
 

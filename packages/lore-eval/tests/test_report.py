@@ -6,8 +6,8 @@ import pytest
 
 from lore_eval.cli.evaluate import main
 from lore_eval.fewshot_files import write_fewshot
-from lore_train.metrics import SETTINGS
 from lore_eval.report import format_markdown
+from lore_train.metrics import SETTINGS
 from lore_train.results import new_results, write_results
 
 

@@ -11,13 +11,13 @@ import torch
 from lore_datasets import PreferencePairs, synthetic_benchmark
 from lore_train import (
     SETTINGS,
+    TrainConfig,
     format_table,
     load_results,
     per_user_accuracy,
     run_rank_sweep,
     summarize,
 )
-from lore_train import TrainConfig
 
 
 def test_per_user_accuracy_is_strict_and_macro_averaged():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lore_datasets import Benchmark, PreferencePairs, synthetic_benchmark
+from lore_train import TrainConfig
 from lore_train.cli import main as train_main
 from lore_train.selection import (
     Candidate,
@@ -17,7 +18,6 @@ from lore_train.selection import (
     validation_split,
     with_test_numbers,
 )
-from lore_train import TrainConfig
 
 # Planted rank 3, users near the simplex corners (Dirichlet 0.1), many users
 # with few pairs each: K < 3 cannot separate the three user types and K > 3
