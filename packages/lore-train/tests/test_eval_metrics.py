@@ -14,6 +14,7 @@ from lore_train import (
     TrainConfig,
     format_table,
     load_results,
+    model_label,
     per_user_accuracy,
     run_rank_sweep,
     summarize,
@@ -68,3 +69,17 @@ def test_rank_zero_runs_when_the_data_has_a_reference_head(tmp_path):
     ref = results["runs"][0]
     assert "skipped" not in ref and ref["kept_rank"] == 1
     assert ref["unseen_test"]["mean"] > 0.85  # 1 - label noise, up to sampling
+
+
+def test_a_format_1_results_file_reads_with_the_split_names(tmp_path):
+    cell = {"mean": 0.5, "std": 0.0, "n_users": 1, "per_user": {"u": 0.5}}
+    old = {"format": 1, "runs": [{"K": 1, "alpha": 0.0, "seen_train": cell, "unseen_fewshot": cell,
+                                  "seen_unseen_prompts": cell, "unseen_unseen_prompts": cell}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    (run,) = load_results(tmp_path)["runs"]
+    assert set(SETTINGS) <= run.keys() and "seen_unseen_prompts" not in run
+
+
+def test_models_have_one_label():
+    assert [model_label(k) for k in (0, 1, 3)] == ["ref", "BT", "K=3"]
+    assert model_label(2, 0.0) == "K=2" and model_label(2, 1e4) == "K=2, alpha=10000"

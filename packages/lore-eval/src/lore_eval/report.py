@@ -21,7 +21,7 @@ def format_markdown(results: dict[str, Any], fewshot: dict[str, Any] | None = No
     """results.json (and optionally fewshot.json) as a markdown report.
 
     One table per alpha; each starts with the ref (K = 0) and BT (K = 1)
-    rows so every LoRe rank is read beside both baselines. A baseline the
+    rows so every LoRe K is read beside both baselines. A baseline the
     run did not fit (or skipped) says so in its row instead of vanishing.
     """
     data = results.get("dataset", {})

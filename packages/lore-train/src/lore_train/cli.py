@@ -29,7 +29,7 @@ from .results import write_results
 from .selection import VAL_FRACTION, select_model, with_test_numbers
 from .tables import format_selection, format_table
 
-SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and two LoRe ranks
+SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
 SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
 BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
 

@@ -71,15 +71,29 @@ def fit_few_shot(
     update = torch.empty_like(W)
     with progress_bar(steps, f"few-shot K={K}", progress) as bar:
         for t in range(1, steps + 1):
-            S = torch.softmax(W, dim=1)
-            dS = lore_kernels.lowrank_bt(P, user, c, identity, S, tau)[3]
-            grad = S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
+            grad = logit_gradient(P, user, c, W, tau, identity)
             m1.lerp_(grad, 1 - beta1)
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
             W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
             bar.update()
     return W
+
+
+def logit_gradient(
+    P: torch.Tensor,
+    user: torch.Tensor,
+    c: torch.Tensor,
+    W: torch.Tensor,
+    tau: float,
+    identity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """d loss / d W [N, K] for projected rows P = Z V: the op's dS through the softmax."""
+    if identity is None:
+        identity = torch.eye(P.shape[1], dtype=P.dtype, device=P.device)
+    S = torch.softmax(W, dim=1)
+    dS = lore_kernels.lowrank_bt(P, user, c, identity, S, tau)[3]
+    return S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
 
 
 def personalize(
