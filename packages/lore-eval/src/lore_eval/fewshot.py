@@ -163,7 +163,9 @@ def find_checkpoints(run_dir: str | Path, Ks: Sequence[int] | None = None) -> li
         if not (directory / "config.json").is_file():
             continue
         config = read_checkpoint_config(directory)
-        alpha = (config.get("train_config") or {}).get("alpha", 0.0)
+        train = config.get("train_config")  # None for a model built by hand: no alpha
+        alpha = 0.0 if train is None else TrainConfig.from_dict(
+            train, source=f"{directory / 'config.json'}: train_config").alpha
         if Ks is None or config["K"] in Ks:
             found.append(((alpha, config["K"]), directory))
     if not found:
