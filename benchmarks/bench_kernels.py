@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import lore_kernels
-from lore_kernels.reference import lowrank_bt_reference
+from lore_kernels.reference import bt_terms_reference, lowrank_bt_reference
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TAU = 0.01
@@ -78,9 +78,8 @@ def torch_two_matmuls(Z, user, weight, V, S, tau):
     P = (Z @ V.to(Z.dtype)).float()
     S_rows = S[user]
     margin = (P * S_rows).sum(dim=1)
-    logit = tau * margin
-    loss = (weight * torch.nn.functional.softplus(-logit)).sum()
-    g = -weight * tau * torch.sigmoid(-logit)
+    losses, g = bt_terms_reference(margin, weight, tau)  # the one copy of the BT formula
+    loss = losses.sum()
     G = g[:, None] * S_rows
     dV = (G.to(Z.dtype).T @ Z).float().T
     dS = torch.zeros_like(S).index_add_(0, user, g[:, None] * P)
