@@ -72,3 +72,16 @@ def test_fewshot_gradient_is_the_reference_losss_gradient():
                                 torch.softmax(W, dim=1), 0.3)[0]
     (expected,) = torch.autograd.grad(loss, W)
     torch.testing.assert_close(logit_gradient(P, user, c, W.detach(), 0.3), expected)
+
+
+def test_without_matplotlib_the_run_writes_everything_but_the_plot(tmp_path, monkeypatch, capsys):
+    import lore_train.cli
+    import lore_train.experiment
+
+    monkeypatch.setattr(lore_train.experiment, "can_plot", lambda: False)
+    monkeypatch.setattr(lore_train.cli, "can_plot", lambda: False)
+    out = tmp_path / "run"
+    assert main(["--dataset", "synthetic", "--K", "1", "--steps", "3", "--fewshot-steps", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "results.json").is_file() and not (out / "accuracy_vs_rank.png").exists()
+    assert "lore-eval report" in capsys.readouterr().err
