@@ -9,7 +9,7 @@ stream, so changing, say, the few-shot cap does not reshuffle the users.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from .errors import DataError
 from .pairs import SPLITS, Benchmark, PreferencePairs
 from .settings import from_dict
 
+SplitBy = Literal["auto", "prompt", "pair"]
 _STREAMS = {"users": 1, "prompts": 2, "pairs": 3, "fewshot": 4}
 
 
@@ -38,7 +39,7 @@ class SplitConfig:
         "flag": "--min-pairs", "help": "users with fewer pairs are left out"})
     test_fraction: float = field(default=0.25, metadata={
         "help": "fraction of prompts (or pairs) held out for testing"})
-    split_by: Literal["auto", "prompt", "pair"] = field(default="auto", metadata={
+    split_by: SplitBy = field(default="auto", metadata={
         "help": "hold out whole prompts or single pairs for testing (auto: prompts when there "
         "are enough)"})
     min_prompts_for_prompt_split: int = field(default=20, metadata={
@@ -47,8 +48,9 @@ class SplitConfig:
         "help": "cap on each unseen user's few-shot pool (None: all their pairs)"})
 
     def __post_init__(self) -> None:
-        if self.split_by not in ("auto", "prompt", "pair"):
-            raise DataError(f"split_by must be 'auto', 'prompt' or 'pair', got {self.split_by!r}")
+        if self.split_by not in get_args(SplitBy):
+            raise DataError(f"split_by must be one of {', '.join(map(repr, get_args(SplitBy)))}, "
+                            f"got {self.split_by!r}")
         for name in ("unseen_user_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:

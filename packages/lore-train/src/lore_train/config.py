@@ -12,7 +12,7 @@ at lr 0.1); `PRESETS` names the reference's other setting, the PRISM
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lore_datasets.settings import from_dict
 
@@ -72,12 +72,11 @@ class TrainConfig:
             raise ValueError("learning rates must be > 0")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
-        if self.mode not in ("joint", "alternating"):
-            raise ValueError(f"mode must be 'joint' or 'alternating', got {self.mode!r}")
-        if self.reduction not in ("user_mean", "pair_mean"):
-            raise ValueError(f"reduction must be 'user_mean' or 'pair_mean', got {self.reduction!r}")
-        if self.w_init not in ("normal", "uniform", "zeros"):
-            raise ValueError(f"w_init must be 'normal', 'uniform' or 'zeros', got {self.w_init!r}")
+        for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit)):
+            allowed = get_args(kind)  # the choices are the Literal's, written once
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                                 f"got {getattr(self, name)!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
 
