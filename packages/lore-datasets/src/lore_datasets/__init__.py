@@ -17,12 +17,16 @@ reads one rank's share), and
 embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
 ``Benchmark``; ``synthetic_benchmark`` plants low-rank users and returns the
 ``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
+``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
+results files, turned into command flags by ``lore_datasets.settings``);
+``lore_datasets.cli_common`` is the error handling and device choice every
+lore command shares.
 """
 
 from .errors import DataError, DatasetUnavailable
 from .generic import load_generic
-from .pairs import SPLITS, Benchmark, PreferencePairs
-from .registry import DATASETS, load_dataset
+from .pairs import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
+from .registry import DATASETS, DataSource, load_dataset
 from .sharding import balanced_user_blocks, block_pairs
 from .splits import SplitConfig, split_benchmark
 from .storage import read_benchmark_users, read_rank, read_users, user_offsets
@@ -32,8 +36,10 @@ from .synthetic_stream import write_synthetic
 __all__ = [
     "DATASETS",
     "SPLITS",
+    "SPLIT_LABELS",
     "Benchmark",
     "DataError",
+    "DataSource",
     "DatasetUnavailable",
     "Oracle",
     "PreferencePairs",

@@ -171,7 +171,16 @@ class PreferencePairs:
         )
 
 
+# The four splits of a Benchmark, which are also the four evaluation
+# settings: results files key accuracy by these names, and people read them
+# as the labels below.
 SPLITS = ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")
+SPLIT_LABELS = {
+    "seen_train": "seen users, train pairs",
+    "seen_test": "seen users, unseen prompts",
+    "unseen_fewshot": "unseen users, few-shot pairs",
+    "unseen_test": "unseen users, unseen prompts",
+}
 
 
 @dataclass

@@ -12,7 +12,7 @@ directory (``benchmark.json``), whose stored split is used as is.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .errors import DataError
 from .generic import load_generic
 from .pairs import Benchmark
 from .reference_files import read_v_ref
+from .settings import from_dict
 from .splits import SplitConfig, split_benchmark
 from .synthetic import synthetic_benchmark
 from .textio import read_json
@@ -164,3 +165,32 @@ LOADERS: dict[str, Loader] = {
     "personalllm": _reference("personalllm"),
 }
 DATASETS: tuple[str, ...] = tuple(LOADERS)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Which data set to read and how (how to split it is `SplitConfig`'s job).
+
+    The arguments of `load_dataset` other than the split, as one record that
+    commands turn into flags and results files store.
+    """
+
+    dataset: str = field(default="llmfao", metadata={
+        "help": f"a bundled or known data set ({', '.join(DATASETS)}) "
+        "or a directory in the generic layout (comparisons.csv, responses.jsonl, embeddings.npy)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "where the files of tldr/prism/personalllm are (or another copy of a bundled set)"})
+    embeddings: str | None = field(default=None, metadata={
+        "help": "embedding matrix (.npy) to use instead of embeddings.npy"})
+    keep_ties: bool = field(default=False, metadata={
+        "help": "keep tied comparisons (they are dropped otherwise)"})
+
+    def load(self, split: SplitArg = None) -> Benchmark:
+        """`load_dataset` with these settings."""
+        return load_dataset(self.dataset, split=split, embeddings=self.embeddings,
+                            data_dir=self.data_dir, keep_ties=self.keep_ties)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "data source") -> DataSource:
+        """A stored data source; unknown keys are an error naming ``source``."""
+        return from_dict(cls, data, source=source)

@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from .results import load_document, write_results
+from lore_train.results import load_document, write_results
+from lore_train.tables import model_label
 
 CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "shots", "trials", "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
@@ -47,12 +48,6 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
 def load_fewshot(path: str | Path) -> dict[str, Any]:
     return load_document(path, "fewshot.json", "curves", "few-shot",
                          " (run `lore-eval fewshot` first)")
-
-
-def curve_label(curve: dict[str, Any]) -> str:
-    k = curve["K"]
-    name = "ref" if k == 0 else "BT" if k == 1 else f"K={k}"
-    return name if not curve.get("alpha") else f"{name}, alpha={curve['alpha']:g}"
 
 
 def _shot_ticks(doc: dict[str, Any]) -> tuple[list[int], list[str]]:
@@ -85,7 +80,7 @@ def plot_accuracy_vs_shots(doc: dict[str, Any], path: str | Path) -> Path:
             xs = [p["shots"] for p in pts]
             means = [p[key]["mean"] for p in pts]
             stds = [p[key]["std"] for p in pts]
-            line, = ax.plot(xs, means, marker="o", label=curve_label(curve))
+            line, = ax.plot(xs, means, marker="o", label=model_label(curve["K"], curve.get("alpha")))
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)],
                             [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.15)
         ax.set_xscale("log")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_common import resolve_device, run_cli
 from ..errors import DataError
 from ..textio import json_lines
 
@@ -77,22 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "convert":
-            from ..convert import convert
+    commands = {"convert": _convert, "synthetic": _synthetic}
+    return run_cli("lore-prepare", lambda: commands.get(args.command, _embed)(args))
 
-            bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed,
-                            max_shard_bytes=args.max_shard_size)
-            counts = bench.meta.get("split", bench.meta).get("counts", {})
-            print(f"wrote {args.out}/benchmark.json + safetensors: "
-                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
-            return 0
-        if args.command == "synthetic":
-            return _synthetic(args)
-        return _embed(args)
-    except DataError as err:
-        print(f"lore-prepare: error: {err}", file=sys.stderr)
-        return 2
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..convert import convert
+
+    bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed,
+                    max_shard_bytes=args.max_shard_size)
+    counts = bench.meta.get("split", bench.meta).get("counts", {})
+    print(f"wrote {args.out}/benchmark.json + safetensors: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
 
 
 def parse_size(text: str) -> int:
@@ -134,9 +132,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 def _embedder(args: argparse.Namespace) -> Any:
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     if args.encoder == "minilm":
         from .sentence import SentenceEmbedder
 
