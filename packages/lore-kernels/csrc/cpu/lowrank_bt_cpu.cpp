@@ -20,6 +20,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -207,7 +208,8 @@ int64_t group_users(int64_t ld, int64_t elem) {
 
 // Scratch of bt_users per chunk, in elements of T (see carve_group).
 int64_t group_scratch_elems(int64_t rb, int64_t gu, int64_t ld, int64_t k, int64_t elem) {
-  return rb * ld + 2 * gu * ld + 3 * gu * k + (gu * k + 1) * (64 / elem);
+  const int64_t per_group = 2 * gu * ld + 3 * gu * k + (gu * k + 1) * (64 / elem);
+  return rb * ld + 3 * per_group;  // staged rows, three groups (see bt_users)
 }
 
 template <typename T, bool kGrad>
