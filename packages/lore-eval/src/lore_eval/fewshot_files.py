@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 
 from .results import load_document, write_results
 
-CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "shots", "trials", "n_users",
+CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "shots", "trials", "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
                "unseen_prompts_mean", "unseen_prompts_std", "unseen_prompts_users", "fit_seconds")
 
@@ -35,6 +35,7 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
             for p in curve["points"]:
                 writer.writerow([
                     curve.get("checkpoint", ""), curve["K"], curve["kept_rank"], curve["alpha"],
+                    curve.get("prior", "none"), curve.get("strategy", "random"),
                     p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
                     p["fewshot_train"]["mean"], p["fewshot_train"]["std"],
                     p["unseen_prompts"]["mean"], p["unseen_prompts"]["std"],
@@ -49,10 +50,18 @@ def load_fewshot(path: str | Path) -> dict[str, Any]:
                          " (run `lore-eval fewshot` first)")
 
 
-def curve_label(curve: dict[str, Any]) -> str:
+def curve_label(curve: dict[str, Any], *, short: bool = False) -> str:
+    """"K=3, alpha=1, population, active": the model, then how new users were fitted."""
     k = curve["K"]
     name = "ref" if k == 0 else "BT" if k == 1 else f"K={k}"
-    return name if not curve.get("alpha") else f"{name}, alpha={curve['alpha']:g}"
+    if curve.get("alpha"):
+        name += f" a={curve['alpha']:g}" if short else f", alpha={curve['alpha']:g}"
+    sep = " " if short else ", "
+    if curve.get("prior", "none") != "none":
+        name += sep + ("pop" if short else "population prior")
+    if curve.get("strategy", "random") != "random":
+        name += sep + curve["strategy"]
+    return name
 
 
 def _shot_ticks(doc: dict[str, Any]) -> tuple[list[int], list[str]]:
@@ -88,7 +97,7 @@ def plot_accuracy_vs_shots(doc: dict[str, Any], path: str | Path) -> Path:
             line, = ax.plot(xs, means, marker="o", label=curve_label(curve))
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)],
                             [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.15)
-        ax.set_xscale("log")
+        ax.set_xscale("symlog", linthresh=1)  # 0 shots (the prior alone) stays on the axis
         ax.set_xticks(*_shot_ticks(doc))
         ax.minorticks_off()
         ax.set_xlabel("pairs per unseen user (shots)")

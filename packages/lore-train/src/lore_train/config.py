@@ -13,6 +13,7 @@ from typing import Any, Literal
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
 WInit = Literal["normal", "uniform", "zeros"]
+FewshotPrior = Literal["none", "population"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class TrainConfig:
         before V has grown to the scale tau needs, which can lock users into
         the wrong column; a smaller ``lr_w`` with a larger ``lr`` (and
         ``w_init="zeros"``) fits planted data much better (see the README).
+    fewshot_prior: "population" fits a new user's logits MAP under a
+        Dirichlet fitted to the seen users' weights (0 pairs: the population
+        mean); "none" is the reference's maximum likelihood from N(0, 1).
     prune_threshold: drop columns whose largest user weight is below it
         (the kept weights are renormalized); None keeps every column.
     """
@@ -44,6 +48,7 @@ class TrainConfig:
     prune_threshold: float | None = None
     fewshot_steps: int = 500
     fewshot_lr: float = 0.1
+    fewshot_prior: FewshotPrior = "population"
     seed: int = 0
     device: str = "cpu"
     log_every: int = 10
@@ -65,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"reduction must be 'user_mean' or 'pair_mean', got {self.reduction!r}")
         if self.w_init not in ("normal", "uniform", "zeros"):
             raise ValueError(f"w_init must be 'normal', 'uniform' or 'zeros', got {self.w_init!r}")
+        if self.fewshot_prior not in ("none", "population"):
+            raise ValueError(f"fewshot_prior must be 'none' or 'population', got {self.fewshot_prior!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
 

@@ -240,6 +240,7 @@ def fit_few_shot(
     reduction: str = "user_mean",
     seed: int = 0,
     progress: bool = False,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -248,18 +249,36 @@ def fit_few_shot(
     Logits start at N(0, 1) like the reference; a user with no pairs keeps
     zero logits (uniform weights) rather than a random draw. K <= 1 needs no
     fitting (softmax of one logit is 1).
+
+    ``prior``: a Dirichlet concentration [K] (`lore_train.prior`); the fit is
+    then MAP, each user's log-prior weighted like one of their rows' loss,
+    starting from the prior mean, and a user with no pairs gets the prior mean.
     """
     N, K = pairs.num_users, V.shape[1]
     device = V.device
     counts = pairs.pairs_per_user().to(device)
-    if K <= 1 or pairs.num_pairs == 0:
+    if prior is not None and prior.shape != (K,):
+        raise ValueError(f"prior has shape {tuple(prior.shape)}, the basis K={K}")
+    # -- begin population prior (issue 12) --
+    if prior is not None and K > 1:
+        from .prior import log_prior_grad, prior_logits
+
+        W = prior_logits(prior.to(device, torch.float32)).expand(N, K).clone()
+        if pairs.num_pairs == 0:
+            return W
+        prior = prior.to(device, torch.float32)
+    # -- end population prior --
+    elif K <= 1 or pairs.num_pairs == 0:
         return torch.zeros(N, K, device=device)
-    W = torch.randn(N, K, generator=_generator(seed)).to(device)
-    W[counts == 0] = 0.0
+    else:
+        W = torch.randn(N, K, generator=_generator(seed)).to(device)
+        W[counts == 0] = 0.0
     with torch.no_grad():
         P = lore_kernels.project(pairs.features.to(device), V.detach())
     user = pairs.user.to(device)
     c = row_weights(pairs, reduction).to(device)
+    if prior is not None:  # each user's prior weighs like one of their rows (c is constant per user)
+        c_user = torch.zeros(N, device=device).index_add_(0, user, c) / counts.clamp(min=1)
     # The problem is tiny (M x K), so autograd and torch.optim overhead would
     # dominate: the gradient is written out and Adam (torch's defaults:
     # betas 0.9/0.999, eps 1e-8, no weight decay) is applied in place.
@@ -274,6 +293,8 @@ def fit_few_shot(
             g.mul_(c).mul_(-tau)
             dS.zero_().index_add_(0, user, P * g[:, None])
             grad = S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
+            if prior is not None:
+                grad.sub_(c_user[:, None] * log_prior_grad(W, prior))
             m1.lerp_(grad, 1 - beta1)
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
@@ -299,5 +320,6 @@ def personalize(
         reduction=config.reduction,
         seed=config.seed + 1,
         progress=progress,
+        prior=model.population_prior() if config.fewshot_prior == "population" else None,
     )
     return model.with_users(pairs.user_ids, W)

@@ -14,8 +14,8 @@ from typing import Any
 
 from lore_datasets import DATASETS, load_dataset
 
-from ..fewshot import DEFAULT_SHOTS, find_checkpoints, run_fewshot
-from ..fewshot_files import load_fewshot, plot_accuracy_vs_shots, write_fewshot
+from ..fewshot import DEFAULT_SHOTS, PRIORS, STRATEGIES, find_checkpoints, run_fewshot
+from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
 from ..plots import plot_accuracy_vs_rank
 from ..report import format_markdown
 from ..results import load_results
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = f.add_argument_group("experiment")
     exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
     exp.add_argument("--trials", type=int, default=20)
+    exp.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["random"],
+                     help="how a user's pairs are chosen: random draws, or active (greatest "
+                     "expected information gain under the posterior, batch-aware); one curve each")
+    exp.add_argument("--prior", nargs="+", choices=PRIORS, default=["population"],
+                     help="few-shot fit: none (maximum likelihood) or population (MAP under a "
+                     "Dirichlet fitted to the seen users' weights); one curve each")
     exp.add_argument("--seed", type=int, default=0, help="seeds the draws and the initializations")
     exp.add_argument("--steps", type=int, help="few-shot steps (default: the checkpoint's)")
     exp.add_argument("--lr", type=float, help="few-shot learning rate (default: the checkpoint's)")
@@ -98,7 +104,8 @@ def _fewshot(args: argparse.Namespace) -> int:
           f"{args.trials} trials", file=sys.stderr)
     doc = run_fewshot(checkpoints, benchmark, args.shots, args.trials, seed=args.seed,
                       steps=args.steps, lr=args.lr, device=device,
-                      config={"data": {**options, "split": split}})
+                      config={"data": {**options, "split": split}},
+                      priors=args.prior, strategies=args.strategy)
     out = args.out or args.run or Path("runs") / "fewshot"
     paths = write_fewshot(doc, out)
     print(_fewshot_table(doc))
@@ -124,16 +131,14 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fewshot_table(doc: dict[str, Any]) -> str:
-    lines = [f"{'model':<14} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
+    lines = [f"{'model':<22} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
              "unseen prompts (mean ± std over trials)"]
     for curve in doc["curves"]:
-        name = {0: "ref", 1: "BT"}.get(curve["K"], f"K={curve['K']}")
-        if curve.get("alpha"):
-            name += f" a={curve['alpha']:g}"
+        name = curve_label(curve, short=True)
         for p in curve["points"]:
             train, test = p["fewshot_train"], p["unseen_prompts"]
             cell = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
-            lines.append(f"{name:<14} {p['shots']:>5} {p['n_users']:>5} "
+            lines.append(f"{name:<22} {p['shots']:>5} {p['n_users']:>5} "
                          f"{p['short_users']['count']:>5}  {cell(train):<15}  {cell(test)}")
     return "\n".join(lines)
 
