@@ -9,6 +9,7 @@ from typing import Any
 from lore_datasets import Benchmark
 from lore_train import TrainConfig, sweep
 
+from .calibration import evaluate_calibration
 from .metrics import evaluate
 from .plots import plot_accuracy_vs_rank
 from .results import new_results, write_results, write_results_csv
@@ -28,12 +29,15 @@ def run_rank_sweep(
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
     ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir``.
 
     results.json is rewritten after every cell, so a long sweep that stops
-    early still leaves what it finished.
+    early still leaves what it finished. ``calibrate`` adds each cell's
+    ``calibration`` (temperature, log-loss, Brier, ECE; `evaluate_calibration`),
+    at the cost of one more fit per cell.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +55,10 @@ def run_rank_sweep(
             entry["fewshot_seconds"] = run.fewshot_seconds
             entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
             entry.update(evaluate(run.model, benchmark))
+            if calibrate:
+                entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
+                                                            progress=progress)
+                run.model.meta["temperature"] = entry["calibration"]["temperature"]
             run.model.meta.update(
                 dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
             )
