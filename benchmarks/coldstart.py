@@ -33,6 +33,20 @@ from lore_train.posterior import covariance, laplace_precision, logit_draws, pre
 from lore_train.prior import empirical_log_weights, sample_dirichlet
 
 
+def accuracy(S: torch.Tensor, Qr: torch.Tensor, b: torch.Tensor, row_u: torch.Tensor, T: int,
+             U: int) -> str:
+    """Unseen-prompt accuracy, macro over users, mean ± std over trials, of weights S [T*U, K]."""
+    correct = ((Qr * S.double()[b]).sum(1) > 0).double().reshape(T, -1)
+    per_user = torch.zeros(T, U, dtype=torch.float64).index_add_(1, row_u, correct)
+    per_user /= torch.bincount(row_u, minlength=U).clamp(min=1)
+    per_trial = per_user[:, torch.bincount(row_u, minlength=U) > 0].mean(1)
+    return f"{per_trial.mean():.3f} ± {per_trial.std(unbiased=False):.3f}"
+
+
+def cal(prob: torch.Tensor) -> str:
+    return f"{log_loss(prob):.3f}/{expected_calibration_error(prob):.3f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -81,13 +95,6 @@ def main() -> None:
         b = (torch.arange(T)[:, None] * U + row_u[None]).reshape(-1)  # [T * R] pseudo-user per row
         Qr = Q.repeat(T, 1).double()
 
-        def acc(S: torch.Tensor) -> str:
-            correct = ((Qr * S.double()[b]).sum(1) > 0).double().reshape(T, -1)
-            per_user = torch.zeros(T, U, dtype=torch.float64).index_add_(1, row_u, correct)
-            per_user /= torch.bincount(row_u, minlength=U).clamp(min=1)
-            per_trial = per_user[:, torch.bincount(row_u, minlength=U) > 0].mean(1)
-            return f"{per_trial.mean():.3f} ± {per_trial.std(unbiased=False):.3f}"
-
         S_map = torch.softmax(W_map, 1)
         margin = (Qr * S_map.double()[b]).sum(1)
         draws = logit_draws(W_map, covariance(laplace_precision(P_pool[flat], owner, W_map, tau, alpha)),
@@ -97,8 +104,8 @@ def main() -> None:
         logw = empirical_log_weights(P_pool[flat], owner, T * U, particles, tau)
         p_part = (logw.exp()[b] * torch.sigmoid(tau * Qr @ particles.double().T)).sum(1)
 
-        def cal(prob: torch.Tensor) -> str:
-            return f"{log_loss(prob):.3f}/{expected_calibration_error(prob):.3f}"
+        def acc(S: torch.Tensor) -> str:
+            return accuracy(S, Qr, b, row_u, T, U)  # noqa: B023 (called right here)
 
         print(f"{n:>5} {U:>5}  {acc(torch.softmax(W_none, 1)):<15} {acc(S_map):<15} {acc(mix):<15}  | "
               f"{'':14}{cal(torch.sigmoid(tau * margin)):<13} {cal(torch.sigmoid(tau / T_cal * margin)):<13} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -41,7 +43,7 @@ def test_identical_users_give_a_strong_but_finite_prior():
 
 
 def test_zero_shot_prediction_is_the_prior_means_prediction(planted):
-    pairs, oracle, model = planted
+    _, oracle, model = planted
     model = PersonalRewardModel(model.V, model.W, model.user_ids, tau=model.tau)
     alpha = model.population_prior()
     model.adapt("newcomer", None)
@@ -88,8 +90,8 @@ def test_posterior_concentrates_on_the_planted_weights_as_shots_grow(planted):
             spread += float(draws.std(dim=0).sum())
         errors.append(err / 6)
         spreads.append(spread / 6)
-    assert all(b < a for a, b in zip(errors, errors[1:])), errors
-    assert all(b < a for a, b in zip(spreads, spreads[1:])), spreads
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
+    assert all(b < a for a, b in itertools.pairwise(spreads)), spreads
     assert errors[-1] < 0.25 and errors[-1] < 0.3 * errors[0], errors
 
 
@@ -127,7 +129,7 @@ def test_suggested_pairs_beat_random_pairs_on_planted_users(planted):
         rows = user_rows(pairs, u)  # oriented by the user's (noisy) answers
         true_margin = probe @ (oracle.V @ oracle.weights[oracle.user_ids.index(u)])
 
-        def agreement(m: PersonalRewardModel) -> float:
+        def agreement(m: PersonalRewardModel, u: str = u, true_margin: torch.Tensor = true_margin) -> float:
             return float(((probe @ m.user_head(u)) * true_margin > 0).float().mean())
 
         m = PersonalRewardModel(model.V, model.W, model.user_ids, tau=model.tau)

@@ -53,7 +53,6 @@ def expected_calibration_error(prob: torch.Tensor, bins: int = ECE_BINS) -> floa
     confidence = torch.maximum(prob, 1 - prob)
     correct = (prob > 0.5).to(torch.float64)
     which = ((confidence - 0.5) * 2 * bins).floor().clamp(max=bins - 1).to(torch.int64)
-    count = torch.bincount(which, minlength=bins).to(torch.float64)
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, confidence)
     acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct)
     return float((conf_sum - acc_sum).abs().sum() / max(prob.numel(), 1))

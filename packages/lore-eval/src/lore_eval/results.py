@@ -77,8 +77,8 @@ def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
         writer.writerow(RESULTS_CSV_COLUMNS)
         for run in results["runs"]:
             if run.get("skipped"):
-                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"]]
-                                + [""] * 4)
+                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"],
+                                 *[""] * 4])
                 continue
             calibration = run.get("calibration")
             for key in SETTINGS:
@@ -88,7 +88,7 @@ def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
                     c = calibration[key]["calibrated"]
                     cal = [calibration["temperature"], c["log_loss"], c["brier"], c["ece"]]
                 writer.writerow([run["K"], run["alpha"], run["kept_rank"], key, cell["mean"],
-                                 cell["std"], cell["n_users"], run["train_seconds"], ""] + cal)
+                                 cell["std"], cell["n_users"], run["train_seconds"], "", *cal])
     return path
 
 

@@ -1,7 +1,8 @@
 """Training configuration: one dataclass, defaults from the reference scripts.
 
 The defaults reproduce the reference `run()` entry point (joint Adam, lr 0.5,
-1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps at lr 0.1).
+1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps at lr 0.1), except that new users are fitted MAP under the
+population prior (``fewshot_prior="none"`` is the reference's maximum likelihood).
 `TrainConfig.regularized()` is the reference `run_regularized()` preset.
 """
 

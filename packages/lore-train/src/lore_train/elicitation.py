@@ -39,7 +39,7 @@ def greedy_information_gain(
     indices [B, n] (-1 when a user ran out of candidates) and their gains
     [B, n] (each given the ones picked before it).
     """
-    B, C, K = Q.shape
+    B, C, _ = Q.shape
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     Q = Q.to(torch.float64)

@@ -76,7 +76,7 @@ def covariance(H: torch.Tensor) -> torch.Tensor:
 
 def logit_draws(W: torch.Tensor, cov: torch.Tensor, n: int = DEFAULT_SAMPLES, *, seed: int = 0) -> torch.Tensor:
     """Seeded weight draws softmax(w* + L eps) [N, n, K] from the Laplace posterior."""
-    N, K = W.shape
+    K = W.shape[1]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eps = torch.randn(n, K, generator=gen, dtype=torch.float64).to(W.device)
     L = _sqrt_psd(cov.to(torch.float64))

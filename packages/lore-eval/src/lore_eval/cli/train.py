@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--prune-threshold", type=float, default=defaults.prune_threshold)
     model.add_argument("--fewshot-steps", type=int, default=defaults.fewshot_steps)
     model.add_argument("--fewshot-lr", type=float, default=defaults.fewshot_lr)
+    model.add_argument("--fewshot-prior", choices=("none", "population"), default=defaults.fewshot_prior,
+                       help="unseen users' weights: MAP under a Dirichlet fitted to the seen users' "
+                       "(population) or maximum likelihood (none)")
     select = p.add_argument_group("model selection")
     select.add_argument("--select", action="store_true",
                         help="also choose (K, alpha) on a validation split of the seen users' "
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(
             steps=args.steps, lr=args.lr, lr_w=args.lr_w, w_init=args.w_init, tau=args.tau,
             mode=args.mode, reduction=args.reduction, prune_threshold=args.prune_threshold, fewshot_steps=args.fewshot_steps,
-            fewshot_lr=args.fewshot_lr, seed=args.seed, device=device,
+            fewshot_lr=args.fewshot_lr, fewshot_prior=args.fewshot_prior, seed=args.seed, device=device,
         )
         out = args.out or Path("runs") / Path(args.dataset).name
         print(f"lore-train: {args.dataset}: {_describe(benchmark)}", file=sys.stderr)
