@@ -279,11 +279,12 @@ def _active_sequences(
             keep = flat >= 0
             H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W, tau, prior)
             picks, _ = greedy_information_gain(Q, W, covariance(H), tau, n - done, available=free)
+            picks = picks.cpu()
             ok = picks >= 0
             b = torch.arange(T * U)[:, None].expand_as(picks)
             free[b[ok], picks[ok]] = False
-            rows[:, done:n] = torch.where(ok, cand.repeat(T, 1)[b, picks.clamp(min=0)].cpu(),
-                                          torch.full_like(picks, -1).cpu())
+            rows[:, done:n] = torch.where(ok, cand.repeat(T, 1)[b, picks.clamp(min=0)],
+                                          torch.full_like(picks, -1))
             done = n
             W = _fit_trials(P, rows[:, :n].reshape(T, U, n), steps=steps, lr=lr, tau=tau,
                             reduction=reduction, seed=seed + n, prior=prior,
