@@ -26,9 +26,9 @@ import torch
 
 import lore_kernels
 from lore_datasets import PreferencePairs, load_dataset
-from lore_eval.calibration import expected_calibration_error, log_loss
 from lore_eval.fewshot import draw_shots
 from lore_train import PersonalRewardModel, fit_few_shot
+from lore_train.calibration import expected_calibration_error, log_loss
 from lore_train.posterior import covariance, laplace_precision, logit_draws, preference_moments
 from lore_train.prior import empirical_log_weights, sample_dirichlet
 

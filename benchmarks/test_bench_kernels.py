@@ -30,10 +30,10 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("method", ["reference", "torch_2mm", "fused", "read"])
+@pytest.mark.parametrize("method", ["fused", "read", "torch_2mm", "torch_heads", "reference"])
 def test_step(benchmark, method, dtype, device):
     device = torch.device(device)
-    available = bench.methods(device)
+    available = bench.providers(device, with_reference=True)
     if method not in available:
         pytest.skip(f"no native kernel for {device.type} (backend {lore_kernels.backend(device)})")
     args = bench.make_inputs(2048, 256, 8, bench.DTYPES[dtype], device, users=50)
@@ -45,3 +45,19 @@ def test_step(benchmark, method, dtype, device):
     ref = lowrank_bt_reference(*args)
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2 * b.abs().max().item())
+
+
+def test_grid_row_has_speed_and_memory(tmp_path):
+    """One grid point end to end: ratios against a baseline of the same run, memory
+    beside speed, JSON written."""
+    out = tmp_path / "bench.json"
+    result = bench.main(
+        ["--M", "512", "--d", "64", "--K", "3", "--pairs-per-user", "4", "--dtype", "fp32",
+         "--repeat", "1", "--json", str(out)]
+    )  # fmt: skip
+    row = result["results"][0]
+    assert row["pairs_per_user"] == 4 and row["read_ms"] > 0
+    assert row["best_torch"] in ("torch_2mm", "torch_heads")
+    if "fused_ms" in row:
+        assert row["fused_over_read"] > 0 and row["speedup_vs_best_torch"] > 0
+    assert out.exists()

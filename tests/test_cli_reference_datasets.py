@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from lore_datasets.personalllm import SCORE_COLUMNS
-from lore_eval.cli.train import main
+from lore_train.cli import main
 
 DIM = 8
 
@@ -90,7 +90,7 @@ def test_lore_train_on_reference_files(name: str, tmp_path: Path) -> None:
     assert results["dataset"]["source"] == name
     assert [run["K"] for run in results["runs"]] == [0, 1, 2]
     ref = results["runs"][0]
-    assert ref["seen_unseen_prompts"]["n_users"] > 0  # K = 0 ran: v_ref came from the directory
+    assert ref["seen_test"]["n_users"] > 0  # K = 0 ran: v_ref came from the directory
 
 
 def test_lore_train_reports_a_malformed_file_in_one_line(tmp_path: Path, capsys) -> None:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from lore_eval.cli.train import main
+from lore_train.cli import main
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_cli_writes_results_with_the_schema(tiny_dataset, tmp_path, capsys):
     assert results["dataset"]["split"]["seed"] == 0
     assert results["backend"] in {"torch", "cpu", "cuda"}
     two = results["runs"][2]
-    for key in ("seen_train", "seen_unseen_prompts", "unseen_fewshot", "unseen_unseen_prompts"):
+    for key in ("seen_train", "seen_test", "unseen_fewshot", "unseen_test"):
         assert two[key]["n_users"] > 0
     assert (out / "accuracy_vs_rank.png").is_file()
     assert (out / "checkpoints" / "K2_alpha0" / "config.json").is_file()
@@ -66,7 +66,7 @@ def test_cli_writes_results_with_the_schema(tiny_dataset, tmp_path, capsys):
 )
 def test_cli_bad_input_is_one_clear_line(args, expected, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lore_eval.cli.train", *args, "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "lore_train.cli", *args, "--out", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2

@@ -32,3 +32,39 @@ def test_cu_compiles_for_sm90_without_warnings(source, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "warning" not in output.lower(), output
+
+
+def _torch_include_flags() -> list[str] | None:
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:
+        return None
+    return [f"-I{p}" for p in cpp_extension.include_paths()]
+
+
+CUDA_INCLUDE = next(
+    (p for p in (Path("/usr/local/cuda/include"),) if (p / "cuda_runtime.h").is_file()), None
+)
+REGISTRATIONS = sorted(CUDA_DIR.glob("*.cpp"))
+
+
+@pytest.mark.skipif(CUDA_INCLUDE is None, reason="no CUDA headers in /usr/local/cuda/include")
+@pytest.mark.parametrize("source", REGISTRATIONS, ids=lambda p: p.name)
+def test_cuda_registration_parses(source, tmp_path):
+    """The torch side of the CUDA kernels (a .cpp, built only with a CUDA torch) at
+    least parses against this torch's headers: a typo there would otherwise first
+    show on a GPU machine. CPU torch wheels lack one generated CUDA header; an
+    empty stand-in takes its place."""
+    flags = _torch_include_flags()
+    if flags is None:
+        pytest.skip("torch not importable")
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    stub = tmp_path / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    cmd = [cxx, "-std=c++20", "-fsyntax-only", *flags, f"-I{tmp_path}", f"-I{CUDA_INCLUDE}",
+           str(source)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]

@@ -142,3 +142,16 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
         f.write("prompt,response_1_gemma_2b\nx,1.0\n")
     with pytest.raises(DataError, match=r"train\.csv: missing 79 reward column"):
         load_personalllm(tmp_path, **SMALL)
+
+
+def test_table_with_bom_crlf_reads_and_duplicate_columns_fail(tmp_path: Path) -> None:
+    write_personalllm(tmp_path)
+    plain = load_personalllm(tmp_path, **SMALL)
+    text = (tmp_path / "train.csv").read_text().replace("\n", "\r\n")
+    (tmp_path / "train.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    again = load_personalllm(tmp_path, **SMALL)
+    assert torch.equal(again.seen_train.features, plain.seen_train.features)
+    header, rest = (tmp_path / "test.csv").read_text().split("\n", 1)
+    (tmp_path / "test.csv").write_text(header.replace("prompt", "response_1_gemma_2b", 1) + "\n" + rest)
+    with pytest.raises(DataError, match=r"test\.csv, line 1: column 'response_1_gemma_2b' appears"):
+        load_personalllm(tmp_path, **SMALL)

@@ -1,4 +1,4 @@
-"""Cold start in the experiments: 0 shots, prior and active curves, calibration scores."""
+"""Cold start in the experiments: 0 shots, prior and active curves, the CLI."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import pytest
 import torch
 
 from lore_datasets import synthetic_benchmark
-from lore_eval.calibration import (
-    evaluate_calibration,
-    expected_calibration_error,
-    fit_temperature,
-    probabilities,
-    scores,
-)
 from lore_eval.cli.evaluate import main
 from lore_eval.fewshot import fewshot_curve
-from lore_eval.results import new_results, write_results
-from lore_train import PersonalRewardModel, TrainConfig
+from lore_train import PersonalRewardModel
 from lore_train.prior import prior_mean
+from lore_train.results import new_results, write_results
 
 
 @pytest.fixture(scope="module")
@@ -63,44 +56,14 @@ def test_active_selection_beats_random_draws_on_planted_users(planted):
     assert [p["unseen_prompts"]["per_trial"] for p in again] == [p["unseen_prompts"]["per_trial"] for p in act]
 
 
-def test_temperature_is_recovered_and_ece_tells_calibrated_from_overconfident():
-    gen = torch.Generator().manual_seed(0)
-    tau, T0 = 0.01, 2.5
-    margin = torch.randn(20000, generator=gen, dtype=torch.float64) * 300
-    first_wins = torch.rand(20000, generator=gen, dtype=torch.float64) < torch.sigmoid(tau * margin / T0)
-    oriented = torch.where(first_wins, margin, -margin)  # rows are chosen-minus-rejected
-    assert fit_temperature(oriented, tau) == pytest.approx(T0, rel=0.05)
-    calibrated = probabilities(oriented, tau, T0)
-    overconfident = probabilities(oriented, tau, T0 / 4)
-    assert expected_calibration_error(calibrated) < 0.02
-    assert expected_calibration_error(overconfident) > 0.1
-    assert scores(calibrated)["log_loss"] < scores(overconfident)["log_loss"]
-    # two bins by hand: confidences 0.6 (right) and 0.9 (wrong, p = 0.1) -> (|1 - 0.6| + |0 - 0.9|) / 2
-    assert expected_calibration_error(torch.tensor([0.6, 0.1], dtype=torch.float64)) == pytest.approx(0.65)
-    assert scores(torch.empty(0))["ece"] is None
-
-
-def test_evaluate_calibration_fits_t_on_held_out_seen_pairs(planted):
-    bench, _, _ = planted
-    from lore_train import fit, personalize
-    config = TrainConfig(rank=3, steps=60, fewshot_steps=40)
-    model, _ = fit(bench.seen_train, config, progress=False)
-    model = personalize(model, bench.unseen_fewshot, config)
-    out = evaluate_calibration(model, bench, config)
-    assert 1e-3 <= out["temperature"] <= 1e3 and out["val_pairs"] > 0
-    for key in ("seen_train", "unseen_unseen_prompts"):
-        cal, raw = out[key]["calibrated"], out[key]["uncalibrated"]
-        assert 0 <= cal["ece"] <= 0.5 and cal["n_pairs"] == raw["n_pairs"] > 0
-
-
 def test_cli_draws_one_curve_per_prior_and_strategy(tmp_path, planted):
     bench, oracle = synthetic_benchmark()
     run = tmp_path / "run"
     seen = bench.seen_train.user_ids
     W = torch.log(oracle.weights[[oracle.user_ids.index(u) for u in seen]].clamp(min=1e-6))
     PersonalRewardModel(oracle.V, W, seen, tau=oracle.tau).save(run / "checkpoints" / "K3_alpha0")
-    results = new_results({"cli": {"dataset": "synthetic", "seed": 0, "data_dir": "None",
-                                   "split_by": "auto"}}, bench.meta, "cpu")
+    results = new_results({"data": {"dataset": "synthetic"}, "split": bench.meta["split"]["config"]},
+                          bench.meta, "cpu")
     write_results(results, run / "results.json")
     code = main(["fewshot", "--run", str(run), "--shots", "0", "2", "--trials", "2", "--steps", "20",
                  "--device", "cpu", "--prior", "none", "population", "--strategy", "random", "active"])

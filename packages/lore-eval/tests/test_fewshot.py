@@ -12,8 +12,8 @@ import torch
 from lore_datasets import Benchmark, synthetic_benchmark
 from lore_eval.cli.evaluate import main
 from lore_eval.fewshot import draw_shots, fewshot_curve
-from lore_eval.results import new_results, write_results
 from lore_train import PersonalRewardModel
+from lore_train.results import new_results, write_results
 
 SHOTS = (1, 2, 5, 10, 20, 50)
 
@@ -110,8 +110,8 @@ def test_cli_fewshot_on_a_run_dir_writes_json_csv_and_plot(tmp_path, capsys):
     bench, oracle = synthetic_benchmark()
     run = tmp_path / "run"
     planted_model(bench, oracle).save(run / "checkpoints" / "K3_alpha0")
-    results = new_results({"cli": {"dataset": "synthetic", "seed": 0, "data_dir": "None",
-                                   "split_by": "auto"}}, bench.meta, "cpu")
+    results = new_results({"data": {"dataset": "synthetic"}, "split": bench.meta["split"]["config"]},
+                          bench.meta, "cpu")
     write_results(results, run / "results.json")
 
     code = main(["fewshot", "--run", str(run), "--shots", "2", "8", "--trials", "3",

@@ -6,9 +6,9 @@ import pytest
 
 from lore_eval.cli.evaluate import main
 from lore_eval.fewshot_files import write_fewshot
-from lore_eval.metrics import SETTINGS
 from lore_eval.report import format_markdown
-from lore_eval.results import new_results, write_results
+from lore_train.metrics import SETTINGS
+from lore_train.results import new_results, write_results
 
 
 def run(K: int, alpha: float, mean: float) -> dict:
@@ -35,14 +35,14 @@ def test_every_alpha_table_starts_with_ref_and_bt_beside_the_lore_ranks():
             run(2, 10.0, 0.81)]
     text = format_markdown(fake_results(runs))
     plain = table_rows(text, "0")
-    assert [r[0] for r in plain] == ["ref", "BT", "LoRe", "LoRe"]
+    assert [r[0] for r in plain] == ["ref", "BT", "K=2", "K=3"]
     assert plain[0][4] == "skipped: no reference head (v_ref) in this data"
     assert plain[1][4:8] == ["0.700 ± 0.100 (4)"] * 4
     assert [r[1] for r in plain] == ["0", "1", "2", "3"]
     # alpha = 10 has no K = 0 or 1 of its own: the reference head does not
     # depend on alpha (shown from alpha 0); BT does, and says it is missing.
     regularized = table_rows(text, "10")
-    assert [r[0] for r in regularized] == ["ref", "BT", "LoRe"]
+    assert [r[0] for r in regularized] == ["ref", "BT", "K=2"]
     assert regularized[0][4].startswith("skipped")
     assert regularized[1][4] == "not in this run (add 1 to --K)"
     assert regularized[2][4] == "0.810 ± 0.100 (4)"

@@ -23,12 +23,31 @@ extern "C" PyObject* PyInit__C(void) {
 namespace lore {
 namespace {
 
+// Checks that every user id indexes a row of S; returns whether they are sorted.
+bool check_users(const at::Tensor& user, int64_t n, const char* op) {
+  const int64_t* u = user.data_ptr<int64_t>();
+  const int64_t m = user.size(0);
+  bool sorted = true;
+  for (int64_t i = 0; i < m; ++i) {
+    if (u[i] < 0 || u[i] >= n) fail_user_range(i, u[i], n, op);
+    sorted = sorted && (i == 0 || u[i] >= u[i - 1]);
+  }
+  return sorted;
+}
+
+template <typename T>
+cpu::BtInputs<T> bt_inputs(const at::Tensor& Z, const at::Tensor& user, const T* weight,
+                           const at::Tensor& V, const at::Tensor& S, double tau,
+                           const BtShapes& sh, bool sorted) {
+  return {z_view(Z), user.data_ptr<int64_t>(), weight, V.data_ptr<T>(), S.data_ptr<T>(),
+          sh.m, sh.d, sh.k, sh.n, T(tau), sorted};
+}
+
 template <typename T>
 void run_bt(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weight,
             const at::Tensor& V, const at::Tensor& S, double tau, const BtShapes& sh,
-            at::Tensor& loss, at::Tensor& margin, at::Tensor& dV, at::Tensor& dS) {
-  cpu::BtInputs<T> in{z_view(Z), user.data_ptr<int64_t>(), weight.data_ptr<T>(),
-                      V.data_ptr<T>(), S.data_ptr<T>(), sh.m, sh.d, sh.k, sh.n, T(tau)};
+            bool sorted, at::Tensor& loss, at::Tensor& margin, at::Tensor& dV, at::Tensor& dS) {
+  const auto in = bt_inputs<T>(Z, user, weight.data_ptr<T>(), V, S, tau, sh, sorted);
   cpu::BtOutputs<T> out{loss.data_ptr<T>(), margin.data_ptr<T>(), dV.data_ptr<T>(),
                         dS.data_ptr<T>()};
   cpu::lowrank_bt<T>(in, out, at::get_num_threads());
@@ -42,18 +61,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cpu(
   const at::Tensor Z = rows_view(Z_in);
   const at::Tensor user = user_in.contiguous(), weight = weight_in.contiguous();
   const at::Tensor V = V_in.contiguous(), S = S_in.contiguous();
-  const int64_t* u = user.data_ptr<int64_t>();
-  for (int64_t i = 0; i < sh.m; ++i)
-    if (u[i] < 0 || u[i] >= sh.n) fail_user_range(i, u[i], sh.n, op);
+  const bool sorted = check_users(user, sh.n, op);
 
   const auto opts = Z.options().dtype(sh.acc);
   at::Tensor loss = at::empty({}, opts), margin = at::empty({sh.m}, opts);
   at::Tensor dV = at::empty({sh.d, sh.k}, opts), dS = at::empty({sh.n, sh.k}, opts);
   if (sh.acc == at::kDouble)
-    run_bt<double>(Z, user, weight, V, S, tau, sh, loss, margin, dV, dS);
+    run_bt<double>(Z, user, weight, V, S, tau, sh, sorted, loss, margin, dV, dS);
   else
-    run_bt<float>(Z, user, weight, V, S, tau, sh, loss, margin, dV, dS);
+    run_bt<float>(Z, user, weight, V, S, tau, sh, sorted, loss, margin, dV, dS);
   return {loss, margin, dV, dS};
+}
+
+at::Tensor lowrank_margin_cpu(const at::Tensor& Z_in, const at::Tensor& user_in,
+                              const at::Tensor& V_in, const at::Tensor& S_in) {
+  const char* op = "lore::lowrank_margin";
+  const BtShapes sh = check_margin_inputs(Z_in, user_in, V_in, S_in, op);
+  const at::Tensor Z = rows_view(Z_in);
+  const at::Tensor user = user_in.contiguous();
+  const at::Tensor V = V_in.contiguous(), S = S_in.contiguous();
+  const bool sorted = check_users(user, sh.n, op);
+  at::Tensor margin = at::empty({sh.m}, Z.options().dtype(sh.acc));
+  if (sh.acc == at::kDouble)
+    cpu::lowrank_margin<double>(bt_inputs<double>(Z, user, nullptr, V, S, 0.0, sh, sorted),
+                                margin.data_ptr<double>(), at::get_num_threads());
+  else
+    cpu::lowrank_margin<float>(bt_inputs<float>(Z, user, nullptr, V, S, 0.0, sh, sorted),
+                               margin.data_ptr<float>(), at::get_num_threads());
+  return margin;
 }
 
 at::Tensor project_cpu(const at::Tensor& Z_in, const at::Tensor& V_in) {
@@ -83,12 +118,14 @@ TORCH_LIBRARY(lore, m) {
   m.def(
       "lowrank_bt(Tensor Z, Tensor user, Tensor weight, Tensor V, Tensor S, float tau)"
       " -> (Tensor loss, Tensor margin, Tensor dV, Tensor dS)");
+  m.def("lowrank_margin(Tensor Z, Tensor user, Tensor V, Tensor S) -> Tensor");
   m.def("project(Tensor Z, Tensor V) -> Tensor");
   m.def("_cpu_last_call() -> int[]", &cpu_last_call);
 }
 
 TORCH_LIBRARY_IMPL(lore, CPU, m) {
   m.impl("lowrank_bt", &lowrank_bt_cpu);
+  m.impl("lowrank_margin", &lowrank_margin_cpu);
   m.impl("project", &project_cpu);
 }
 

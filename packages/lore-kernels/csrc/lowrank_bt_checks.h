@@ -55,9 +55,9 @@ inline int64_t check_project_inputs(const at::Tensor& Z, const at::Tensor& V, co
   return V.size(1);
 }
 
-inline BtShapes check_bt_inputs(const at::Tensor& Z, const at::Tensor& user,
-                                const at::Tensor& weight, const at::Tensor& V,
-                                const at::Tensor& S, const char* op) {
+// Z, user, V and S of lowrank_bt and lowrank_margin.
+inline BtShapes check_margin_inputs(const at::Tensor& Z, const at::Tensor& user,
+                                    const at::Tensor& V, const at::Tensor& S, const char* op) {
   const int64_t k = check_project_inputs(Z, V, op);
   const int64_t m = Z.size(0);
   const auto acc = acc_dtype_for(Z, op);
@@ -70,10 +70,19 @@ inline BtShapes check_bt_inputs(const at::Tensor& Z, const at::Tensor& user,
               user.scalar_type());
   TORCH_CHECK(user.device() == Z.device(), op, ": user is on ", user.device(),
               " but Z is on ", Z.device());
+  return {m, Z.size(1), k, S.size(0), acc};
+}
+
+inline BtShapes check_bt_inputs(const at::Tensor& Z, const at::Tensor& user,
+                                const at::Tensor& weight, const at::Tensor& V,
+                                const at::Tensor& S, const char* op) {
+  const BtShapes sh = check_margin_inputs(Z, user, V, S, op);
+  const int64_t m = sh.m;
+  const auto acc = sh.acc;
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == m, op, ": weight must be 1-D with M = ", m,
               " entries (Z's rows), got shape ", weight.sizes());
   check_param(weight, op, "weight", acc, Z);
-  return {m, Z.size(1), k, S.size(0), acc};
+  return sh;
 }
 
 // Names the first row whose user id does not index a row of S.

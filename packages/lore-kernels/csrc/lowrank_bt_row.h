@@ -2,8 +2,8 @@
 // CUDA kernels so that the CPU tests exercise the same formulas the GPU runs.
 // No torch headers: it compiles as plain C++17 and as CUDA (__host__ __device__).
 //
-// For row m of user u (DESIGN §4):
-//   margin = sum_k P[k] S_u[k]          with P = Z_m V
+// For row m of user u (docs/architecture.md, "The op"):
+//   margin = z_m . h_u                  with the user's reward head h_u = V S_u
 //   y      = -tau * margin
 //   loss_m = c_m * softplus(y)          g_m = -c_m * tau * sigmoid(y)
 // softplus and sigmoid share one exp(-|y|), which never overflows.
@@ -54,13 +54,6 @@ LORE_HD float half_to_float(uint16_t h) {
   const float scaled = bits_to_float(em) * 0x1p112f;
   const uint32_t mag = (h & 0x7fffu) >= 0x7c00u ? (em | 0x7f800000u) : float_to_bits(scaled);
   return bits_to_float(mag | (uint32_t(h & 0x8000u) << 16));
-}
-
-template <typename T>
-LORE_HD T row_margin(const T* p, const T* s, int64_t k) {
-  T acc = T(0);
-  for (int64_t i = 0; i < k; ++i) acc += p[i] * s[i];
-  return acc;
 }
 
 template <typename T>

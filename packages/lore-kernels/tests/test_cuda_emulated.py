@@ -3,9 +3,10 @@
 csrc/cuda/lowrank_bt.cu is compiled with g++ against a stand-in cuda_runtime.h
 that runs each block's 256 threads as cooperative fibers, and its real plan
 and launch functions are called on host tensors. This checks the kernels'
-logic (tiling, the warp reduce-scatter, per-block partials, dS runs, the
-deterministic path, shared-memory and in-place reads of Z) on machines without
-a GPU; test_lowrank_bt.py checks the real thing on a GPU.
+logic (runs of users cut by block edges and their edge slots, the fixed-order
+reductions, 16-byte and scalar reads of Z, the projection's tiles and warp
+reduce-scatter) on machines without a GPU; test_lowrank_bt.py checks the
+real thing on a GPU.
 """
 
 from __future__ import annotations
@@ -44,63 +45,56 @@ def emu(tmp_path_factory):
     lib = ctypes.CDLL(str(lib_path))
     lib.emu_configure.argtypes = [ctypes.c_int] * 3
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.emu_lowrank_bt.argtypes = [ctypes.c_int, ptr, i64, ctypes.c_int, ptr, ptr, ptr, ptr,
-                                   i64, i64, i64, i64, ctypes.c_double, ctypes.c_int,
-                                   ptr, ptr, ptr, ptr, ptr, ptr]  # fmt: skip
+    lib.emu_rows.argtypes = [ctypes.c_int, ptr, i64, ctypes.c_int, ptr, ptr, ptr, i64, i64,
+                             ctypes.c_double, ctypes.c_int, ptr, ptr, ptr, ptr]  # fmt: skip
     lib.emu_project.argtypes = [ctypes.c_int, ptr, i64, ctypes.c_int, ptr, i64, i64, i64, ptr]
     return lib
 
 
-def run_bt(lib, case, *, deterministic, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01):
-    """The registration's job, by hand: transpose V, call plan + launch, reduce gp by user."""
+def run_bt(lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01):
+    """The registration's job, by hand: sort rows by user, H = S V^T, the row pass,
+    dV = G^T S and dS = G V, margins back in the caller's order."""
     lib.emu_configure(sms, optin, blocks_per_sm)
     Z, user, weight, V, S = case.Z, case.user, case.weight, case.V, case.S
     acc = V.dtype
     M, d = Z.shape
-    K, N = V.shape[1], S.shape[0]
-    vt = V.T.contiguous()
-    loss = torch.empty((), dtype=acc)
-    margin = torch.empty(M, dtype=acc)
-    dV = torch.empty(d, K, dtype=acc)
-    dS = torch.full((N, K), float("nan"), dtype=acc)
-    gp = torch.full((max(M, 1), K), float("nan"), dtype=acc)
-    info = (ctypes.c_int * 2)()
-    rc = lib.emu_lowrank_bt(
-        int(acc == torch.float64), Z.data_ptr(), Z.stride(0) if M > 1 else d, ZTYPE[Z.dtype],
-        user.data_ptr(), weight.data_ptr(), vt.data_ptr(), S.data_ptr(), M, d, K, N, tau,
-        int(deterministic), loss.data_ptr(), margin.data_ptr(), dV.data_ptr(), dS.data_ptr(),
-        gp.data_ptr(), info,
+    N = S.shape[0]
+    perm = torch.sort(user, stable=True).indices
+    Zs, us, ws = Z[perm].contiguous(), user[perm].contiguous(), weight[perm].contiguous()
+    H = (S @ V.T).contiguous()
+    margin = torch.full((M,), float("nan"), dtype=acc)
+    G = torch.zeros(N, d, dtype=acc)
+    loss = torch.full((), float("nan"), dtype=acc)
+    info = (ctypes.c_int * 1)()
+    rc = lib.emu_rows(
+        int(acc == torch.float64), Zs.data_ptr(), Zs.stride(0) if M > 1 else d, ZTYPE[Z.dtype],
+        us.data_ptr(), ws.data_ptr(), H.data_ptr(), M, d, tau, int(grad), margin.data_ptr(),
+        G.data_ptr(), loss.data_ptr(), info,
     )  # fmt: skip
     assert rc == 0, f"cudaError {rc}"
-    if deterministic:
-        dS = torch.zeros(N, K, dtype=acc).index_add_(0, user, gp[:M])
-    return (loss, margin, dV, dS), {"blocks": info[0], "cached": bool(info[1])}
+    margin = torch.empty_like(margin).index_copy_(0, perm, margin)
+    if not grad:
+        return margin, {"blocks": info[0]}
+    if M == 0:
+        loss = torch.zeros((), dtype=acc)
+    return (loss, margin, G.T @ S, G @ V), {"blocks": info[0]}
 
 
 ONE_BLOCK = {"sms": 1, "blocks_per_sm": 1}
 CASES = [
-    # M, d, K, N, dtype, users, deterministic, emulator settings
-    pytest.param(40, 24, 4, 5, torch.float32, "sorted", False, {}, id="fp32-4-blocks"),
-    pytest.param(37, 33, 9, 6, torch.bfloat16, "shuffled", True, {}, id="bf16-odd-d-K9-det"),
-    pytest.param(29, 64, 1, 3, torch.float16, "one-pair", False, {}, id="fp16-vec16-K1"),
-    pytest.param(21, 40, 64, 4, torch.float32, "gaps", True, {"optin": 7000}, id="K64-Z-in-place"),
-    pytest.param(45, 16, 3, 7, torch.float32, "sorted", False, ONE_BLOCK, id="one-block-tiles"),
-    pytest.param(0, 8, 2, 3, torch.float32, "sorted", False, {}, id="M0"),
+    # M, d, K, N, dtype, users, emulator settings
+    pytest.param(200, 24, 4, 5, torch.float32, "sorted", {}, id="fp32-users-cut-by-blocks"),
+    pytest.param(137, 33, 9, 6, torch.bfloat16, "shuffled", {}, id="bf16-odd-d-K9-shuffled"),
+    pytest.param(129, 64, 1, 3, torch.float16, "one-pair", {}, id="fp16-vec16-K1"),
+    pytest.param(150, 40, 64, 150, torch.float32, "each-one", {}, id="K64-one-pair-users"),
+    pytest.param(300, 48, 3, 1, torch.bfloat16, "one", {}, id="one-user-every-block"),
+    pytest.param(45, 16, 3, 7, torch.float32, "sorted", ONE_BLOCK, id="one-block"),
+    pytest.param(220, 40, 5, 30, torch.float32, "gaps", {}, id="users-without-rows"),
+    pytest.param(0, 8, 2, 3, torch.float32, "sorted", {}, id="M0"),
 ]
 
 
-@pytest.mark.parametrize(("M", "d", "K", "N", "dtype", "users", "det", "settings"), CASES)
-def test_emulated_kernel_matches_reference(emu, M, d, K, N, dtype, users, det, settings):
-    case = make_case(M, d, K, N, dtype=dtype, users=users)
-    out, plan = run_bt(emu, case, deterministic=det, **settings)
-    if "optin" in settings:
-        assert not plan["cached"]
-    else:
-        assert plan["cached"]
-    tiles = -(-M // 8)
-    assert plan["blocks"] == max(
-        1, min(settings.get("sms", 2) * settings.get("blocks_per_sm", 2), tiles)
-    )
+def assert_within_dtype(out, case, dtype):
     if dtype == torch.float32:
         assert_outputs_close(out, lowrank_bt_reference(*case.args()), rtol=2e-5)
     else:
@@ -109,16 +103,36 @@ def test_emulated_kernel_matches_reference(emu, M, d, K, N, dtype, users, det, s
             assert (a.double() - t).abs().max() <= 2 * (b.double() - t).abs().max() + 1e-12
 
 
+@pytest.mark.parametrize(("M", "d", "K", "N", "dtype", "users", "settings"), CASES)
+def test_emulated_kernel_matches_reference(emu, M, d, K, N, dtype, users, settings):
+    case = make_case(M, d, K, N, dtype=dtype, users=users)
+    out, plan = run_bt(emu, case, **settings)
+    most = settings.get("sms", 2) * settings.get("blocks_per_sm", 2)
+    assert plan["blocks"] == max(1, min(most, -(-M // 32)))
+    assert_within_dtype(out, case, dtype)
+    margin, _ = run_bt(emu, case, grad=False, **settings)
+    assert torch.equal(margin, out[1]), "margin-only pass differs from the fused one"
+
+
+def test_emulated_kernel_is_deterministic(emu):
+    case = make_case(400, 40, 6, 7, dtype=torch.bfloat16, users="sorted")
+    first, _ = run_bt(emu, case)
+    second, _ = run_bt(emu, case)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_emulated_kernel_fp64(emu):
     case = make_case(23, 7, 3, 4, dtype=torch.float64, users="shuffled")
-    out, _ = run_bt(emu, case, deterministic=False, tau=0.5)
+    out, _ = run_bt(emu, case, tau=0.5)
     assert_outputs_close(out, math_in(torch.float64, *case.args(0.5)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_emulated_project(emu, dtype):
+@pytest.mark.parametrize("optin", [OPTIN_H100, 5000], ids=["tile-in-smem", "Z-in-place"])
+def test_emulated_project(emu, dtype, optin):
     case = make_case(19, 35, 10, 3, dtype=dtype)
-    emu.emu_configure(2, OPTIN_H100, 2)
+    emu.emu_configure(2, optin, 2)
     P = torch.full((19, 10), float("nan"), dtype=case.V.dtype)
     vt = case.V.T.contiguous()
     rc = emu.emu_project(int(dtype == torch.float64), case.Z.data_ptr(), case.Z.stride(0),

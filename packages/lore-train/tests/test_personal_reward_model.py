@@ -143,5 +143,5 @@ def test_exported_head_reproduces_the_models_margins(model, tmp_path, dtype):
     assert bool(((exported - expected).abs() <= slack).all())
     config = json.loads((out / "reward_head.json").read_text())
     assert config["user"] == "b" and config["backbone"] == "org/some-reward-model"
-    assert config["rank"] == 3 and config["tensor"]["shape"] == [1, 12]
+    assert config["K"] == 3 and config["tensor"]["shape"] == [1, 12]
     assert "score.weight" in config["usage"]

@@ -47,7 +47,7 @@ WORKER = textwrap.dedent(
     """
 )
 
-BASE = dict(rank=2, steps=30, lr=0.1, lr_w=0.1, log_every=5)
+BASE = dict(K=2, steps=30, lr=0.1, lr_w=0.1, log_every=5)
 CONFIGS = {
     "user_mean": dict(BASE, reduction="user_mean"),
     "pair_mean": dict(BASE, reduction="pair_mean"),

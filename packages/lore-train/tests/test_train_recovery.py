@@ -19,12 +19,12 @@ def test_lore_recovers_planted_users_close_to_the_oracle():
     test = bench.unseen_test
     oracle_acc = macro_accuracy(oracle.margins(test), test)
 
-    tuned = TrainConfig(rank=3, steps=1000, lr=5.0, lr_w=0.05, w_init="zeros")
+    tuned = TrainConfig(K=3, steps=1000, lr=5.0, lr_w=0.05, w_init="zeros")
     model, _ = fit(bench.seen_train, tuned, progress=False)
     model = personalize(model, bench.unseen_fewshot, tuned)
     lore_acc = macro_accuracy(model.margin(test), test)
 
-    bt = tuned.with_(rank=1)
+    bt = tuned.with_(K=1)
     bt_model = personalize(fit(bench.seen_train, bt, progress=False)[0], bench.unseen_fewshot, bt)
     bt_acc = macro_accuracy(bt_model.margin(test), test)
 

@@ -7,7 +7,7 @@ import torch
 
 from lore_datasets import PreferencePairs
 from lore_train import TrainConfig, fit, fit_few_shot, personalize, prune_columns, row_weights
-from lore_train.trainer import alpha_at, cosine_penalty
+from lore_train.objective import alpha_at, cosine_penalty
 
 
 def planted_pairs(num_users=12, per_user=30, dim=8, rank=2, seed=0) -> PreferencePairs:
@@ -39,7 +39,7 @@ def test_row_weights_reductions():
 
 def test_fit_is_seeded_and_reduces_the_loss():
     pairs = planted_pairs()
-    config = TrainConfig(rank=2, steps=200)
+    config = TrainConfig(K=2, steps=200)
     m1, h1 = fit(pairs, config, progress=False)
     m2, _ = fit(pairs, config, progress=False)
     m3, _ = fit(pairs, config.with_(seed=1), progress=False)
@@ -52,20 +52,20 @@ def test_fit_is_seeded_and_reduces_the_loss():
 def test_rank_zero_is_the_reference_head():
     pairs = planted_pairs()
     v_ref = torch.randn(pairs.dim, generator=torch.Generator().manual_seed(1))
-    model, history = fit(pairs, TrainConfig(rank=0), v_ref=v_ref, progress=False)
-    assert history.loss == [] and model.rank == 0 and model.kept_rank == 1
+    model, history = fit(pairs, TrainConfig(K=0), v_ref=v_ref, progress=False)
+    assert history.loss == [] and model.K == 0 and model.kept_rank == 1
     # the kernel sums in another order than the matmul: fp32 rounding, not exact
     assert torch.allclose(model.margin(pairs), pairs.features @ v_ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="v_ref"):
-        fit(pairs, TrainConfig(rank=0), progress=False)
+        fit(pairs, TrainConfig(K=0), progress=False)
 
 
 def test_rank_one_is_a_shared_direction_and_unseen_users_need_no_fit():
     pairs = planted_pairs()
-    model, _ = fit(pairs, TrainConfig(rank=1, steps=30), progress=False)
+    model, _ = fit(pairs, TrainConfig(K=1, steps=30), progress=False)
     assert torch.allclose(model.weights(), torch.ones(pairs.num_users, 1))
     new = PreferencePairs(torch.randn(4, pairs.dim), torch.tensor([0, 0, 1, 1]), ["n0", "n1"])
-    both = personalize(model, new, TrainConfig(rank=1))
+    both = personalize(model, new, TrainConfig(K=1))
     expected = new.features @ model.V[:, 0]
     assert torch.allclose(both.margin(new), expected, atol=1e-5)
     assert both.seen == [True] * pairs.num_users + [False, False]
@@ -74,7 +74,7 @@ def test_rank_one_is_a_shared_direction_and_unseen_users_need_no_fit():
 def test_alternating_mode_with_alpha_pulls_columns_toward_v_ref():
     pairs = planted_pairs()
     v_ref = torch.randn(pairs.dim, generator=torch.Generator().manual_seed(2))
-    base = TrainConfig(rank=3, steps=80, mode="alternating", w_init="uniform", reduction="pair_mean")
+    base = TrainConfig(K=3, steps=80, mode="alternating", w_init="uniform", reduction="pair_mean")
     free, _ = fit(pairs, base, v_ref=v_ref, progress=False)
     pulled, _ = fit(pairs, base.with_(alpha=100.0), v_ref=v_ref, progress=False)
     assert cosine_penalty(pulled.V, v_ref) < 0.1
@@ -85,11 +85,11 @@ def test_alternating_mode_with_alpha_pulls_columns_toward_v_ref():
 
 def test_pruning_drops_unused_columns_and_renormalizes():
     pairs = planted_pairs()
-    model, _ = fit(pairs, TrainConfig(rank=3, steps=5), progress=False)
+    model, _ = fit(pairs, TrainConfig(K=3, steps=5), progress=False)
     with torch.no_grad():
         model.W[:, 1] = -30.0  # no user weighs column 1
     pruned = prune_columns(model, 1e-2)
-    assert pruned.kept_rank == 2 and pruned.rank == 3
+    assert pruned.kept_rank == 2 and pruned.K == 3
     assert pruned.meta["kept_columns"] == [0, 2]
     assert torch.allclose(pruned.weights().sum(1), torch.ones(pairs.num_users))
     assert torch.allclose(pruned.margin(pairs), model.margin(pairs), atol=1e-4)
@@ -106,7 +106,7 @@ def test_few_shot_users_without_pairs_get_uniform_weights():
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="mode"):
         TrainConfig(mode="sideways")
-    with pytest.raises(ValueError, match="rank"):
-        TrainConfig(rank=-1)
-    preset = TrainConfig.regularized(rank=5)
-    assert preset.mode == "alternating" and preset.alpha == 1e4 and preset.rank == 5
+    with pytest.raises(ValueError, match="K"):
+        TrainConfig(K=-1)
+    preset = TrainConfig.preset("reference-regularized", K=5)
+    assert preset.mode == "alternating" and preset.alpha == 1e4 and preset.K == 5

@@ -6,32 +6,55 @@
     bench.seen_train.features, bench.seen_train.user  # [M, d] rows, [M] user index
     bench.meta["split"]["counts"]                     # what the split did
 
+Large data: ``Benchmark.save(dir, max_shard_bytes=...)`` stores rows by user
+(optionally sharded); ``user_offsets`` and ``read_users`` /
+``read_benchmark_users`` read one block of users without the rest,
+``balanced_user_blocks`` plans pair-balanced blocks per rank (``read_rank``
+reads one rank's share), and
+``write_synthetic`` streams planted users to disk (docs/scale.md).
+
 ``load_generic`` reads a directory (comparisons.csv, responses.jsonl,
 embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
 ``Benchmark``; ``synthetic_benchmark`` plants low-rank users and returns the
 ``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
+``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
+results files, turned into command flags by ``lore_datasets.settings``);
+``lore_datasets.cli_common`` is the error handling and device choice every
+lore command shares.
 """
 
 from .errors import DataError, DatasetUnavailable
 from .generic import load_generic
-from .pairs import SPLITS, Benchmark, PreferencePairs
-from .registry import DATASETS, load_dataset
+from .pairs import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
+from .registry import DATASETS, DataSource, load_dataset
+from .sharding import balanced_user_blocks, block_pairs
 from .splits import SplitConfig, split_benchmark
+from .storage import read_benchmark_users, read_rank, read_users, user_offsets
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
+from .synthetic_stream import write_synthetic
 
 __all__ = [
     "DATASETS",
     "SPLITS",
+    "SPLIT_LABELS",
     "Benchmark",
     "DataError",
+    "DataSource",
     "DatasetUnavailable",
     "Oracle",
     "PreferencePairs",
     "SplitConfig",
+    "balanced_user_blocks",
+    "block_pairs",
     "load_dataset",
     "load_generic",
     "make_synthetic",
+    "read_benchmark_users",
+    "read_rank",
+    "read_users",
     "split_benchmark",
     "synthetic_benchmark",
+    "user_offsets",
+    "write_synthetic",
 ]
 __version__ = "0.1.0"

@@ -10,6 +10,9 @@ A directory holds
 - ``embeddings.npy`` (or another ``.npy`` file): a float matrix whose row i
   embeds the response on line i of ``responses.jsonl``.
 
+Text files are UTF-8, with or without a byte-order mark, with LF or CRLF line
+ends (``textio.py``); a column named twice in the header is an error.
+
 Each judgment becomes one row z = emb(preferred) - emb(other). The parsing is a
 plain Python pass (it has to look at every line to report bad ones); the math
 is one gather and one subtraction over all rows.
@@ -17,8 +20,6 @@ is one gather and one subtraction over all rows.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 
 from .errors import DataError
 from .pairs import PreferencePairs
+from .textio import csv_rows, json_lines
 
 COLUMNS = ("user_id", "prompt_id", "response_a", "response_b", "label")
 LABELS = ("a", "b", "tie")
@@ -151,26 +153,23 @@ def _read_responses(path: Path) -> tuple[list[str], list[str | None]]:
     ids: list[str] = []
     prompts: list[str | None] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                raise DataError(f"{path}, line {line_no}: empty line (every line is one response)")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {line_no}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or obj.get("response_id") in (None, ""):
-                raise DataError(f"{path}, line {line_no}: missing field 'response_id'")
-            rid = str(obj["response_id"])
-            if rid in first_line:
-                raise DataError(
-                    f"{path}, line {line_no}: duplicate response_id {rid!r} "
-                    f"(first on line {first_line[rid]})"
-                )
-            first_line[rid] = line_no
-            ids.append(rid)
-            prompt = obj.get("prompt_id")
-            prompts.append(None if prompt is None else str(prompt))
+    for line_no, obj in json_lines(path):
+        if not isinstance(obj, dict) or obj.get("response_id") in (None, ""):
+            raise DataError(f"{path}, line {line_no}: missing field 'response_id'")
+        rid, prompt = obj["response_id"], obj.get("prompt_id")
+        for name, value in (("response_id", rid), ("prompt_id", prompt)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+                raise DataError(f"{path}, line {line_no}: {name} must be a string or an integer, "
+                                f"got {json.dumps(value)}")
+        rid = str(rid)
+        if rid in first_line:
+            raise DataError(
+                f"{path}, line {line_no}: duplicate response_id {rid!r} "
+                f"(first on line {first_line[rid]})"
+            )
+        first_line[rid] = line_no
+        ids.append(rid)
+        prompts.append(None if prompt is None else str(prompt))
     if not ids:
         raise DataError(f"{path}: no responses")
     return ids, prompts
@@ -189,6 +188,8 @@ def _read_embeddings(path: Path, response_ids: list[str], responses_path: Path) 
         raise DataError(
             f"{path}: expected a 2-D float matrix, got shape {matrix.shape} dtype {matrix.dtype}"
         )
+    if matrix.shape[1] == 0:
+        raise DataError(f"{path}: the embedding matrix has 0 columns")
     if matrix.shape[0] != len(response_ids):
         raise DataError(
             f"{path}: {matrix.shape[0]} embedding rows but {responses_path.name} has "
@@ -204,12 +205,6 @@ def _read_embeddings(path: Path, response_ids: list[str], responses_path: Path) 
 
 
 # -- comparisons -------------------------------------------------------------
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
-
-
 def _read_comparisons(
     path: Path,
     index: dict[str, int],
@@ -223,24 +218,17 @@ def _read_comparisons(
     """
     records: list[list[str]] = []
     lines: list[int] = []
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: empty file (expected a header with {', '.join(COLUMNS)})")
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
-        for record in reader:
-            if not record:
-                continue
-            if len(record) != len(header):
-                raise DataError(
-                    f"{path}, line {reader.line_num}: {len(record)} fields but the header has "
-                    f"{len(header)}"
-                )
-            records.append(record)
-            lines.append(reader.line_num)
+    header, rows_in = csv_rows(path)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
+    for line_no, record in rows_in:
+        if len(record) != len(header):
+            raise DataError(
+                f"{path}, line {line_no}: {len(record)} fields but the header has {len(header)}"
+            )
+        records.append(record)
+        lines.append(line_no)
     if not records:
         raise DataError(f"{path}: no comparisons")
     col = {c: np.asarray([r[header.index(c)] for r in records]) for c in COLUMNS}

@@ -171,7 +171,16 @@ class PreferencePairs:
         )
 
 
+# The four splits of a Benchmark, which are also the four evaluation
+# settings: results files key accuracy by these names, and people read them
+# as the labels below.
 SPLITS = ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")
+SPLIT_LABELS = {
+    "seen_train": "seen users, train pairs",
+    "seen_test": "seen users, unseen prompts",
+    "unseen_fewshot": "unseen users, few-shot pairs",
+    "unseen_test": "unseen users, unseen prompts",
+}
 
 
 @dataclass
@@ -213,31 +222,21 @@ class Benchmark:
             raise KeyError(f"unknown split {name!r}; expected one of {SPLITS}")
         return getattr(self, name)
 
-    def save(self, directory: str | Path) -> None:
-        """Canonical form: ``benchmark.safetensors`` + ``benchmark.json`` (no pickle)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, torch.Tensor] = {}
-        ids: dict[str, Any] = {}
-        for name in SPLITS:
-            tensors.update(self.split(name).tensors(prefix=f"{name}."))
-            ids[name] = self.split(name).ids()
-        if self.v_ref is not None:
-            tensors["v_ref"] = self.v_ref.contiguous().cpu()
-        save_file(tensors, directory / "benchmark.safetensors")
-        doc = {"format": FORMAT_VERSION, "meta": self.meta, "splits": ids}
-        (directory / "benchmark.json").write_text(json.dumps(doc, indent=1))
+    def save(self, directory: str | Path, *, max_shard_bytes: int | None = None) -> None:
+        """Canonical form: ``benchmark.json`` + safetensors, rows by user (``storage.py``).
+
+        ``max_shard_bytes`` cuts each split's rows into files of about that size.
+        """
+        from .storage import save_benchmark
+
+        save_benchmark(self, directory, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def load(cls, directory: str | Path) -> Benchmark:
-        directory = Path(directory)
-        tensors = load_file(_existing(directory / "benchmark.safetensors"))
-        doc = json.loads(_existing(directory / "benchmark.json").read_text())
-        splits = {
-            name: PreferencePairs.from_storage(tensors, doc["splits"][name], prefix=f"{name}.")
-            for name in SPLITS
-        }
-        return cls(**splits, v_ref=tensors.get("v_ref"), meta=doc.get("meta", {}))
+        """A directory written by ``save`` (any format version), read whole."""
+        from .storage import load_benchmark
+
+        return load_benchmark(directory)
 
 
 def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,6 @@ Departures from the reference (REFERENCE.md §3.4, §7):
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import torch
 from .errors import DataError
 from .pairs import Benchmark, PreferencePairs
 from .reference_files import read_safetensors, read_v_ref
+from .textio import csv_rows
 
 MODELS = (
     "gemma_2b", "gemma_7b", "mistral_raft", "llama3_sfairx", "oasst_deberta_v3",
@@ -206,20 +206,15 @@ def _parquet_scores(path: Path) -> np.ndarray:
 
 
 def _csv_scores(path: Path) -> np.ndarray:
-    csv.field_size_limit(1 << 30)  # the table also carries long prompt/response texts
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None) or []
-        _check_columns(path, header)
-        cols = [header.index(c) for c in SCORE_COLUMNS]
-        rows = []
-        for record in reader:
-            if not record:
-                continue
-            if len(record) != len(header):
-                raise DataError(f"{path}, line {reader.line_num}: {len(record)} fields but the "
-                                f"header has {len(header)}")
-            rows.append([_number(record[c], path, reader.line_num, header[c]) for c in cols])
+    header, records = csv_rows(path)
+    _check_columns(path, header)
+    cols = [header.index(c) for c in SCORE_COLUMNS]
+    rows = []
+    for line_no, record in records:
+        if len(record) != len(header):
+            raise DataError(f"{path}, line {line_no}: {len(record)} fields but the "
+                            f"header has {len(header)}")
+        rows.append([_number(record[c], path, line_no, header[c]) for c in cols])
     if not rows:
         raise DataError(f"{path}: no prompts")
     return np.asarray(rows, dtype=np.float64)

@@ -11,9 +11,8 @@ directory (``benchmark.json``), whose stored split is used as is.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,10 @@ from .errors import DataError
 from .generic import load_generic
 from .pairs import Benchmark
 from .reference_files import read_v_ref
+from .settings import from_dict
 from .splits import SplitConfig, split_benchmark
 from .synthetic import synthetic_benchmark
+from .textio import read_json
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -74,10 +75,10 @@ def _embedder(sidecar: Path) -> str | None:
     """The ``model`` named in a JSON file describing an embedding matrix, if any."""
     if not sidecar.is_file():
         return None
-    try:
-        return json.loads(sidecar.read_text()).get("model")
-    except (ValueError, AttributeError):
-        raise DataError(f"{sidecar}: expected a JSON object with a 'model' field") from None
+    doc = read_json(sidecar, "a JSON object with a 'model' field")
+    if not isinstance(doc, dict):
+        raise DataError(f"{sidecar}: expected a JSON object with a 'model' field")
+    return doc.get("model")
 
 
 def _load_directory(
@@ -164,3 +165,32 @@ LOADERS: dict[str, Loader] = {
     "personalllm": _reference("personalllm"),
 }
 DATASETS: tuple[str, ...] = tuple(LOADERS)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Which data set to read and how (how to split it is `SplitConfig`'s job).
+
+    The arguments of `load_dataset` other than the split, as one record that
+    commands turn into flags and results files store.
+    """
+
+    dataset: str = field(default="llmfao", metadata={
+        "help": f"a bundled or known data set ({', '.join(DATASETS)}) "
+        "or a directory in the generic layout (comparisons.csv, responses.jsonl, embeddings.npy)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "where the files of tldr/prism/personalllm are (or another copy of a bundled set)"})
+    embeddings: str | None = field(default=None, metadata={
+        "help": "embedding matrix (.npy) to use instead of embeddings.npy"})
+    keep_ties: bool = field(default=False, metadata={
+        "help": "keep tied comparisons (they are dropped otherwise)"})
+
+    def load(self, split: SplitArg = None) -> Benchmark:
+        """`load_dataset` with these settings."""
+        return load_dataset(self.dataset, split=split, embeddings=self.embeddings,
+                            data_dir=self.data_dir, keep_ties=self.keep_ties)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "data source") -> DataSource:
+        """A stored data source; unknown keys are an error naming ``source``."""
+        return from_dict(cls, data, source=source)

@@ -8,15 +8,17 @@ stream, so changing, say, the few-shot cap does not reshuffle the users.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from .errors import DataError
 from .pairs import SPLITS, Benchmark, PreferencePairs
+from .settings import from_dict
 
+SplitBy = Literal["auto", "prompt", "pair"]
 _STREAMS = {"users": 1, "prompts": 2, "pairs": 3, "fewshot": 4}
 
 
@@ -30,17 +32,25 @@ class SplitConfig:
     user's few-shot pool (None: all their training-side pairs).
     """
 
-    seed: int = 0
-    unseen_user_fraction: float = 0.25
-    min_pairs_per_user: int = 20
-    test_fraction: float = 0.25
-    split_by: Literal["auto", "prompt", "pair"] = "auto"
-    min_prompts_for_prompt_split: int = 20
-    max_fewshot_pairs: int | None = None
+    seed: int = field(default=0, metadata={"help": "seed of every random draw of the split"})
+    unseen_user_fraction: float = field(default=0.25, metadata={
+        "flag": "--unseen-fraction", "help": "fraction of users held out as unseen"})
+    min_pairs_per_user: int = field(default=20, metadata={
+        "flag": "--min-pairs", "help": "users with fewer pairs are left out"})
+    test_fraction: float = field(default=0.25, metadata={
+        "help": "fraction of prompts (or pairs) held out for testing"})
+    split_by: SplitBy = field(default="auto", metadata={
+        "help": "hold out whole prompts or single pairs for testing (auto: prompts when there "
+        "are enough)"})
+    min_prompts_for_prompt_split: int = field(default=20, metadata={
+        "help": "auto splits by prompt from this many distinct prompts"})
+    max_fewshot_pairs: int | None = field(default=None, metadata={
+        "help": "cap on each unseen user's few-shot pool (None: all their pairs)"})
 
     def __post_init__(self) -> None:
-        if self.split_by not in ("auto", "prompt", "pair"):
-            raise DataError(f"split_by must be 'auto', 'prompt' or 'pair', got {self.split_by!r}")
+        if self.split_by not in get_args(SplitBy):
+            raise DataError(f"split_by must be one of {', '.join(map(repr, get_args(SplitBy)))}, "
+                            f"got {self.split_by!r}")
         for name in ("unseen_user_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -49,6 +59,11 @@ class SplitConfig:
             raise DataError(f"min_pairs_per_user must be >= 1, got {self.min_pairs_per_user}")
         if self.max_fewshot_pairs is not None and self.max_fewshot_pairs < 1:
             raise DataError(f"max_fewshot_pairs must be >= 1 or None, got {self.max_fewshot_pairs}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "split config") -> SplitConfig:
+        """A stored split config; unknown keys are an error naming ``source``."""
+        return from_dict(cls, data, source=source)
 
 
 def split_benchmark(
@@ -146,11 +161,26 @@ def _seen_unseen(users: list[str], config: SplitConfig) -> tuple[list[str], list
             f"only user {users[0]!r} has >= {config.min_pairs_per_user} pairs: need at least 2 "
             "users so that both seen and unseen users exist"
         )
-    n_unseen = min(max(round(config.unseen_user_fraction * n), 1), n - 1)
-    order = _rng(config.seed, "users").permutation(n)
-    unseen = sorted(users[i] for i in order[:n_unseen])
-    seen = sorted(users[i] for i in order[n_unseen:])
+    is_unseen = unseen_user_mask(n, config)
+    unseen = [u for u, x in zip(users, is_unseen.tolist()) if x]
+    seen = [u for u, x in zip(users, is_unseen.tolist()) if not x]
     return seen, unseen
+
+
+def unseen_user_mask(n: int, config: SplitConfig) -> np.ndarray:
+    """Which of ``n`` kept users (in sorted-id order) are unseen: a seeded fraction, >= 1 each side."""
+    n_unseen = min(max(round(config.unseen_user_fraction * n), 1), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[_rng(config.seed, "users").permutation(n)[:n_unseen]] = True
+    return mask
+
+
+def held_out_prompt_mask(n: int, config: SplitConfig) -> np.ndarray:
+    """Which of ``n`` distinct prompts (in sorted-id order) are held out for testing."""
+    n_test = min(max(round(config.test_fraction * n), 1), n - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[_rng(config.seed, "prompts").permutation(n)[:n_test]] = True
+    return mask
 
 
 def _choose_split(pairs: PreferencePairs, config: SplitConfig) -> tuple[str, str]:
@@ -179,10 +209,7 @@ def _choose_split(pairs: PreferencePairs, config: SplitConfig) -> tuple[str, str
 def _prompt_test_rows(pairs: PreferencePairs, config: SplitConfig) -> tuple[np.ndarray, list[str]]:
     """Rows whose prompt is in one global, seeded set of test prompts."""
     prompts, row_prompt = np.unique(np.asarray(pairs.prompt_ids), return_inverse=True)
-    n = len(prompts)
-    n_test = min(max(round(config.test_fraction * n), 1), n - 1)
-    is_test = np.zeros(n, dtype=bool)
-    is_test[_rng(config.seed, "prompts").permutation(n)[:n_test]] = True
+    is_test = held_out_prompt_mask(len(prompts), config)
     return is_test[row_prompt], sorted(prompts[is_test].tolist())
 
 

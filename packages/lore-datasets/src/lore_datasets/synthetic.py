@@ -57,6 +57,37 @@ class Oracle:
         return ((pairs.features.float().cpu() @ self.V) * s).sum(dim=1)
 
 
+def check_generator(num_users: int, pairs_per_user: int, dim: int, rank: int,
+                    label_noise: float, num_prompts: int) -> None:
+    """Reject generator settings the model in the module docstring cannot draw from."""
+    if num_users < 1 or pairs_per_user < 1 or num_prompts < 1:
+        raise DataError("num_users, pairs_per_user and num_prompts must be >= 1")
+    if not 1 <= rank <= dim:
+        raise DataError(f"rank must be in [1, dim={dim}], got {rank}")
+    if not 0.0 <= label_noise < 0.5:
+        raise DataError(f"label_noise must be in [0, 0.5), got {label_noise}")
+
+
+def draw_users(rng: np.random.Generator, num_users: int, dim: int, rank: int,
+               dirichlet_alpha: float, logit_std: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-2: the basis V [d, K] and each user's simplex weights [N, K] (float64)."""
+    q, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
+    V = q * (logit_std * math.sqrt(dim) / tau)
+    return V, rng.dirichlet(np.full(rank, dirichlet_alpha), size=num_users)
+
+
+def draw_rows(rng: np.random.Generator, row_weights: np.ndarray, V: np.ndarray,
+              label_noise: float, num_prompts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 3-4 for rows whose users have ``row_weights`` [M, K]: z [M, d], prompt, flipped."""
+    M, dim = row_weights.shape[0], V.shape[0]
+    z = rng.standard_normal((M, dim)) / math.sqrt(dim)
+    margin = np.einsum("md,dk,mk->m", z, V, row_weights)
+    flip = rng.random(M) < label_noise
+    sign = np.where(margin >= 0, 1.0, -1.0) * np.where(flip, -1.0, 1.0)
+    z *= sign[:, None]
+    return z, rng.integers(num_prompts, size=M), flip
+
+
 def make_synthetic(
     *,
     num_users: int = 60,
@@ -71,25 +102,11 @@ def make_synthetic(
     seed: int = 0,
 ) -> tuple[PreferencePairs, Oracle]:
     """Draw users, pairs and labels from the model in the module docstring."""
-    if num_users < 1 or pairs_per_user < 1 or num_prompts < 1:
-        raise DataError("num_users, pairs_per_user and num_prompts must be >= 1")
-    if not 1 <= rank <= dim:
-        raise DataError(f"rank must be in [1, dim={dim}], got {rank}")
-    if not 0.0 <= label_noise < 0.5:
-        raise DataError(f"label_noise must be in [0, 0.5), got {label_noise}")
+    check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
     rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
-    V = q * (logit_std * math.sqrt(dim) / tau)
-    weights = rng.dirichlet(np.full(rank, dirichlet_alpha), size=num_users)
-
-    M = num_users * pairs_per_user
+    V, weights = draw_users(rng, num_users, dim, rank, dirichlet_alpha, logit_std, tau)
     user = np.repeat(np.arange(num_users), pairs_per_user)
-    z = rng.standard_normal((M, dim)) / math.sqrt(dim)
-    margin = np.einsum("md,dk,mk->m", z, V, weights[user])
-    flip = rng.random(M) < label_noise
-    sign = np.where(margin >= 0, 1.0, -1.0) * np.where(flip, -1.0, 1.0)
-    z *= sign[:, None]
-    prompt = rng.integers(num_prompts, size=M)
+    z, prompt, _ = draw_rows(rng, weights[user], V, label_noise, num_prompts)
 
     width = len(str(num_users - 1))
     user_ids = [f"u{i:0{width}d}" for i in range(num_users)]

@@ -1,21 +1,25 @@
-"""lore_eval: accuracy in the four settings, experiments, results files and plots.
+"""lore_eval: experiments, reports and plots on what lore-train wrote.
 
-    from lore_eval import evaluate, run_rank_sweep
-    scores = evaluate(model, benchmark)      # {"seen_train": {mean, std, n_users, per_user}, ...}
-    results = run_rank_sweep(benchmark, [0, 1, 2, 3], [0.0], TrainConfig(), "runs/llmfao")
-    choice = select_model(benchmark, [1, 2, 3], [0.0], TrainConfig())   # validation, no test pairs
+    from lore_eval import fewshot_curve, format_markdown
     curve = fewshot_curve(model, benchmark, shots=[1, 5, 20], trials=20)
-    print(format_markdown(results))
+    print(format_markdown(load_results("runs/llmfao")))
+
+Training, the four-setting evaluation, results files and model selection
+are lore_train's (``lore_train.evaluate``, ``run_rank_sweep``,
+``select_model``...); the names below that come from there are re-exported
+so older imports keep working.
 """
 
-from .experiment import run_rank_sweep
+from lore_train.experiment import run_rank_sweep
+from lore_train.metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
+from lore_train.plots import plot_accuracy_vs_rank
+from lore_train.results import load_results, write_results
+from lore_train.selection import Selection, select_model, validation_split
+from lore_train.tables import format_selection, format_table
+
 from .fewshot import fewshot_curve, run_fewshot
 from .fewshot_files import load_fewshot, plot_accuracy_vs_shots, write_fewshot
-from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
-from .plots import plot_accuracy_vs_rank
-from .report import format_markdown, format_selection, format_table
-from .results import load_results, write_results
-from .selection import Selection, select_model, validation_split
+from .report import format_markdown
 
 __all__ = [
     "SETTINGS",

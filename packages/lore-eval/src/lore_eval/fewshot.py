@@ -20,7 +20,6 @@ rows equals separate fits), so this is exact, not an approximation.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +30,11 @@ import torch
 
 import lore_kernels
 from lore_datasets import Benchmark, PreferencePairs
-from lore_train import PersonalRewardModel, fit_few_shot
+from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
+from lore_train.checkpoint import read_checkpoint_config
 from lore_train.elicitation import greedy_information_gain
 from lore_train.posterior import covariance, laplace_precision
-
-from .results import device_description, versions
+from lore_train.results import device_description, versions
 
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
 PRIORS = ("none", "population")
@@ -77,10 +76,10 @@ def fewshot_curve(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     pool, test = benchmark.unseen_fewshot, benchmark.unseen_test
     _check_compatible(model, benchmark)
-    train_config = model.meta.get("train_config", {})
-    steps = train_config.get("fewshot_steps", 500) if steps is None else steps
-    lr = train_config.get("fewshot_lr", 0.1) if lr is None else lr
-    reduction = train_config.get("reduction", "user_mean")
+    trained = model.train_config or TrainConfig()
+    steps = trained.fewshot_steps if steps is None else steps
+    lr = trained.fewshot_lr if lr is None else lr
+    reduction = trained.reduction
 
     V = model.V.detach()
     device = V.device
@@ -130,9 +129,9 @@ def fewshot_curve(
         points.append(point)
 
     return {
-        "K": model.rank,
+        "K": model.K,
         "kept_rank": model.kept_rank,
-        "alpha": train_config.get("alpha"),
+        "alpha": None if model.train_config is None else model.train_config.alpha,
         "prior": prior,
         "prior_concentration": None if alpha is None else alpha.tolist(),
         "strategy": strategy,
@@ -190,22 +189,23 @@ def run_fewshot(
     return doc
 
 
-def find_checkpoints(run_dir: str | Path, ranks: Sequence[int] | None = None) -> list[Path]:
+def find_checkpoints(run_dir: str | Path, Ks: Sequence[int] | None = None) -> list[Path]:
     """The checkpoint directories of a lore-train run, ordered by (alpha, K)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no checkpoints here (is {run_dir} a lore-train --out?)")
     found = []
     for directory in root.iterdir():
-        config_file = directory / "config.json"
-        if not config_file.is_file():
+        if not (directory / "config.json").is_file():
             continue
-        config = json.loads(config_file.read_text())
-        alpha = config.get("meta", {}).get("train_config", {}).get("alpha", 0.0)
-        if ranks is None or config["rank"] in ranks:
-            found.append(((alpha, config["rank"]), directory))
+        config = read_checkpoint_config(directory)
+        train = config.get("train_config")  # None for a model built by hand: no alpha
+        alpha = 0.0 if train is None else TrainConfig.from_dict(
+            train, source=f"{directory / 'config.json'}: train_config").alpha
+        if Ks is None or config["K"] in Ks:
+            found.append(((alpha, config["K"]), directory))
     if not found:
-        which = "" if ranks is None else f" with K in {list(ranks)}"
+        which = "" if Ks is None else f" with K in {list(Ks)}"
         raise FileNotFoundError(f"{root}: no checkpoint{which}")
     return [directory for _, directory in sorted(found)]
 

@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from .results import load_document, write_results
+from lore_train.results import load_document, write_results
+from lore_train.tables import model_label
 
 CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "shots", "trials", "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
@@ -50,17 +51,13 @@ def load_fewshot(path: str | Path) -> dict[str, Any]:
                          " (run `lore-eval fewshot` first)")
 
 
-def curve_label(curve: dict[str, Any], *, short: bool = False) -> str:
-    """"K=3, alpha=1, population, active": the model, then how new users were fitted."""
-    k = curve["K"]
-    name = "ref" if k == 0 else "BT" if k == 1 else f"K={k}"
-    if curve.get("alpha"):
-        name += f" a={curve['alpha']:g}" if short else f", alpha={curve['alpha']:g}"
-    sep = " " if short else ", "
+def curve_label(curve: dict[str, Any]) -> str:
+    """The model's label plus how new users were fitted: "K=3, population prior, active"."""
+    name = model_label(curve["K"], curve.get("alpha"))
     if curve.get("prior", "none") != "none":
-        name += sep + ("pop" if short else "population prior")
+        name += ", population prior"
     if curve.get("strategy", "random") != "random":
-        name += sep + curve["strategy"]
+        name += f", {curve['strategy']}"
     return name
 
 

@@ -20,6 +20,7 @@ struct BtInputs {
   const T* s;           // [n, k] row-major
   int64_t m, d, k, n;
   T tau;
+  bool sorted;  // user[] is non-decreasing (the data contract; any order is correct)
 };
 
 template <typename T>
@@ -30,10 +31,15 @@ struct BtOutputs {
   T* ds;      // [n, k]
 };
 
-// Loss, margin, dV and dS in one pass over Z on up to `threads` threads.
-// Bitwise deterministic for the same inputs, thread count and instruction set.
+// Loss, margin, dV and dS in one pass over Z on up to `threads` threads, with
+// one reward head per run of equal user (see lowrank_bt_body.inc). Bitwise
+// deterministic for the same inputs, thread count and instruction set.
 template <typename T>
 void lowrank_bt(const BtInputs<T>& in, const BtOutputs<T>& out, int threads);
+
+// margin[m] = Z_m . V S_{user_m} through per-user heads (in.weight, in.tau unused).
+template <typename T>
+void lowrank_margin(const BtInputs<T>& in, T* margin, int threads);
 
 // P = Z V, [m, k] row-major.
 template <typename T>

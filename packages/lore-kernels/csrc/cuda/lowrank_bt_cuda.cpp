@@ -1,6 +1,7 @@
-// CUDA registration of lore::lowrank_bt and lore::project: validation,
-// allocation, the current stream and device. The kernels are in
-// lowrank_bt.cu, which includes no torch header.
+// CUDA registration of lore::lowrank_bt, lore::lowrank_margin and
+// lore::project: validation, allocation, the current stream and device, and
+// the GEMMs over users around the row pass (H = S V^T; dV = G^T S, dS = G V).
+// The kernels are in lowrank_bt.cu, which includes no torch header.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -18,8 +19,8 @@ namespace {
 void check_cuda(cudaError_t err, const char* op, const char* what) {
   TORCH_CHECK(err == cudaSuccess, op, ": ", what, " failed: ", cudaGetErrorString(err),
               err == cudaErrorInvalidValue
-                  ? " (K may be too large for the kernel's shared memory; LORE_BACKEND=torch "
-                    "runs the reference)"
+                  ? " (d or K may be too large for the kernel's shared memory; "
+                    "LORE_BACKEND=torch runs the reference)"
                   : "");
 }
 
@@ -33,64 +34,89 @@ void check_user_range(const at::Tensor& user, int64_t n, const char* op) {
   }
 }
 
+// Rows sorted by user (the data contract): the row pass needs each user's
+// rows contiguous. Unsorted input is sorted here (a copy of Z) and the
+// margins are put back in the caller's order; `inverse` is then defined.
+struct SortedRows {
+  at::Tensor Z, user, weight, inverse;
+};
+
+SortedRows sorted_rows(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weight) {
+  const int64_t m = user.size(0);
+  if (m < 2 || (user.narrow(0, 1, m - 1) >= user.narrow(0, 0, m - 1)).all().item<bool>())
+    return {Z, user, weight, at::Tensor()};
+  const at::Tensor perm = std::get<1>(user.sort(/*stable=*/true));
+  return {Z.index_select(0, perm), user.index_select(0, perm),
+          weight.defined() ? weight.index_select(0, perm) : weight, std::get<1>(perm.sort())};
+}
+
+// The row pass of lowrank_bt (G defined) or lowrank_margin over H = S V^T.
 template <typename T>
-void run_bt(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weight,
-            const at::Tensor& Vt, const at::Tensor& S, double tau, const BtShapes& sh,
-            bool deterministic, at::Tensor& loss, at::Tensor& margin, at::Tensor& dV,
-            at::Tensor& dS, at::Tensor& gp) {
-  const char* op = "lore::lowrank_bt";
-  cuda::BtArgs<T> a{};
-  a.z = z_view(Z);
-  a.user = user.data_ptr<int64_t>();
-  a.weight = weight.data_ptr<T>();
-  a.vt = Vt.data_ptr<T>();
-  a.s = S.data_ptr<T>();
-  a.m = sh.m;
-  a.d = sh.d;
-  a.k = sh.k;
-  a.n = sh.n;
-  a.tau = T(tau);
-  a.deterministic = deterministic;
-  a.loss = loss.data_ptr<T>();
-  a.margin = margin.data_ptr<T>();
-  a.dv = dV.data_ptr<T>();
-  a.ds = dS.data_ptr<T>();
-  a.gp = deterministic ? gp.data_ptr<T>() : nullptr;
+void run_rows(const SortedRows& rows, const at::Tensor& H, double tau, at::Tensor& margin,
+              at::Tensor* G, at::Tensor* loss, const char* op) {
+  cuda::RowsCall<T> c{};
+  c.z = z_view(rows.Z);
+  c.user = rows.user.data_ptr<int64_t>();
+  c.weight = G ? rows.weight.data_ptr<T>() : nullptr;
+  c.heads = H.data_ptr<T>();
+  c.m = rows.Z.size(0);
+  c.d = rows.Z.size(1);
+  c.tau = T(tau);
+  c.grad = G != nullptr;
+  c.margin = margin.data_ptr<T>();
+  c.g = G ? G->data_ptr<T>() : nullptr;
+  c.loss = loss ? loss->data_ptr<T>() : nullptr;
+  if (c.m == 0) {
+    if (loss) loss->zero_();
+    return;
+  }
   cuda::Plan plan{};
-  check_cuda(cuda::plan_lowrank_bt<T>(a, &plan), op, "planning the launch");
+  check_cuda(cuda::plan_rows<T>(c, &plan), op, "planning the launch");
   const at::Tensor workspace =
-      at::empty({int64_t(plan.workspace_bytes)}, Z.options().dtype(at::kByte));
-  check_cuda(cuda::launch_lowrank_bt<T>(a, plan, workspace.data_ptr(),
-                                        c10::cuda::getCurrentCUDAStream()),
+      at::empty({int64_t(plan.workspace_bytes)}, rows.Z.options().dtype(at::kByte));
+  check_cuda(cuda::launch_rows<T>(c, plan, workspace.data_ptr(),
+                                  c10::cuda::getCurrentCUDAStream()),
              op, "the kernel launch");
 }
 
+// Per-user heads H = S V^T, and the row pass (see lowrank_bt.cu).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cuda(
     const at::Tensor& Z_in, const at::Tensor& user_in, const at::Tensor& weight_in,
     const at::Tensor& V_in, const at::Tensor& S_in, double tau) {
   const char* op = "lore::lowrank_bt";
   const BtShapes sh = check_bt_inputs(Z_in, user_in, weight_in, V_in, S_in, op);
   const c10::cuda::CUDAGuard guard(Z_in.device());
-  const at::Tensor Z = rows_view(Z_in);
-  const at::Tensor user = user_in.contiguous(), weight = weight_in.contiguous();
-  const at::Tensor Vt = V_in.t().contiguous(), S = S_in.contiguous();
-  check_user_range(user, sh.n, op);
+  const at::Tensor V = V_in.contiguous(), S = S_in.contiguous();
+  check_user_range(user_in, sh.n, op);
+  const SortedRows rows =
+      sorted_rows(rows_view(Z_in), user_in.contiguous(), weight_in.contiguous());
 
-  // dS: atomics over runs of equal users by default; in torch's deterministic
-  // mode the kernel writes g P per row and index_add_ (then deterministic)
-  // reduces it by user.
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  const auto opts = Z.options().dtype(sh.acc);
+  const auto opts = Z_in.options().dtype(sh.acc);
+  const at::Tensor H = at::mm(S, V.t());
+  at::Tensor G = at::zeros({sh.n, sh.d}, opts);
   at::Tensor loss = at::empty({}, opts), margin = at::empty({sh.m}, opts);
-  at::Tensor dV = at::empty({sh.d, sh.k}, opts), dS = at::empty({sh.n, sh.k}, opts);
-  at::Tensor gp = deterministic ? at::empty({std::max<int64_t>(sh.m, 1), sh.k}, opts)
-                                : at::Tensor();
   if (sh.acc == at::kDouble)
-    run_bt<double>(Z, user, weight, Vt, S, tau, sh, deterministic, loss, margin, dV, dS, gp);
+    run_rows<double>(rows, H, tau, margin, &G, &loss, op);
   else
-    run_bt<float>(Z, user, weight, Vt, S, tau, sh, deterministic, loss, margin, dV, dS, gp);
-  if (deterministic) dS = at::zeros({sh.n, sh.k}, opts).index_add_(0, user, gp.narrow(0, 0, sh.m));
-  return {loss, margin, dV, dS};
+    run_rows<float>(rows, H, tau, margin, &G, &loss, op);
+  if (rows.inverse.defined()) margin = margin.index_select(0, rows.inverse);
+  return {loss, margin, at::mm(G.t(), S), at::mm(G, V)};
+}
+
+at::Tensor lowrank_margin_cuda(const at::Tensor& Z_in, const at::Tensor& user_in,
+                               const at::Tensor& V_in, const at::Tensor& S_in) {
+  const char* op = "lore::lowrank_margin";
+  const BtShapes sh = check_margin_inputs(Z_in, user_in, V_in, S_in, op);
+  const c10::cuda::CUDAGuard guard(Z_in.device());
+  check_user_range(user_in, sh.n, op);
+  const SortedRows rows = sorted_rows(rows_view(Z_in), user_in.contiguous(), at::Tensor());
+  const at::Tensor H = at::mm(S_in.contiguous(), V_in.contiguous().t());
+  at::Tensor margin = at::empty({sh.m}, Z_in.options().dtype(sh.acc));
+  if (sh.acc == at::kDouble)
+    run_rows<double>(rows, H, 0.0, margin, nullptr, nullptr, op);
+  else
+    run_rows<float>(rows, H, 0.0, margin, nullptr, nullptr, op);
+  return rows.inverse.defined() ? margin.index_select(0, rows.inverse) : margin;
 }
 
 at::Tensor project_cuda(const at::Tensor& Z_in, const at::Tensor& V_in) {
@@ -115,6 +141,7 @@ at::Tensor project_cuda(const at::Tensor& Z_in, const at::Tensor& V_in) {
 
 TORCH_LIBRARY_IMPL(lore, CUDA, m) {
   m.impl("lowrank_bt", &lowrank_bt_cuda);
+  m.impl("lowrank_margin", &lowrank_margin_cuda);
   m.impl("project", &project_cuda);
 }
 

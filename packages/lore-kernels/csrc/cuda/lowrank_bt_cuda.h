@@ -13,42 +13,37 @@
 namespace lore::cuda {
 
 // T is the accumulation/output type: double when Z is fp64, else float.
+// One call of the row pass of lowrank_bt (grad) or lowrank_margin (!grad);
+// H = S V^T before it and dV = G^T S, dS = G V after it are the caller's
+// GEMMs (see lowrank_bt.cu).
 template <typename T>
-struct BtArgs {
+struct RowsCall {
   ZView z;              // [m, d], unit column stride
-  const int64_t* user;  // [m], values in [0, n) (checked by the caller)
-  const T* weight;      // [m]
-  const T* vt;          // V^T [k, d] row-major (the caller transposes V)
-  const T* s;           // [n, k]
-  int64_t m, d, k, n;
+  const int64_t* user;  // [m], sorted, values in [0, n) (checked by the caller)
+  const T* weight;      // [m] (grad only)
+  const T* heads;       // H = S V^T [n, d]
+  int64_t m, d;
   T tau;
-  // Outputs. dv is [d, k]. In the default mode ds [n, k] must be zeroed and
-  // gets atomic adds (one per run of equal users per block); in deterministic
-  // mode ds is untouched and gp [m, k] receives g_m * P_m, for the caller to
-  // reduce by user deterministically.
-  bool deterministic;
-  T* loss;
-  T* margin;
-  T* dv;
-  T* ds;
-  T* gp;
+  bool grad;
+  T* margin;  // [m]
+  T* g;       // G [n, d], zeroed by the caller (grad only)
+  T* loss;    // scalar (grad only)
 };
 
-// Grid, tile and memory of one call, from the device's properties.
+// Grid and memory of one call, from the device's properties.
 struct Plan {
   int blocks;
-  bool cache_rows;        // the tile of Z lives in shared memory
-  size_t smem_bytes;      // dynamic shared memory per block
-  size_t workspace_bytes; // per-block partial dV^T and loss, for launch_lowrank_bt
+  size_t smem_bytes;       // dynamic shared memory per block
+  size_t workspace_bytes;  // edge slots and loss partials, for launch_rows
 };
 
 template <typename T>
-cudaError_t plan_lowrank_bt(const BtArgs<T>& args, Plan* plan);
+cudaError_t plan_rows(const RowsCall<T>& call, Plan* plan);
 
-// Needs `workspace` of plan.workspace_bytes (any content).
+// Needs `workspace` of plan.workspace_bytes (any content). Deterministic.
 template <typename T>
-cudaError_t launch_lowrank_bt(const BtArgs<T>& args, const Plan& plan, void* workspace,
-                              cudaStream_t stream);
+cudaError_t launch_rows(const RowsCall<T>& call, const Plan& plan, void* workspace,
+                        cudaStream_t stream);
 
 // P = Z V, [m, k] row-major; vt = V^T [k, d].
 template <typename T>

@@ -1,15 +1,21 @@
-"""Training configuration: one dataclass, defaults from the reference scripts.
+"""Training configuration: one dataclass, the defaults of the reference scripts.
 
-The defaults reproduce the reference `run()` entry point (joint Adam, lr 0.5,
-1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps at lr 0.1), except that new users are fitted MAP under the
-population prior (``fewshot_prior="none"`` is the reference's maximum likelihood).
-`TrainConfig.regularized()` is the reference `run_regularized()` preset.
+`TrainConfig`'s fields are the single source of each training setting: the
+`lore-train` flags are generated from them (type, choices, default, help),
+results files and checkpoints store ``to_dict()``, and ``from_dict`` reads
+that back. The defaults reproduce the reference `run()` entry point (joint
+Adam, lr 0.5, 1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps
+at lr 0.1), except that new users are fitted MAP under the population prior
+(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS` names the reference's other setting, the PRISM
+`run_regularized()`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
+
+from lore_datasets.settings import from_dict
 
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
@@ -21,8 +27,8 @@ FewshotPrior = Literal["none", "population"]
 class TrainConfig:
     """How to fit the shared basis V and the seen users' logits W.
 
-    rank: K. 0 is the reference head (nothing trained), 1 the shared
-        Bradley-Terry direction, >= 2 LoRe.
+    K: the number of basis columns. 0 is the reference head (nothing
+        trained), 1 the shared Bradley-Terry direction, >= 2 LoRe.
     alpha: weight of the cosine pull of V's columns toward v_ref, ramped
         linearly from 0 (before 20% of steps) to alpha (after 80%).
     lr_w: learning rate of the logits W (None: ``lr``, as in the reference).
@@ -30,33 +36,39 @@ class TrainConfig:
         before V has grown to the scale tau needs, which can lock users into
         the wrong column; a smaller ``lr_w`` with a larger ``lr`` (and
         ``w_init="zeros"``) fits planted data much better (see the README).
-    fewshot_prior: "population" fits a new user's logits MAP under a
-        Dirichlet fitted to the seen users' weights (0 pairs: the population
-        mean); "none" is the reference's maximum likelihood from N(0, 1).
     prune_threshold: drop columns whose largest user weight is below it
         (the kept weights are renormalized); None keeps every column.
     """
 
-    rank: int = 2
-    alpha: float = 0.0
-    steps: int = 1000
-    lr: float = 0.5
-    lr_w: float | None = None
-    tau: float = 0.01
-    mode: Mode = "joint"
-    reduction: Reduction = "user_mean"
-    w_init: WInit = "normal"
-    prune_threshold: float | None = None
-    fewshot_steps: int = 500
-    fewshot_lr: float = 0.1
-    fewshot_prior: FewshotPrior = "population"
-    seed: int = 0
-    device: str = "cpu"
-    log_every: int = 10
+    K: int = field(default=2, metadata={"help": "number of basis columns (0: reference head, "
+                                        "1: Bradley-Terry, >= 2: LoRe)"})
+    alpha: float = field(default=0.0, metadata={
+        "help": "cosine regularization strength toward v_ref"})
+    steps: int = field(default=1000, metadata={"help": "Adam steps of the joint fit"})
+    lr: float = field(default=0.5, metadata={"help": "learning rate of the basis V"})
+    lr_w: float | None = field(default=None, metadata={
+        "help": "learning rate of the user logits W (None: --lr)"})
+    tau: float = field(default=0.01, metadata={"help": "temperature: the BT logit is tau * margin"})
+    mode: Mode = field(default="joint", metadata={
+        "help": "joint Adam on V and W, or alternating W and V steps"})
+    reduction: Reduction = field(default="user_mean", metadata={
+        "help": "loss as the sum of per-user means, or the mean over all pairs"})
+    w_init: WInit = field(default="normal", metadata={"help": "initial user logits"})
+    prune_threshold: float | None = field(default=None, metadata={
+        "help": "drop columns no user weighs at this or more (None: keep all)"})
+    fewshot_steps: int = field(default=500, metadata={
+        "help": "Adam steps fitting a new user's weights on the frozen basis"})
+    fewshot_lr: float = field(default=0.1, metadata={"help": "learning rate of those steps"})
+    fewshot_prior: FewshotPrior = field(default="population", metadata={
+        "help": "new users' weights: MAP under a Dirichlet fitted to the seen users' "
+        "(population) or maximum likelihood as in the reference (none)"})
+    seed: int = field(default=0, metadata={"help": "seeds every initialization"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
+    log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
 
     def __post_init__(self) -> None:
-        if self.rank < 0:
-            raise ValueError(f"rank must be >= 0, got {self.rank}")
+        if self.K < 0:
+            raise ValueError(f"K must be >= 0, got {self.K}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.steps < 0 or self.fewshot_steps < 0:
@@ -65,35 +77,48 @@ class TrainConfig:
             raise ValueError("learning rates must be > 0")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
-        if self.mode not in ("joint", "alternating"):
-            raise ValueError(f"mode must be 'joint' or 'alternating', got {self.mode!r}")
-        if self.reduction not in ("user_mean", "pair_mean"):
-            raise ValueError(f"reduction must be 'user_mean' or 'pair_mean', got {self.reduction!r}")
-        if self.w_init not in ("normal", "uniform", "zeros"):
-            raise ValueError(f"w_init must be 'normal', 'uniform' or 'zeros', got {self.w_init!r}")
-        if self.fewshot_prior not in ("none", "population"):
-            raise ValueError(f"fewshot_prior must be 'none' or 'population', got {self.fewshot_prior!r}")
+        for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
+                           ("fewshot_prior", FewshotPrior)):
+            allowed = get_args(kind)  # the choices are the Literal's, written once
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                                 f"got {getattr(self, name)!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
 
     @classmethod
-    def regularized(cls, **overrides: Any) -> TrainConfig:
-        """The reference `run_regularized` preset (PRISM at HEAD): alternating
-        W/V Adam steps, U[0,1) logits, global-mean loss, cosine pull toward
-        v_ref with alpha 1e4, 20000 steps, column pruning at 1e-2, few-shot lr 0.5."""
-        preset = dict(
-            mode="alternating",
-            w_init="uniform",
-            reduction="pair_mean",
-            alpha=1e4,
-            steps=20000,
-            prune_threshold=1e-2,
-            fewshot_lr=0.5,
-        )
-        return cls(**{**preset, **overrides})
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The named preset (see `PRESETS`) with ``overrides`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "train config") -> TrainConfig:
+        """A stored config (``to_dict()``); an unknown key is an error naming ``source``."""
+        return from_dict(cls, data, source=source)
 
     def with_(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference `run()`: the dataclass defaults, new users by maximum likelihood.
+    "reference": {"fewshot_prior": "none"},
+    # The reference `run_regularized()` (PRISM at HEAD): alternating W/V Adam
+    # steps, U[0,1) logits, global-mean loss, cosine pull toward v_ref with
+    # alpha 1e4, 20000 steps, column pruning at 1e-2, few-shot lr 0.5.
+    "reference-regularized": dict(
+        mode="alternating",
+        w_init="uniform",
+        reduction="pair_mean",
+        alpha=1e4,
+        steps=20000,
+        prune_threshold=1e-2,
+        fewshot_lr=0.5,
+        fewshot_prior="none",
+    ),
+}

@@ -5,17 +5,20 @@
 Margins are reported without tau (tau only scales the training logit, it
 cannot change a sign). Users are addressed by their original string ids,
 never by position, so a model and a data set built separately still agree.
+
+This module is the model itself (parameters, margins, scores, users); the
+few-shot fit (`fewshot`), the checkpoint files (`checkpoint`) and the
+Hugging Face head files (`export`) live in their own modules, which do not
+import this one.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lore_kernels
@@ -23,9 +26,11 @@ from lore_datasets import PreferencePairs
 
 from . import posterior as posterior_lib
 from . import prior as prior_lib
+from .checkpoint import read_checkpoint, write_checkpoint
+from .config import TrainConfig
 from .elicitation import greedy_information_gain
-
-CHECKPOINT_FORMAT = 1
+from .export import write_reward_head
+from .fewshot import fit_few_shot, single_user_pairs
 
 
 class UnknownUserError(KeyError):
@@ -38,10 +43,12 @@ class UnknownUserError(KeyError):
 class PersonalRewardModel(nn.Module):
     """V [d, K] shared by all users, W [N, K] logits, one row per known user.
 
-    rank 0 is the reference reward head (V = v_ref, every weight 1); rank 1
+    K = 0 is the reference reward head (V = v_ref, every weight 1); K = 1
     the Bradley-Terry model (softmax of one logit is 1 for every user).
     ``seen`` marks users whose rows were trained jointly with V (the rest
-    were fitted few-shot on a frozen V).
+    were fitted few-shot on a frozen V). ``train_config`` is the config the
+    basis was fitted with (None for a model built by hand); it also gives
+    the few-shot settings `adapt` uses.
     """
 
     def __init__(
@@ -51,10 +58,11 @@ class PersonalRewardModel(nn.Module):
         user_ids: Sequence[str],
         *,
         tau: float = 0.01,
-        rank: int | None = None,
+        K: int | None = None,
         v_ref: torch.Tensor | None = None,
         seen: Sequence[bool] | None = None,
         meta: dict[str, Any] | None = None,
+        train_config: TrainConfig | None = None,
     ) -> None:
         super().__init__()
         if V.ndim != 2 or W.ndim != 2 or V.shape[1] != W.shape[1]:
@@ -68,9 +76,10 @@ class PersonalRewardModel(nn.Module):
             raise ValueError("user_ids contains duplicates")
         self._index = {u: i for i, u in enumerate(self.user_ids)}
         self.tau = float(tau)
-        self.rank = int(V.shape[1]) if rank is None else int(rank)
+        self.K = int(V.shape[1]) if K is None else int(K)
         self.seen = [True] * len(self.user_ids) if seen is None else [bool(s) for s in seen]
         self.meta = dict(meta or {})
+        self.train_config = train_config
         self._posteriors: dict[str, torch.Tensor] = {}  # user -> Laplace precision [K, K]
         self.register_buffer(
             "v_ref", None if v_ref is None else v_ref.detach().to(torch.float32).clone()
@@ -83,7 +92,7 @@ class PersonalRewardModel(nn.Module):
 
     @property
     def kept_rank(self) -> int:
-        """Number of basis columns (after pruning)."""
+        """Number of basis columns after pruning (K without pruning, 1 for K = 0)."""
         return self.V.shape[1]
 
     @property
@@ -118,10 +127,12 @@ class PersonalRewardModel(nn.Module):
         """
         Z = pairs.features.to(self.V.device)
         if user is not None:
-            return lore_kernels.project(Z, self.user_head(user)[:, None]).squeeze(1)
-        S = self.weights()[self.user_index(pairs.user_ids).to(self.W.device)]
-        P = lore_kernels.project(Z, self.V)
-        return (P * S[pairs.user.to(self.V.device)]).sum(dim=1)
+            S = self.weights()[self.user_index([user]).to(self.W.device)]
+            rows = torch.zeros(pairs.num_pairs, dtype=torch.int64, device=Z.device)
+        else:
+            S = self.weights()[self.user_index(pairs.user_ids).to(self.W.device)]
+            rows = pairs.user.to(Z.device)
+        return lore_kernels.lowrank_margin(Z, rows, self.V.detach(), S)
 
     @torch.no_grad()
     def score(
@@ -246,16 +257,17 @@ class PersonalRewardModel(nn.Module):
             torch.cat([self.W.detach(), W.to(self.W)], dim=0),
             self.user_ids + [str(u) for u in user_ids],
             tau=self.tau,
-            rank=self.rank,
+            K=self.K,
             v_ref=self.v_ref,
             seen=self.seen + [False] * len(user_ids),
             meta=self.meta,
+            train_config=self.train_config,
         )
 
     def adapt(
         self,
         user: str,
-        data: PreferencePairs | torch.Tensor,
+        data: PreferencePairs | torch.Tensor | None,
         *,
         steps: int | None = None,
         lr: float | None = None,
@@ -270,29 +282,27 @@ class PersonalRewardModel(nn.Module):
         chosen-minus-rejected rows; None or no rows gives the population's
         mean user (the prior mean). ``steps``/``lr``/``prior`` ("none" or
         "population") default to the few-shot settings the model was trained
-        with ("none" for a model without a training config), so an adapted
-        user is fitted exactly like the unseen users of an evaluation. A user
-        already in the model is refitted only with ``replace=True``. Returns
-        ``self``; ``save()`` stores the new row; the user's posterior (for
+        with ("none" for a model built by hand), so an adapted user is fitted
+        exactly like the unseen users of an evaluation. A user already in the
+        model is refitted only with ``replace=True``. Returns ``self``;
+        ``save()`` stores the new row; the user's posterior (for
         ``return_std`` and ``preference_probability``) is kept in memory.
         """
-        from .trainer import fit_few_shot  # the trainer imports this module
-
         user = str(user)
         if user in self._index and not replace:
             kind = "trained jointly with V" if self.seen[self._index[user]] else "already adapted"
             raise ValueError(f"user {user!r} is {kind}; pass replace=True to refit their weights")
-        pairs = self._user_pairs(user, data)
-        defaults = self.meta.get("train_config", {})
-        prior = defaults.get("fewshot_prior", "none") if prior is None else prior
+        pairs = single_user_pairs(user, data, self.dim)
+        trained = self.train_config or TrainConfig(fewshot_prior="none")
+        prior = trained.fewshot_prior if prior is None else prior
         if prior not in ("none", "population"):
             raise ValueError(f"prior must be 'none' or 'population', got {prior!r}")
         alpha = self.population_prior() if prior == "population" or pairs.num_pairs == 0 else None
         W = fit_few_shot(
             self.V.detach(),
             pairs,
-            steps=defaults.get("fewshot_steps", 500) if steps is None else steps,
-            lr=defaults.get("fewshot_lr", 0.1) if lr is None else lr,
+            steps=trained.fewshot_steps if steps is None else steps,
+            lr=trained.fewshot_lr if lr is None else lr,
             tau=self.tau,
             seed=seed,
             prior=alpha,
@@ -310,32 +320,6 @@ class PersonalRewardModel(nn.Module):
         self._store_posterior(pairs, alpha)
         return self
 
-    def _user_pairs(self, user: str, data: PreferencePairs | torch.Tensor | None) -> PreferencePairs:
-        """One user's rows as a single-user `PreferencePairs`, checked (None: no rows)."""
-        if data is None:
-            features = torch.zeros(0, self.dim, device=self.V.device)
-        elif isinstance(data, PreferencePairs):
-            if user in data.user_ids:
-                data = data.select_users([user])
-            elif data.num_users != 1:
-                raise ValueError(
-                    f"the pairs hold {data.num_users} users and not {user!r}; pass that user's "
-                    "rows (or pairs with a single user)"
-                )
-            features = data.features
-        elif isinstance(data, torch.Tensor):
-            features = data[None] if data.ndim == 1 else data
-        else:
-            raise TypeError(f"adapt() takes PreferencePairs or an [n, d] tensor, not {type(data).__name__}")
-        if features.ndim != 2 or features.shape[1] != self.dim:
-            raise ValueError(
-                f"user {user!r}: rows must be [n, {self.dim}], got {tuple(features.shape)}"
-            )
-        if not bool(torch.isfinite(features).all()):
-            raise ValueError(f"user {user!r}: the rows contain NaN or Inf")
-        n = features.shape[0]
-        return PreferencePairs(features, torch.zeros(n, dtype=torch.int64, device=features.device), [user])
-
     def export_reward_head(
         self,
         user: str,
@@ -352,76 +336,50 @@ class PersonalRewardModel(nn.Module):
         final hidden states, loading this tensor into ``score.weight`` makes
         it score responses exactly as ``self.score(., user)`` does.
         """
-        head = self.user_head(user)
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({"score.weight": head[None].to(dtype).cpu().contiguous()},
-                  directory / "reward_head.safetensors")
-        config = {
-            "format": "lore-reward-head",
-            "format_version": 1,
+        description = {
             "user": str(user),
             "backbone": backbone or self.meta.get("embedder"),
             "dataset": self.meta.get("dataset"),
-            "rank": self.rank,
+            "K": self.K,
             "kept_rank": self.kept_rank,
-            "dim": self.dim,
             "tau": self.tau,
-            "tensor": {"name": "score.weight", "shape": [1, self.dim], "dtype": str(dtype).removeprefix("torch.")},
-            "bias": None,
-            "usage": (
-                "reward(x, y) = h(x, y) . score.weight[0], h = the backbone's final hidden state "
-                "of the last token (the input of its score head). Load it with "
-                "model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1); "
-                "model.score.weight.data.copy_(safetensors.torch.load_file("
-                "'reward_head.safetensors')['score.weight']). Valid only if this model's "
-                "embeddings were that backbone's hidden states. P(y1 preferred to y2) = "
-                "sigmoid(tau * (reward(x, y1) - reward(x, y2)))."
-            ),
         }
-        (directory / "reward_head.json").write_text(json.dumps(config, indent=1))
-        return directory
+        return write_reward_head(self.user_head(user), directory, dtype=dtype, description=description)
 
     # -- storage ------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """A directory with ``model.safetensors`` (V, W, v_ref) and ``config.json``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"V": self.V.detach().cpu().contiguous(), "W": self.W.detach().cpu().contiguous()}
+        tensors = {"V": self.V, "W": self.W}
         if self.v_ref is not None:
-            tensors["v_ref"] = self.v_ref.cpu().contiguous()
-        save_file(tensors, directory / "model.safetensors")
+            tensors["v_ref"] = self.v_ref
         config = {
-            "format": CHECKPOINT_FORMAT,
-            "rank": self.rank,
+            "K": self.K,
             "kept_rank": self.kept_rank,
             "dim": self.dim,
             "tau": self.tau,
             "user_ids": self.user_ids,
             "seen": self.seen,
+            "train_config": None if self.train_config is None else self.train_config.to_dict(),
             "meta": self.meta,
         }
-        (directory / "config.json").write_text(json.dumps(config, indent=1))
-        return directory
+        return write_checkpoint(directory, tensors, config)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> PersonalRewardModel:
-        directory = Path(directory)
-        for name in ("model.safetensors", "config.json"):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name}: not a lore checkpoint (missing {name})")
-        config = json.loads((directory / "config.json").read_text())
-        tensors = load_file(directory / "model.safetensors", device=str(device))
+        tensors, config = read_checkpoint(directory, device)
+        train = config.get("train_config")
         return cls(
             tensors["V"],
             tensors["W"],
             config["user_ids"],
             tau=config["tau"],
-            rank=config["rank"],
+            K=config["K"],
             v_ref=tensors.get("v_ref"),
             seen=config.get("seen"),
             meta=config.get("meta"),
+            train_config=None if train is None else TrainConfig.from_dict(
+                train, source=f"{Path(directory) / 'config.json'}: train_config"),
         )
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, kept_rank={self.kept_rank}, dim={self.dim}, users={self.num_users}"
+        return f"K={self.K}, kept_rank={self.kept_rank}, dim={self.dim}, users={self.num_users}"

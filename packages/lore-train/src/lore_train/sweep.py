@@ -1,4 +1,4 @@
-"""A sweep over ranks K and regularization strengths alpha on one benchmark.
+"""A sweep over K (basis columns) and regularization strengths alpha on one benchmark.
 
 Each (K, alpha) fits V and the seen users on ``seen_train``, then adds the
 unseen users fitted few-shot on ``unseen_fewshot`` with V frozen, so one
@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from lore_datasets import Benchmark
 
 from .config import TrainConfig
+from .fewshot import personalize
 from .model import PersonalRewardModel
-from .trainer import FitHistory, fit, personalize
+from .trainer import FitHistory, fit
 
 
 @dataclass
 class SweepRun:
     """One (K, alpha) cell: a model over seen and unseen users, or why it was skipped."""
 
-    rank: int
+    K: int
     alpha: float
     model: PersonalRewardModel | None
     history: FitHistory | None
@@ -37,7 +38,7 @@ class SweepRun:
 
 def sweep(
     benchmark: Benchmark,
-    ranks: Iterable[int],
+    Ks: Iterable[int],
     alphas: Iterable[float] = (0.0,),
     config: TrainConfig | None = None,
     *,
@@ -50,19 +51,17 @@ def sweep(
     """
     config = config or TrainConfig()
     for alpha in alphas:
-        for rank in ranks:
-            cell = config.with_(rank=rank, alpha=alpha)
-            if rank == 0 and benchmark.v_ref is None:
-                yield SweepRun(rank, alpha, None, None, skipped="no reference head (v_ref) in this data")
+        for K in Ks:
+            cell = config.with_(K=K, alpha=alpha)
+            if K == 0 and benchmark.v_ref is None:
+                yield SweepRun(K, alpha, None, None, skipped="no reference head (v_ref) in this data")
                 continue
-            if alpha > 0 and benchmark.v_ref is None and rank > 0:
-                yield SweepRun(rank, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
+            if alpha > 0 and benchmark.v_ref is None and K > 0:
+                yield SweepRun(K, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
                 continue
             start = time.perf_counter()
             model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
             train_seconds = time.perf_counter() - start
             start = time.perf_counter()
             model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
-            yield SweepRun(
-                rank, alpha, model, history, train_seconds, time.perf_counter() - start
-            )
+            yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Fitting: the joint basis (V with seen users' W) and the few-shot personalizer.
+"""Fitting the joint basis: V with the seen users' logits W.
 
 Every step is one call of the fused op over the packed rows: no Python loop
 over users, no per-step host/device copies. Gradients reach W through the
@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import lore_kernels
 from lore_datasets import PreferencePairs
 
+from ._util import progress_bar, seeded_generator
 from .config import TrainConfig
 from .model import PersonalRewardModel
+from .objective import alpha_at, cosine_penalty, row_weights
 
 
 @dataclass
@@ -32,45 +32,6 @@ class FitHistory:
     seconds: float = 0.0
 
 
-def row_weights(pairs: PreferencePairs, reduction: str) -> torch.Tensor:
-    """c_m of the loss sum_m c_m softplus(-tau margin_m).
-
-    ``user_mean`` (c = 1/n_u) sums each user's mean loss, the paper's
-    objective; ``pair_mean`` (c = 1/M) weighs users by their number of pairs.
-    """
-    if pairs.num_pairs == 0:
-        raise ValueError("no pairs to train on")
-    if reduction == "pair_mean":
-        return torch.full((pairs.num_pairs,), 1.0 / pairs.num_pairs, dtype=torch.float32)
-    if reduction == "user_mean":
-        counts = pairs.pairs_per_user().to(torch.float32)
-        return 1.0 / counts[pairs.user.cpu()]
-    raise ValueError(f"unknown reduction {reduction!r}")
-
-
-def alpha_at(step: int, steps: int, alpha: float) -> float:
-    """The regularization ramp: 0 before int(0.2T), alpha from int(0.8T), linear between."""
-    start, end = int(0.2 * steps), int(0.8 * steps)
-    if step < start:
-        return 0.0
-    if step >= end or end == start:
-        return alpha
-    return alpha * (step - start) / (end - start)
-
-
-def cosine_penalty(V: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
-    """mean_j (1 - cos(V[:, j], v_ref))."""
-    return (1.0 - F.cosine_similarity(V, v_ref[:, None].to(V), dim=0)).mean()
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(seed)
-
-
-def _progress(total: int, desc: str, progress: bool):
-    return tqdm(total=total, desc=desc, disable=not progress or None, leave=False, dynamic_ncols=True)
-
-
 def fit(
     pairs: PreferencePairs,
     config: TrainConfig,
@@ -80,20 +41,20 @@ def fit(
 ) -> tuple[PersonalRewardModel, FitHistory]:
     """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
 
-    rank 0 returns the reference head (needs ``v_ref``) without training.
+    K = 0 returns the reference head (needs ``v_ref``) without training.
     """
     device = torch.device(config.device)
-    N, K = pairs.num_users, config.rank
+    N, K = pairs.num_users, config.K
     history = FitHistory()
     if K == 0:
         if v_ref is None:
-            raise ValueError("rank 0 is the reference reward head and needs v_ref; this data has none")
+            raise ValueError("K = 0 is the reference reward head and needs v_ref; this data has none")
         model = PersonalRewardModel(
-            v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, rank=0, v_ref=v_ref
+            v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, K=0, v_ref=v_ref
         )
         return model.to(device), history
     V0, W0 = initial_params(pairs, config)
-    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref)
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=K, v_ref=v_ref)
     model = model.to(device)
     c = row_weights(pairs, config.reduction)
     history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress)
@@ -105,12 +66,12 @@ def initial_params(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """V0 [d, K] and W0 [N, K] drawn from ``config.seed`` (on CPU).
 
-    Distributed ranks draw the same full W0 and keep their block of rows, so
-    every rank starts where the single-process fit starts.
+    Distributed processes draw the same full W0 and keep their block of rows,
+    so every process starts where the single-process fit starts.
     """
-    gen = _generator(config.seed)
-    V0 = torch.randn(pairs.dim, config.rank, generator=gen)
-    N, K = pairs.num_users, config.rank
+    gen = seeded_generator(config.seed)
+    V0 = torch.randn(pairs.dim, config.K, generator=gen)
+    N, K = pairs.num_users, config.K
     W0 = {
         "normal": lambda: torch.randn(N, K, generator=gen),
         "uniform": lambda: torch.rand(N, K, generator=gen),
@@ -166,7 +127,7 @@ def optimize(
     else:
         opt_w = torch.optim.Adam([W], lr=lr_w)
         opt_v = torch.optim.Adam([V], lr=config.lr)
-    with _progress(config.steps, f"fit K={K}", progress) as bar:
+    with progress_bar(config.steps, f"fit K={K}", progress) as bar:
         for step in range(config.steps):
             if config.mode == "joint":
                 opt.zero_grad(set_to_none=True)
@@ -201,7 +162,7 @@ def finish(model: PersonalRewardModel, config: TrainConfig) -> PersonalRewardMod
     """Prune (if configured) and record the config: the last step of every fit."""
     if config.prune_threshold is not None:
         model = prune_columns(model, config.prune_threshold)
-    model.meta["train_config"] = config.to_dict()
+    model.train_config = config
     return model
 
 
@@ -222,104 +183,10 @@ def prune_columns(model: PersonalRewardModel, threshold: float) -> PersonalRewar
         model.W[:, kept],
         model.user_ids,
         tau=model.tau,
-        rank=model.rank,
+        K=model.K,
         v_ref=model.v_ref,
         seen=model.seen,
         meta={**model.meta, "kept_columns": kept.tolist()},
+        train_config=model.train_config,
     )
     return pruned
-
-
-def fit_few_shot(
-    V: torch.Tensor,
-    pairs: PreferencePairs,
-    *,
-    steps: int = 500,
-    lr: float = 0.1,
-    tau: float = 0.01,
-    reduction: str = "user_mean",
-    seed: int = 0,
-    progress: bool = False,
-    prior: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
-
-    P = Z V is computed once; every step after that is O(M K). Users are
-    independent problems, so one Adam over all rows equals separate fits.
-    Logits start at N(0, 1) like the reference; a user with no pairs keeps
-    zero logits (uniform weights) rather than a random draw. K <= 1 needs no
-    fitting (softmax of one logit is 1).
-
-    ``prior``: a Dirichlet concentration [K] (`lore_train.prior`); the fit is
-    then MAP, each user's log-prior weighted like one of their rows' loss,
-    starting from the prior mean, and a user with no pairs gets the prior mean.
-    """
-    N, K = pairs.num_users, V.shape[1]
-    device = V.device
-    counts = pairs.pairs_per_user().to(device)
-    if prior is not None and prior.shape != (K,):
-        raise ValueError(f"prior has shape {tuple(prior.shape)}, the basis K={K}")
-    # -- begin population prior (issue 12) --
-    if prior is not None and K > 1:
-        from .prior import log_prior_grad, prior_logits
-
-        W = prior_logits(prior.to(device, torch.float32)).expand(N, K).clone()
-        if pairs.num_pairs == 0:
-            return W
-        prior = prior.to(device, torch.float32)
-    # -- end population prior --
-    elif K <= 1 or pairs.num_pairs == 0:
-        return torch.zeros(N, K, device=device)
-    else:
-        W = torch.randn(N, K, generator=_generator(seed)).to(device)
-        W[counts == 0] = 0.0
-    with torch.no_grad():
-        P = lore_kernels.project(pairs.features.to(device), V.detach())
-    user = pairs.user.to(device)
-    c = row_weights(pairs, reduction).to(device)
-    if prior is not None:  # each user's prior weighs like one of their rows (c is constant per user)
-        c_user = torch.zeros(N, device=device).index_add_(0, user, c) / counts.clamp(min=1)
-    # The problem is tiny (M x K), so autograd and torch.optim overhead would
-    # dominate: the gradient is written out and Adam (torch's defaults:
-    # betas 0.9/0.999, eps 1e-8, no weight decay) is applied in place.
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    m1, m2 = torch.zeros_like(W), torch.zeros_like(W)
-    dS, update = torch.empty_like(W), torch.empty_like(W)
-    with _progress(steps, f"few-shot K={K}", progress) as bar:
-        for t in range(1, steps + 1):
-            S = torch.softmax(W, dim=1)
-            margin = (P * S[user]).sum(dim=1)
-            g = torch.sigmoid(-tau * margin)
-            g.mul_(c).mul_(-tau)
-            dS.zero_().index_add_(0, user, P * g[:, None])
-            grad = S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
-            if prior is not None:
-                grad.sub_(c_user[:, None] * log_prior_grad(W, prior))
-            m1.lerp_(grad, 1 - beta1)
-            m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
-            W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
-            bar.update()
-    return W
-
-
-def personalize(
-    model: PersonalRewardModel,
-    pairs: PreferencePairs,
-    config: TrainConfig,
-    *,
-    progress: bool = False,
-) -> PersonalRewardModel:
-    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
-    W = fit_few_shot(
-        model.V.detach(),
-        pairs,
-        steps=config.fewshot_steps,
-        lr=config.fewshot_lr,
-        tau=config.tau,
-        reduction=config.reduction,
-        seed=config.seed + 1,
-        progress=progress,
-        prior=model.population_prior() if config.fewshot_prior == "population" else None,
-    )
-    return model.with_users(pairs.user_ids, W)

@@ -3,6 +3,8 @@
     lore-prepare embed --source tldr --model Skywork/Skywork-Reward-Llama-3.1-8B-v0.2 --out data/tldr
     lore-prepare embed --source pairs --pairs my_pairs.jsonl --encoder minilm --out data/mine
     lore-prepare convert --dataset prism --data-dir data/prism_ref --out data/prism_canonical
+    lore-prepare convert --dataset llmfao --out data/llmfao-canonical --max-shard-size 64MB
+    lore-prepare synthetic --users 1000000 --pairs-per-user 20 --dim 32 --out data/synth-1m
 
 Only argument parsing and printing live here; the work is in the library.
 """
@@ -10,13 +12,14 @@ Only argument parsing and printing live here; the work is in the library.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_common import resolve_device, run_cli
 from ..errors import DataError
+from ..textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
@@ -46,36 +49,90 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
     e.add_argument("--limit", type=int, default=None, help="first N hub rows per split (testing)")
     e.add_argument("--no-progress", action="store_true")
-    c = sub.add_parser("convert", help="reference files -> canonical safetensors + JSON")
-    c.add_argument("--dataset", required=True, choices=("tldr", "prism", "personalllm"))
-    c.add_argument("--data-dir", type=Path, required=True)
+    c = sub.add_parser("convert", help="any data set -> the canonical safetensors + JSON form "
+                       "(rows by user, readable one block of users at a time)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--dataset", required=True,
+                   help="tldr, prism, personalllm (reference files in --data-dir), a bundled name, "
+                   "synthetic, or a data directory (generic layout or canonical, to re-shard)")
+    c.add_argument("--data-dir", type=Path, default=None)
     c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="split seed")
+    c.add_argument("--max-shard-size", type=parse_size, default=None,
+                   help="cut each split's rows into files of about this size (e.g. 2GB, 512MiB); "
+                   "default one file")
+    g = sub.add_parser("synthetic", help="stream planted low-rank users into the canonical form "
+                       "in bounded memory", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--users", type=int, default=1_000_000)
+    g.add_argument("--pairs-per-user", type=int, default=20)
+    g.add_argument("--dim", type=int, default=32)
+    g.add_argument("--rank", type=int, default=4, help="planted rank K")
+    g.add_argument("--label-noise", type=float, default=0.05)
+    g.add_argument("--prompts", type=int, default=200)
+    g.add_argument("--seed", type=int, default=0, help="generator and split seed")
+    g.add_argument("--dtype", choices=DTYPES, default="float32")
+    g.add_argument("--max-shard-size", type=parse_size, default="64MiB")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "convert":
-            from ..convert import convert
+    commands = {"convert": _convert, "synthetic": _synthetic}
+    return run_cli("lore-prepare", lambda: commands.get(args.command, _embed)(args))
 
-            bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed)
-            print(f"wrote {args.out}/benchmark.safetensors + benchmark.json: "
-                  + ", ".join(f"{k} {v}" for k, v in bench.meta.get("counts", {}).items()))
-            return 0
-        return _embed(args)
-    except DataError as err:
-        print(f"lore-prepare: error: {err}", file=sys.stderr)
-        return 2
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..convert import convert
+
+    bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed,
+                    max_shard_bytes=args.max_shard_size)
+    counts = bench.meta.get("split", bench.meta).get("counts", {})
+    print(f"wrote {args.out}/benchmark.json + safetensors: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def parse_size(text: str) -> int:
+    """``2GB`` (10^9), ``512MiB`` (2^20 * 512), or a plain number of bytes."""
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            number, scale = upper[: -len(unit)], factor
+            break
+    else:
+        number, scale = upper, 1
+    try:
+        size = int(float(number) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2GB, 512MiB)") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return size
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from ..synthetic_stream import write_synthetic
+
+    start = time.perf_counter()
+    write_synthetic(args.out, num_users=args.users, pairs_per_user=args.pairs_per_user,
+                    dim=args.dim, rank=args.rank, label_noise=args.label_noise,
+                    num_prompts=args.prompts, seed=args.seed, dtype=getattr(torch, args.dtype),
+                    max_shard_bytes=args.max_shard_size)
+    print(f"wrote {args.out}: {args.users} users x {args.pairs_per_user} pairs, d={args.dim}, "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def _embedder(args: argparse.Namespace) -> Any:
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     if args.encoder == "minilm":
         from .sentence import SentenceEmbedder
 
@@ -131,29 +188,22 @@ def read_pairs(path: Path) -> list:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected JSONL text pairs)")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_no}: invalid JSON ({err.msg})") from None
-            missing = [k for k in ("user_id", "prompt", "chosen", "rejected")
-                       if not isinstance(obj, dict) or obj.get(k) in (None, "")]
-            if missing:
-                raise DataError(f"{path}, line {line_no}: missing field(s) {missing}")
-            prompt = obj["prompt"]
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            if not (isinstance(prompt, list)
-                    and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)):
-                raise DataError(f"{path}, line {line_no}: prompt must be a string or a list of "
-                                "{role, content} messages")
-            prompt_id, split = obj.get("prompt_id"), obj.get("split")
-            out.append(TextPair(str(obj["user_id"]), prompt, str(obj["chosen"]),
-                                str(obj["rejected"]), None if prompt_id is None else str(prompt_id),
-                                None if split is None else str(split)))
+    for line_no, obj in json_lines(path, skip_blank=True):
+        missing = [k for k in ("user_id", "prompt", "chosen", "rejected")
+                   if not isinstance(obj, dict) or obj.get(k) in (None, "")]
+        if missing:
+            raise DataError(f"{path}, line {line_no}: missing field(s) {missing}")
+        prompt = obj["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        if not (isinstance(prompt, list)
+                and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)):
+            raise DataError(f"{path}, line {line_no}: prompt must be a string or a list of "
+                            "{role, content} messages")
+        prompt_id, split = obj.get("prompt_id"), obj.get("split")
+        out.append(TextPair(str(obj["user_id"]), prompt, str(obj["chosen"]),
+                            str(obj["rejected"]), None if prompt_id is None else str(prompt_id),
+                            None if split is None else str(split)))
     if not out:
         raise DataError(f"{path}: no pairs")
     return out

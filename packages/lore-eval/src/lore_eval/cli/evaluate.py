@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from lore_datasets import DATASETS, load_dataset
+from lore_datasets import DataSource, SplitConfig
+from lore_datasets.cli_common import resolve_device, run_cli
+from lore_datasets.settings import add_arguments, given, to_dict
+from lore_train import UnknownUserError
+from lore_train.plots import plot_accuracy_vs_rank
+from lore_train.results import load_results
 
 from ..fewshot import DEFAULT_SHOTS, PRIORS, STRATEGIES, find_checkpoints, run_fewshot
 from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
-from ..plots import plot_accuracy_vs_rank
 from ..report import format_markdown
-from ..results import load_results
-from .common import resolve_device, run_cli
-
-# Data options of lore-train that fix the benchmark (and so the unseen users).
-DATA_OPTIONS = ("dataset", "data_dir", "embeddings", "keep_ties", "split_by", "min_pairs",
-                "unseen_fraction")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,17 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "its data options as defaults (so the split matches training)")
     src.add_argument("--checkpoint", type=Path, nargs="+", default=[],
                      help="checkpoint directories (model.safetensors + config.json)")
-    src.add_argument("--K", type=int, nargs="+", help="with --run: only these ranks")
-    data = f.add_argument_group("data (default: the run's, else lore-train's defaults)")
-    data.add_argument("--dataset", help=f"{', '.join(DATASETS)} or a directory (default llmfao)")
-    data.add_argument("--data-dir", type=Path)
-    data.add_argument("--embeddings")
-    data.add_argument("--keep-ties", action="store_true", default=None)
-    data.add_argument("--split-by", choices=("auto", "prompt", "pair"))
-    data.add_argument("--min-pairs", type=int)
-    data.add_argument("--unseen-fraction", type=float)
-    data.add_argument("--split-seed", type=int, help="seed of the data split (default: the run's "
-                      "--seed, else 0)")
+    src.add_argument("--K", type=int, nargs="+", help="with --run: only these K")
+    data = f.add_argument_group("data and split (default: the run's, else lore-train's)")
+    add_arguments(data, DataSource)
+    add_arguments(data, SplitConfig, exclude=("seed",), default_note="dataset")
+    data.add_argument("--split-seed", type=int, default=argparse.SUPPRESS,
+                      help="seed of the data split (default: the run's, else the data set's own)")
     exp = f.add_argument_group("experiment")
     exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
     exp.add_argument("--trials", type=int, default=20)
@@ -80,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"fewshot": _fewshot, "report": _report}[args.command]
-    return run_cli("lore-eval", lambda: command(args))
+    return run_cli("lore-eval", lambda: command(args), expected=(UnknownUserError,))
 
 
 def _fewshot(args: argparse.Namespace) -> int:
@@ -92,19 +86,14 @@ def _fewshot(args: argparse.Namespace) -> int:
     checkpoints = list(args.checkpoint)
     if args.run is not None:
         checkpoints = find_checkpoints(args.run, args.K) + checkpoints
-    options = _data_options(args)
-    split = {"seed": options.pop("split_seed"), "split_by": options.pop("split_by")}
-    for key, name in (("min_pairs", "min_pairs_per_user"), ("unseen_fraction", "unseen_user_fraction")):
-        value = options.pop(key)
-        if value is not None:
-            split[name] = value
-    benchmark = load_dataset(options.pop("dataset"), split=split, **options)
+    source, split = _data_settings(args)
+    benchmark = source.load(split=split)
     print(f"lore-eval fewshot: {len(checkpoints)} checkpoint(s), "
           f"{benchmark.unseen_fewshot.num_users} unseen users, shots {sorted(set(args.shots))}, "
           f"{args.trials} trials", file=sys.stderr)
     doc = run_fewshot(checkpoints, benchmark, args.shots, args.trials, seed=args.seed,
                       steps=args.steps, lr=args.lr, device=device,
-                      config={"data": {**options, "split": split}},
+                      config={"data": to_dict(source), "split": split},
                       priors=args.prior, strategies=args.strategy)
     out = args.out or args.run or Path("runs") / "fewshot"
     paths = write_fewshot(doc, out)
@@ -113,32 +102,37 @@ def _fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Explicit flags, else the run's lore-train options, else lore-train's defaults."""
-    run_cli_args: dict[str, Any] = {}
+def _data_settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any]]:
+    """The data source and split: the run's stored settings (if --run), changed by explicit flags.
+
+    The split is returned as changes to the data set's own split (all of it
+    when it comes from a run), so a bare --dataset gets lore-train's default.
+    """
+    source, split = DataSource(), {}
     if args.run is not None:
-        run_cli_args = load_results(args.run).get("config", {}).get("cli", {})
-    defaults = {"dataset": "llmfao", "data_dir": None, "embeddings": None, "keep_ties": False,
-                "split_by": "auto", "min_pairs": None, "unseen_fraction": None}
-    options = {}
-    for name in DATA_OPTIONS:
-        value = getattr(args, name)
-        if value is None:
-            value = run_cli_args.get(name, defaults[name])
-        options[name] = None if value == "None" else value  # lore-train writes str(None)
-    seed = args.split_seed if args.split_seed is not None else run_cli_args.get("seed", 0)
-    return {**options, "split_seed": seed}
+        path = args.run / "results.json"
+        config = load_results(args.run).get("config", {})
+        if "data" not in config:
+            raise ValueError(f"{path}: no config.data (written by an older lore-train); "
+                             "give --dataset and the split flags")
+        source = DataSource.from_dict(config["data"], source=f"{path}: config.data")
+        split = to_dict(SplitConfig.from_dict(config["split"], source=f"{path}: config.split"))
+    source = replace(source, **given(args, [f.name for f in fields(DataSource)]))
+    split.update(given(args, [f.name for f in fields(SplitConfig) if f.name != "seed"]))
+    if hasattr(args, "split_seed"):
+        split["seed"] = args.split_seed
+    return source, split
 
 
 def _fewshot_table(doc: dict[str, Any]) -> str:
-    lines = [f"{'model':<22} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
+    lines = [f"{'model':<36} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
              "unseen prompts (mean ± std over trials)"]
     for curve in doc["curves"]:
-        name = curve_label(curve, short=True)
+        name = curve_label(curve)
         for p in curve["points"]:
             train, test = p["fewshot_train"], p["unseen_prompts"]
             cell = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
-            lines.append(f"{name:<22} {p['shots']:>5} {p['n_users']:>5} "
+            lines.append(f"{name:<36} {p['shots']:>5} {p['n_users']:>5} "
                          f"{p['short_users']['count']:>5}  {cell(train):<15}  {cell(test)}")
     return "\n".join(lines)
 

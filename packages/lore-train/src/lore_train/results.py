@@ -1,8 +1,10 @@
 """results.json: what was run, on what, with which code, and what came out.
 
-The file is the contract other tools read (DESIGN §5): ``config``,
-``dataset`` (the benchmark's meta), ``versions``, ``backend``, ``device`` and
-``runs``, one entry per (K, alpha) with the four settings, ``kept_rank`` and
+The file is the contract other tools read (docs/architecture.md, "Results
+files"): ``config`` (the resolved settings: ``train``, ``data``, ``split``,
+``Ks``, ``alphas``, ...), ``dataset`` (the benchmark's meta), ``versions``,
+``backend``, ``device`` and ``runs``, one entry per (K, alpha) with the
+accuracy on the four splits (keyed by split name), ``kept_rank`` and
 ``train_seconds``; a skipped cell says why in ``skipped``.
 """
 
@@ -23,7 +25,9 @@ import lore_kernels
 
 from .metrics import SETTINGS
 
-RESULTS_FORMAT = 1
+RESULTS_FORMAT = 2
+# Format 1 keyed two of the four settings by other names than their splits.
+_FORMAT1_KEYS = {"seen_unseen_prompts": "seen_test", "unseen_unseen_prompts": "unseen_test"}
 PACKAGES = ("lore-kernels", "lore-datasets", "lore-train", "lore-eval", "torch", "numpy")
 
 
@@ -93,7 +97,15 @@ def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    return load_document(path, "results.json", "runs", "results")
+    """A results.json (``path`` or ``path/results.json``), upgraded to the current format."""
+    doc = load_document(path, "results.json", "runs", "results")
+    if doc.get("format", 1) < 2:
+        for run in doc["runs"]:
+            for old, new in _FORMAT1_KEYS.items():
+                if old in run:
+                    run[new] = run.pop(old)
+        doc["format"] = RESULTS_FORMAT
+    return doc
 
 
 def load_document(path: str | Path, filename: str, key: str, kind: str, hint: str = "") -> dict[str, Any]:

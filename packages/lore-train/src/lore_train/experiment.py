@@ -1,4 +1,4 @@
-"""The rank sweep as an experiment: train, evaluate, checkpoint, write, plot."""
+"""The sweep over K and alpha as an experiment: train, evaluate, checkpoint, write, plot."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import Benchmark
-from lore_train import TrainConfig, sweep
 
 from .calibration import evaluate_calibration
+from .config import TrainConfig
 from .metrics import evaluate
-from .plots import plot_accuracy_vs_rank
+from .plots import can_plot, plot_accuracy_vs_rank
 from .results import new_results, write_results, write_results_csv
+from .sweep import sweep
 
 
-def checkpoint_name(rank: int, alpha: float) -> str:
-    return f"K{rank}_alpha{alpha:g}"
+def checkpoint_name(K: int, alpha: float) -> str:
+    return f"K{K}_alpha{alpha:g}"
 
 
 def run_rank_sweep(
     benchmark: Benchmark,
-    ranks: Sequence[int],
+    Ks: Sequence[int],
     alphas: Sequence[float],
     config: TrainConfig,
     out_dir: str | Path,
@@ -32,7 +33,9 @@ def run_rank_sweep(
     calibrate: bool = True,
 ) -> dict[str, Any]:
     """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
-    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir``.
+    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir`` (the plot only when
+    matplotlib is installed). ``run_config`` adds entries to the results'
+    ``config`` (the command stores its data and split settings there).
 
     results.json is rewritten after every cell, so a long sweep that stops
     early still leaves what it finished. ``calibrate`` adds each cell's
@@ -41,11 +44,11 @@ def run_rank_sweep(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config_doc = {"train": config.to_dict(), "ranks": list(ranks), "alphas": list(alphas),
+    config_doc = {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas),
                   **(run_config or {})}
     results = new_results(config_doc, benchmark.meta, config.device)
-    for run in sweep(benchmark, ranks, alphas, config, progress=progress):
-        entry: dict[str, Any] = {"K": run.rank, "alpha": run.alpha}
+    for run in sweep(benchmark, Ks, alphas, config, progress=progress):
+        entry: dict[str, Any] = {"K": run.K, "alpha": run.alpha}
         if run.skipped:
             entry["skipped"] = run.skipped
         else:
@@ -62,7 +65,7 @@ def run_rank_sweep(
             run.model.meta.update(
                 dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
             )
-            path = run.model.save(out_dir / "checkpoints" / checkpoint_name(run.rank, run.alpha))
+            path = run.model.save(out_dir / "checkpoints" / checkpoint_name(run.K, run.alpha))
             entry["checkpoint"] = str(path.relative_to(out_dir))
         results["runs"].append(entry)
         write_results(results, out_dir / "results.json")
@@ -70,5 +73,6 @@ def run_rank_sweep(
             on_run(entry)
     write_results(results, out_dir / "results.json")
     write_results_csv(results, out_dir / "results.csv")
-    plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+    if can_plot():
+        plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
     return results

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lore_datasets import Benchmark, PreferencePairs, synthetic_benchmark
-from lore_eval.cli.train import main as train_main
-from lore_eval.selection import (
+from lore_train import TrainConfig
+from lore_train.cli import main as train_main
+from lore_train.selection import (
     Candidate,
     Selection,
     choose,
@@ -17,7 +18,6 @@ from lore_eval.selection import (
     validation_split,
     with_test_numbers,
 )
-from lore_train import TrainConfig
 
 # Planted rank 3, users near the simplex corners (Dirichlet 0.1), many users
 # with few pairs each: K < 3 cannot separate the three user types and K > 3
@@ -84,14 +84,14 @@ def test_selects_the_planted_rank_without_reading_test_pairs():
 def test_test_numbers_come_from_the_sweeps_cell_for_the_choice():
     cell = {"mean": 0.8, "std": 0.1, "n_users": 4, "per_user": {}}
     runs = [{"K": 2, "alpha": 0.0, "checkpoint": "checkpoints/K2_alpha0",
-             **{k: cell for k in ("seen_train", "seen_unseen_prompts", "unseen_fewshot",
-                                  "unseen_unseen_prompts")}}]
+             **{k: cell for k in ("seen_train", "seen_test", "unseen_fewshot",
+                                  "unseen_test")}}]
     chosen = Candidate(2, 0.0, validation={"mean": 0.7, "std": 0.1, "n_users": 4})
 
     selection = Selection([chosen], chosen, 0.2, 0, 10, 40)
     doc = with_test_numbers(selection, {"runs": runs})
     assert doc["chosen"]["K"] == 2 and doc["checkpoint"] == "checkpoints/K2_alpha0"
-    assert doc["test"]["unseen_unseen_prompts"] == {"mean": 0.8, "std": 0.1, "n_users": 4}
+    assert doc["test"]["unseen_test"] == {"mean": 0.8, "std": 0.1, "n_users": 4}
     with pytest.raises(ValueError, match="no trained cell K=2"):
         with_test_numbers(selection, {"runs": [{**runs[0], "K": 3}]})
 
@@ -109,5 +109,5 @@ def test_lore_train_select_writes_the_choice_into_results_json(tmp_path, capsys)
     assert selection["val_fraction"] == 0.25
     chosen = selection["chosen"]["K"]
     run = next(r for r in results["runs"] if r["K"] == chosen)
-    assert selection["test"]["seen_unseen_prompts"]["mean"] == run["seen_unseen_prompts"]["mean"]
+    assert selection["test"]["seen_test"]["mean"] == run["seen_test"]["mean"]
     assert f"selected K={chosen}" in capsys.readouterr().out

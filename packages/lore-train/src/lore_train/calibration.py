@@ -26,10 +26,12 @@ import torch
 
 from lore_datasets import Benchmark
 from lore_kernels.reference import bt_terms_reference
-from lore_train import PersonalRewardModel, TrainConfig, fit
 
+from .config import TrainConfig
 from .metrics import SETTINGS
+from .model import PersonalRewardModel
 from .selection import validation_split
+from .trainer import fit
 
 ECE_BINS = 10
 TEMPERATURE_RANGE = (1e-3, 1e3)
@@ -112,7 +114,7 @@ def evaluate_calibration(
     margins there would make T too confident. Scores are given at T
     (``calibrated``) and at T = 1 (``uncalibrated``).
     """
-    train_config = TrainConfig(**model.meta["train_config"]) if "train_config" in model.meta else config
+    train_config = model.train_config or config
     train, val = validation_split(benchmark.seen_train, val_fraction, seed=train_config.seed)
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
@@ -121,8 +123,8 @@ def evaluate_calibration(
     out: dict[str, Any] = {"temperature": T, "fitted_on": "validation split of seen_train "
                            "(model refitted on the rest)", "val_fraction": val_fraction,
                            "val_pairs": val.num_pairs, "ece_bins": ECE_BINS}
-    for key, split in SETTINGS.items():
-        margin = model.margin(benchmark.split(split))
+    for key in SETTINGS:
+        margin = model.margin(benchmark.split(key))
         out[key] = {"calibrated": scores(probabilities(margin, model.tau, T)),
                     "uncalibrated": scores(probabilities(margin, model.tau))}
     return out

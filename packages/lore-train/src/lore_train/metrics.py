@@ -12,22 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lore_datasets import Benchmark, PreferencePairs
-from lore_train import PersonalRewardModel
+from lore_datasets import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
 
-# results.json key -> benchmark split it is measured on
-SETTINGS = {
-    "seen_train": "seen_train",
-    "seen_unseen_prompts": "seen_test",
-    "unseen_fewshot": "unseen_fewshot",
-    "unseen_unseen_prompts": "unseen_test",
-}
-SETTING_LABELS = {
-    "seen_train": "seen users, train pairs",
-    "seen_unseen_prompts": "seen users, unseen prompts",
-    "unseen_fewshot": "unseen users, few-shot pairs",
-    "unseen_unseen_prompts": "unseen users, unseen prompts",
-}
+from .model import PersonalRewardModel
+
+# The four settings are the benchmark's four splits, under the same names.
+SETTINGS = SPLITS
+SETTING_LABELS = SPLIT_LABELS
 
 
 def per_user_accuracy(margin: torch.Tensor, pairs: PreferencePairs) -> dict[str, float]:
@@ -60,5 +51,5 @@ def accuracy(model: PersonalRewardModel, pairs: PreferencePairs) -> dict[str, An
 
 
 def evaluate(model: PersonalRewardModel, benchmark: Benchmark) -> dict[str, dict[str, Any]]:
-    """The four settings, keyed as in results.json."""
-    return {key: accuracy(model, benchmark.split(split)) for key, split in SETTINGS.items()}
+    """Accuracy on each of the four splits, keyed by split name as in results.json."""
+    return {split: accuracy(model, benchmark.split(split)) for split in SETTINGS}

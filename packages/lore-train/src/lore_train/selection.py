@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from lore_datasets import Benchmark, PreferencePairs
-from lore_train import TrainConfig, fit
 
+from .config import TrainConfig
 from .metrics import SETTINGS, accuracy
+from .trainer import fit
 
+VAL_FRACTION = 0.2  # the default share of each seen user's training pairs held out
 TIE_TOLERANCE = 1e-12
 RULE = ("max macro validation accuracy over seen users; ties (within 1e-12) -> smaller K, "
         "then smaller alpha; the chosen cell is refitted on the full seen_train")
@@ -77,7 +79,7 @@ class Selection:
 
 
 def validation_split(
-    pairs: PreferencePairs, fraction: float = 0.2, *, seed: int = 0
+    pairs: PreferencePairs, fraction: float = VAL_FRACTION, *, seed: int = 0
 ) -> tuple[PreferencePairs, PreferencePairs]:
     """(train, validation) over the same user list: per user, round(fraction * n)
     seeded random rows, clipped to [1, n - 1]; users with one pair get none."""
@@ -88,20 +90,20 @@ def validation_split(
     n_val = np.where(counts >= 2, np.clip(np.round(fraction * counts), 1, counts - 1), 0)
     keys = np.random.default_rng([_STREAM, seed]).random(row_user.size)
     order = np.lexsort((keys, row_user))  # rows shuffled within each user
-    rank = np.empty(row_user.size, dtype=np.int64)
-    rank[order] = np.arange(row_user.size) - pairs.offsets.numpy()[row_user[order]]
-    is_val = torch.from_numpy(rank < n_val[row_user])
+    position = np.empty(row_user.size, dtype=np.int64)
+    position[order] = np.arange(row_user.size) - pairs.offsets.numpy()[row_user[order]]
+    is_val = torch.from_numpy(position < n_val[row_user])
     rows = torch.arange(row_user.size)
     return pairs.select_rows(rows[~is_val]), pairs.select_rows(rows[is_val])
 
 
 def select_model(
     benchmark: Benchmark,
-    ranks: Sequence[int],
+    Ks: Sequence[int],
     alphas: Sequence[float],
     config: TrainConfig,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: float = VAL_FRACTION,
     seed: int | None = None,
     progress: bool = False,
 ) -> Selection:
@@ -116,15 +118,15 @@ def select_model(
         raise ValueError("no seen user has two or more training pairs: nothing to validate on")
     candidates = []
     for alpha in alphas:
-        for rank in ranks:
-            cand = Candidate(K=rank, alpha=alpha)
+        for K in Ks:
+            cand = Candidate(K=K, alpha=alpha)
             candidates.append(cand)
-            if benchmark.v_ref is None and (rank == 0 or alpha > 0):
-                cand.skipped = ("no reference head (v_ref) in this data" if rank == 0
+            if benchmark.v_ref is None and (K == 0 or alpha > 0):
+                cand.skipped = ("no reference head (v_ref) in this data" if K == 0
                                 else "alpha > 0 needs v_ref; this data has none")
                 continue
             start = time.perf_counter()
-            model, _ = fit(train, config.with_(rank=rank, alpha=alpha), v_ref=benchmark.v_ref,
+            model, _ = fit(train, config.with_(K=K, alpha=alpha), v_ref=benchmark.v_ref,
                            progress=progress)
             cand.train_seconds = time.perf_counter() - start
             cand.kept_rank = model.kept_rank

@@ -1,16 +1,24 @@
-"""Plots people would rather look at than read."""
+"""accuracy_vs_rank.png: the accuracy of the four settings against K.
+
+matplotlib is optional for lore-train (``pip install lore-train[plots]``, and
+lore-eval depends on it): `lore-train` draws this plot when matplotlib is
+importable and otherwise says so; `lore-eval report` redraws it from
+results.json. The other plots (few-shot curves) belong to lore-eval.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt
-
 from .metrics import SETTING_LABELS
+from .tables import model_label
+
+
+def can_plot() -> bool:
+    """Whether matplotlib is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
@@ -18,12 +26,17 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
 
     The band is ±1 standard error across users (std / sqrt(n_users)).
     """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
     runs = [r for r in results["runs"] if not r.get("skipped")]
     alphas = sorted({r["alpha"] for r in runs}) or [0.0]
     fig, axes = plt.subplots(1, len(alphas), figsize=(7 * len(alphas), 4.5), squeeze=False)
     for ax, alpha in zip(axes[0], alphas):
         cells = sorted((r for r in runs if r["alpha"] == alpha), key=lambda r: r["K"])
-        ranks = [r["K"] for r in cells]
+        Ks = [r["K"] for r in cells]
         for key, label in SETTING_LABELS.items():
             points = [(r["K"], r[key]) for r in cells if r[key]["mean"] is not None]
             if not points:
@@ -34,7 +47,7 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
             ax.plot(xs, means, marker="o", label=label)
             ax.fill_between(xs, [m - e for m, e in zip(means, ses)],
                             [m + e for m, e in zip(means, ses)], alpha=0.15)
-        ax.set_xticks(ranks, ["ref" if k == 0 else str(k) for k in ranks])
+        ax.set_xticks(Ks, [model_label(k) for k in Ks])
         ax.set_xlabel("rank K")
         ax.set_ylabel("pairwise accuracy (macro over users)")
         title = results.get("dataset", {}).get("source", "")

@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from lore_datasets import PreferencePairs, synthetic_benchmark
-from lore_eval import (
+from lore_train import (
     SETTINGS,
+    TrainConfig,
     format_table,
     load_results,
+    model_label,
     per_user_accuracy,
     run_rank_sweep,
     summarize,
 )
-from lore_train import TrainConfig
 
 
 def test_per_user_accuracy_is_strict_and_macro_averaged():
@@ -55,8 +56,8 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 + 2 * len(SETTINGS)  # K=0 skipped: one row with the reason
     assert rows[0]["skipped"].startswith("no reference head")
-    first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_unseen_prompts")
-    assert float(first["mean"]) == pytest.approx(runs[2]["unseen_unseen_prompts"]["mean"])
+    first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_test")
+    assert float(first["mean"]) == pytest.approx(runs[2]["unseen_test"]["mean"])
     table = format_table(on_disk)
     assert "skipped: no reference head" in table and "seen/unseen prompts" in table
 
@@ -67,4 +68,18 @@ def test_rank_zero_runs_when_the_data_has_a_reference_head(tmp_path):
     results = run_rank_sweep(bench, [0], [0.0], TrainConfig(), tmp_path, progress=False)
     ref = results["runs"][0]
     assert "skipped" not in ref and ref["kept_rank"] == 1
-    assert ref["unseen_unseen_prompts"]["mean"] > 0.85  # 1 - label noise, up to sampling
+    assert ref["unseen_test"]["mean"] > 0.85  # 1 - label noise, up to sampling
+
+
+def test_a_format_1_results_file_reads_with_the_split_names(tmp_path):
+    cell = {"mean": 0.5, "std": 0.0, "n_users": 1, "per_user": {"u": 0.5}}
+    old = {"format": 1, "runs": [{"K": 1, "alpha": 0.0, "seen_train": cell, "unseen_fewshot": cell,
+                                  "seen_unseen_prompts": cell, "unseen_unseen_prompts": cell}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    (run,) = load_results(tmp_path)["runs"]
+    assert set(SETTINGS) <= run.keys() and "seen_unseen_prompts" not in run
+
+
+def test_models_have_one_label():
+    assert [model_label(k) for k in (0, 1, 3)] == ["ref", "BT", "K=3"]
+    assert model_label(2, 0.0) == "K=2" and model_label(2, 1e4) == "K=2, alpha=10000"

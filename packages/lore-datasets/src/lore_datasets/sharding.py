@@ -1,0 +1,59 @@
+"""Pair-balanced contiguous user blocks for data-parallel ranks.
+
+Splitting users into equal *counts* leaves the rank with the heavy users
+doing most of the work while the others wait. Here rank r's block ends at
+the user boundary nearest to (r + 1) * M / world in the cumulative pair
+count, so every rank's pair count is within one user's pairs of M / world
+(precisely: each boundary is at most half the straddling user's pairs from
+its target). Blocks stay contiguous, so a rank reads one row range
+(``storage.read_users``); the plan needs only the per-user offsets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+def balanced_user_blocks(
+    offsets: torch.Tensor | np.ndarray | Sequence[int], world_size: int
+) -> list[tuple[int, int]]:
+    """``world_size`` contiguous ``(user_start, user_stop)`` blocks covering every user.
+
+    ``offsets`` is int [N+1], nondecreasing from 0 (user u owns rows
+    offsets[u]:offsets[u+1]). A block may be empty (more ranks than users,
+    or a user holding more than a rank's share); users with no pairs go with
+    the block whose boundary they sit beside. A pure function: every rank
+    computes the same plan.
+    """
+    off = np.asarray(offsets.cpu() if isinstance(offsets, torch.Tensor) else offsets)
+    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
+        raise DataError(f"world_size must be a positive integer, got {world_size!r}")
+    if off.ndim != 1 or off.size < 1 or not np.issubdtype(off.dtype, np.integer):
+        raise DataError(f"offsets must be a 1-D integer table [N+1], got shape {off.shape} {off.dtype}")
+    if off[0] != 0 or (np.diff(off) < 0).any():
+        raise DataError("offsets must start at 0 and never decrease")
+    n, total = off.size - 1, int(off[-1])
+    bounds = [0]
+    for r in range(1, world_size):
+        target = total * r / world_size
+        # the user boundary whose cumulative count is nearest the target
+        right = int(np.searchsorted(off, target, side="left"))
+        left = max(right - 1, 0)
+        right = min(right, n)
+        best = left if target - off[left] <= off[right] - target else right
+        bounds.append(max(best, bounds[-1]))
+    bounds.append(n)
+    return list(itertools.pairwise(bounds))
+
+
+def block_pairs(offsets: torch.Tensor | np.ndarray | Sequence[int],
+                blocks: Sequence[tuple[int, int]]) -> list[int]:
+    """Pairs in each block (to log or check a plan)."""
+    off = np.asarray(offsets.cpu() if isinstance(offsets, torch.Tensor) else offsets)
+    return [int(off[b] - off[a]) for a, b in blocks]

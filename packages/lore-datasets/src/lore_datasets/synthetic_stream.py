@@ -1,0 +1,160 @@
+"""Synthetic users streamed straight into the canonical on-disk form, in bounded memory.
+
+The same generative model as ``synthetic.make_synthetic`` (planted basis,
+Dirichlet users, labels oriented by the true margin then flipped with
+``label_noise``), drawn block by block of ``BLOCK_USERS`` users and split as
+it is drawn, so a data set of millions of users never sits in memory: only
+one block, the shards being filled (``max_shard_bytes`` per split) and the
+per-user tables (a few dozen bytes per user) do.
+
+Draws: the basis and all users' weights come from ``default_rng(seed)`` as in
+``make_synthetic``; block b's rows from ``default_rng([seed, b + 1])``. So the
+data depend on the seed only, not on the shard size, but the rows are not
+``make_synthetic``'s rows for the same seed.
+
+The split follows ``SplitConfig`` as ``split_benchmark`` does: the same
+users are unseen (the same seeded draw over sorted ids); by prompt, the same
+prompts are held out whenever every prompt id occurs (certain at scale);
+by pair and for ``max_fewshot_pairs``, each user's rows are ranked with keys
+from the block's stream (the same rule, other random keys).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .pairs import SPLITS
+from .splits import SplitConfig, held_out_prompt_mask, unseen_user_mask
+from .storage import BenchmarkWriter
+from .synthetic import Oracle, check_generator, draw_rows, draw_users
+
+BLOCK_USERS = 4096
+DEFAULT_SHARD_BYTES = 64 * 2**20
+
+
+def write_synthetic(
+    out_dir: str | Path,
+    *,
+    num_users: int = 1_000_000,
+    pairs_per_user: int = 20,
+    dim: int = 32,
+    rank: int = 4,
+    label_noise: float = 0.05,
+    dirichlet_alpha: float = 0.3,
+    num_prompts: int = 200,
+    logit_std: float = 3.0,
+    tau: float = 0.01,
+    seed: int = 0,
+    split: SplitConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> Oracle:
+    """Draw and split ``num_users`` synthetic users into ``out_dir``; returns the planted truth.
+
+    ``Benchmark.load(out_dir)`` reads it whole, ``storage.read_users`` by user block.
+    """
+    check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
+    config = split or SplitConfig(seed=seed)
+    if pairs_per_user < config.min_pairs_per_user:
+        raise DataError(f"pairs_per_user={pairs_per_user} < min_pairs_per_user="
+                        f"{config.min_pairs_per_user}: every user would be excluded")
+    if num_users < 2:
+        raise DataError("need at least 2 users so that both seen and unseen users exist")
+    split_by, reason = _split_by(config, num_prompts, pairs_per_user)
+    generator = {"num_users": num_users, "pairs_per_user": pairs_per_user, "dim": dim,
+                 "rank": rank, "label_noise": label_noise, "dirichlet_alpha": dirichlet_alpha,
+                 "num_prompts": num_prompts, "logit_std": logit_std, "tau": tau, "seed": seed,
+                 "block_users": BLOCK_USERS, "streamed": True}
+
+    V, weights = draw_users(np.random.default_rng(seed), num_users, dim, rank, dirichlet_alpha,
+                            logit_std, tau)
+    is_unseen = unseen_user_mask(num_users, config)
+    is_test_prompt = held_out_prompt_mask(num_prompts, config) if split_by == "prompt" else None
+    width, pwidth = len(str(num_users - 1)), len(str(num_prompts - 1))
+    prompt_names = np.asarray([f"p{p:0{pwidth}d}" for p in range(num_prompts)])
+
+    writer = BenchmarkWriter(out_dir, dim=dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
+    flipped = 0
+    with_pairs = dict.fromkeys(SPLITS, 0)
+    for start in range(0, num_users, BLOCK_USERS):
+        stop = min(start + BLOCK_USERS, num_users)
+        rng = np.random.default_rng([seed, start // BLOCK_USERS + 1])
+        local = np.repeat(np.arange(stop - start), pairs_per_user)
+        z, prompt, flip = draw_rows(rng, weights[start + local], V, label_noise, num_prompts)
+        flipped += int(flip.sum())
+        if is_test_prompt is not None:
+            test = is_test_prompt[prompt]
+        else:
+            n_test = min(max(round(config.test_fraction * pairs_per_user), 1),
+                         max(pairs_per_user - 1, 1))
+            test = _rank_in_user(rng, local, np.ones(local.size, bool), pairs_per_user) < n_test
+        unseen_row = is_unseen[start + local]
+        fewshot = ~test & unseen_row
+        if config.max_fewshot_pairs is not None:
+            fewshot &= _rank_in_user(rng, local, fewshot, pairs_per_user) < config.max_fewshot_pairs
+        features = torch.from_numpy(z.astype(np.float32))
+        ids = np.asarray([f"u{i:0{width}d}" for i in range(start, stop)])
+        block_unseen = is_unseen[start:stop]
+        rows = {"seen_train": ~unseen_row & ~test, "seen_test": ~unseen_row & test,
+                "unseen_fewshot": fewshot, "unseen_test": unseen_row & test}
+        for name, mask in rows.items():
+            users = block_unseen if name.startswith("unseen") else ~block_unseen
+            counts = np.bincount(local[mask], minlength=stop - start)[users]
+            with_pairs[name] += int((counts > 0).sum())
+            writer.add(name, features[torch.from_numpy(mask)], counts, ids[users].tolist(),
+                       prompt_names[prompt[mask]].tolist())
+
+    counts = {name: {"pairs": writer.splits[name].rows + writer.splits[name].pending_rows,
+                     "users": writer.splits[name].users,
+                     "users_with_pairs": with_pairs[name]} for name in SPLITS}
+    empty = [name for name, c in counts.items() if c["pairs"] == 0]
+    if empty:
+        raise DataError(f"split {empty[0]!r} is empty (split by {split_by}); raise num_users or "
+                        "pairs_per_user, or change the fractions")
+    meta = {
+        "source": "synthetic", "embedder": None, "generator": generator,
+        "flipped_fraction": flipped / (num_users * pairs_per_user),
+        "pairs": num_users * pairs_per_user, "users": num_users, "dim": dim,
+        "split": {"split_by": split_by, "reason": reason, "seed": config.seed,
+                  "config": asdict(config), "counts": counts, "users_in": num_users,
+                  "excluded_users": {"count": 0, "pairs": 0, "ids": []},
+                  "test_prompts": None if is_test_prompt is None
+                  else prompt_names[is_test_prompt].tolist()},
+    }
+    writer.close(meta)
+    user_ids = [f"u{i:0{width}d}" for i in range(num_users)]
+    return Oracle(torch.from_numpy(V.astype(np.float32)), torch.from_numpy(weights.astype(np.float32)),
+                  user_ids, tau)
+
+
+def _split_by(config: SplitConfig, num_prompts: int, pairs_per_user: int) -> tuple[str, str]:
+    if config.split_by == "prompt" or (
+            config.split_by == "auto" and num_prompts >= config.min_prompts_for_prompt_split):
+        if num_prompts < 2:
+            raise DataError(f"split_by='prompt' needs >= 2 prompts, got num_prompts={num_prompts}")
+        return "prompt", ("requested" if config.split_by == "prompt" else
+                          f"{num_prompts} prompts >= min_prompts_for_prompt_split="
+                          f"{config.min_prompts_for_prompt_split}")
+    return "pair", ("requested" if config.split_by == "pair" else
+                    f"only {num_prompts} prompts < min_prompts_for_prompt_split="
+                    f"{config.min_prompts_for_prompt_split}")
+
+
+def _rank_in_user(rng: np.random.Generator, local: np.ndarray, mask: np.ndarray,
+                  pairs_per_user: int) -> np.ndarray:
+    """A random rank of each masked row among its user's masked rows (others: huge).
+
+    Users own ``pairs_per_user`` consecutive rows, so a random key per row
+    plus one lexsort ranks within every user at once.
+    """
+    keys = np.where(mask, rng.random(local.size), math.inf)
+    order = np.lexsort((keys, local))
+    rank = np.empty(local.size, dtype=np.int64)
+    rank[order] = np.arange(local.size) % pairs_per_user
+    return np.where(mask, rank, np.iinfo(np.int64).max)

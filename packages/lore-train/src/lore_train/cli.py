@@ -1,0 +1,133 @@
+"""``lore-train``: sweep K x alpha on a data set; write results, checkpoints and the plot.
+
+    lore-train --dataset llmfao --K 0 1 2 3 --out runs/llmfao
+    lore-train --preset reference-regularized --dataset prism --data-dir data/prism --K 0 1 8
+
+Every data, split and training flag is generated from the settings records
+(`DataSource`, `SplitConfig`, `TrainConfig`), so their types, choices,
+defaults and help are written once, there; results.json stores the resolved
+records. Only argument handling and printing live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
+from lore_datasets.cli_common import resolve_device, run_cli
+from lore_datasets.settings import add_arguments, given, to_dict
+
+from .config import PRESETS, TrainConfig
+from .experiment import run_rank_sweep
+from .model import UnknownUserError
+from .plots import can_plot
+from .results import write_results
+from .selection import VAL_FRACTION, select_model, with_test_numbers
+from .tables import format_selection, format_table
+
+SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
+SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
+BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lore-train",
+        description="Fit low-rank personalized reward models for a list of K and "
+        "regularization strengths alpha; evaluate the four settings.",
+    )
+    p.add_argument("--preset", choices=tuple(PRESETS), default="reference",
+                   help="starting training settings; flags below override them: reference (the "
+                   "reference run()), reference-regularized (its PRISM run_regularized()) "
+                   "(default: reference)")
+    add_arguments(p.add_argument_group("data"), DataSource)
+    add_arguments(p.add_argument_group("split (default: the data set's own)"), SplitConfig,
+                  exclude=("seed",), default_note="dataset")
+    model = p.add_argument_group("model and training")
+    model.add_argument("--K", type=int, nargs="+", default=list(SWEEP_KS),
+                       help=f"values of K to fit (default: {' '.join(map(str, SWEEP_KS))})")
+    model.add_argument("--alpha", type=float, nargs="+", default=argparse.SUPPRESS,
+                       help="cosine regularization strengths toward v_ref "
+                       "(default: the preset's alpha)")
+    add_arguments(model, TrainConfig, exclude=SWEPT + BY_COMMAND,
+                  default_note="; presets may change it")
+    select = p.add_argument_group("model selection")
+    select.add_argument("--select", action="store_true",
+                        help="also choose (K, alpha) on a validation split of the seen users' "
+                        "training pairs (never test pairs) and report the choice's test numbers")
+    select.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                        help="fraction of each seen user's training pairs held out for --select "
+                        f"(default: {VAL_FRACTION})")
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                     help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
+                     "; the split's own seed otherwise)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<dataset>)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
+
+
+def _train(args: argparse.Namespace) -> int:
+    source = DataSource(**given(args, _names(DataSource)))
+    split_changes = given(args, _names(SplitConfig))
+    train_changes = given(args, [n for n in _names(TrainConfig) if n not in SWEPT + BY_COMMAND])
+    if hasattr(args, "seed"):
+        split_changes["seed"] = train_changes["seed"] = args.seed
+    config = TrainConfig.preset(args.preset, **train_changes, device=resolve_device(args.device))
+    alphas = getattr(args, "alpha", [config.alpha])
+    benchmark = source.load(split=split_changes)
+    out = args.out or Path("runs") / Path(source.dataset).name
+    print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
+    # the split as resolved (a reference loader changes nothing but the seed)
+    split = benchmark.meta.get("split", {}).get("config") or to_dict(SplitConfig(**split_changes))
+    results = run_rank_sweep(
+        benchmark, args.K, alphas, config, out,
+        run_config={"preset": args.preset, "data": to_dict(source), "split": split,
+                    "select": {"val_fraction": args.val_fraction} if args.select else None,
+                    "out": str(out)},
+        progress=not args.no_progress,
+    )
+    print(format_table(results))
+    if args.select:
+        print(_select(benchmark, args.K, alphas, config, results, args.val_fraction, out,
+                      progress=not args.no_progress))
+    plot = f"{out / 'accuracy_vs_rank.png'}, " if can_plot() else ""
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {plot}{out / 'checkpoints'}/")
+    if not plot:
+        print("lore-train: no plot (matplotlib is not installed; `lore-eval report` draws it)",
+              file=sys.stderr)
+    return 0
+
+
+def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,
+            results: dict[str, Any], val_fraction: float, out: Path, *, progress: bool) -> str:
+    """Pick (K, alpha) on validation, store it in results.json, and say what was chosen."""
+    selection = select_model(benchmark, Ks, alphas, config, val_fraction=val_fraction,
+                             progress=progress)
+    results["selection"] = with_test_numbers(selection, results)
+    write_results(results, out / "results.json")
+    return "\n" + format_selection(results["selection"])
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _describe(benchmark: Benchmark) -> str:
+    parts = [f"{name}: {benchmark.split(name).num_pairs} pairs" for name in SPLITS]
+    return (f"{benchmark.seen_train.num_users} seen + {benchmark.unseen_test.num_users} unseen "
+            f"users, d={benchmark.dim}; " + ", ".join(parts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The pieces of the training objective around the fused Bradley-Terry op.
+
+The loss is sum_m c_m softplus(-tau margin_m) (computed by
+`lore_kernels.lowrank_bt`); these are its row weights c and the optional
+cosine pull of V's columns toward the reference head v_ref.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lore_datasets import PreferencePairs
+
+
+def row_weights(pairs: PreferencePairs, reduction: str) -> torch.Tensor:
+    """c_m of the loss sum_m c_m softplus(-tau margin_m).
+
+    ``user_mean`` (c = 1/n_u) sums each user's mean loss, the paper's
+    objective; ``pair_mean`` (c = 1/M) weighs users by their number of pairs.
+    """
+    if pairs.num_pairs == 0:
+        raise ValueError("no pairs to train on")
+    if reduction == "pair_mean":
+        return torch.full((pairs.num_pairs,), 1.0 / pairs.num_pairs, dtype=torch.float32)
+    if reduction == "user_mean":
+        counts = pairs.pairs_per_user().to(torch.float32)
+        return 1.0 / counts[pairs.user.cpu()]
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def alpha_at(step: int, steps: int, alpha: float) -> float:
+    """The regularization ramp: 0 before int(0.2T), alpha from int(0.8T), linear between."""
+    start, end = int(0.2 * steps), int(0.8 * steps)
+    if step < start:
+        return 0.0
+    if step >= end or end == start:
+        return alpha
+    return alpha * (step - start) / (end - start)
+
+
+def cosine_penalty(V: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
+    """mean_j (1 - cos(V[:, j], v_ref))."""
+    return (1.0 - F.cosine_similarity(V, v_ref[:, None].to(V), dim=0)).mean()
