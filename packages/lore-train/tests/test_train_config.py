@@ -35,9 +35,7 @@ def test_from_dict_round_trips_and_names_an_unknown_key():
         TrainConfig.from_dict(stored, source="ckpt/config.json")
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         TrainConfig.preset("fast")
-    # the reference fits new users by maximum likelihood; the default uses the population prior
-    assert PRESETS["reference"] == {"fewshot_prior": "none"}
-    assert TrainConfig.preset("reference") == TrainConfig(fewshot_prior="none")
+    assert PRESETS["reference"] == {} and TrainConfig.preset("reference") == TrainConfig()
 
 
 def test_the_preset_reaches_the_run_and_flags_override_it(tmp_path, capsys):

@@ -6,8 +6,8 @@ results files and checkpoints store ``to_dict()``, and ``from_dict`` reads
 that back. The defaults reproduce the reference `run()` entry point (joint
 Adam, lr 0.5, 1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps
 at lr 0.1), except that new users are fitted MAP under the population prior
-(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS` names the reference's other setting, the PRISM
-`run_regularized()`.
+(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS`
+names the reference's other setting, the PRISM `run_regularized()`.
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The reference `run()`: the dataclass defaults, new users by maximum likelihood.
-    "reference": {"fewshot_prior": "none"},
+    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" for its
+    # maximum-likelihood few-shot fit).
+    "reference": {},
     # The reference `run_regularized()` (PRISM at HEAD): alternating W/V Adam
     # steps, U[0,1) logits, global-mean loss, cosine pull toward v_ref with
     # alpha 1e4, 20000 steps, column pruning at 1e-2, few-shot lr 0.5.
@@ -119,6 +120,5 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=20000,
         prune_threshold=1e-2,
         fewshot_lr=0.5,
-        fewshot_prior="none",
     ),
 }
