@@ -23,7 +23,7 @@ from lore_datasets.outputs import check_run_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 
 from .config import PRESETS, TrainConfig
-from .experiment import run_rank_sweep
+from .experiment import check_resumable, run_rank_sweep
 from .model import UnknownUserError
 from .plots import can_plot
 from .results import write_results
@@ -101,16 +101,21 @@ def _train(args: argparse.Namespace) -> int:
     _check_arguments(args, config, alphas)
     out = check_run_dir(args.out or Path("runs") / Path(source.dataset).name,
                         overwrite=args.overwrite, resume=args.resume)
+    run_config = {"preset": args.preset, "data": to_dict(source),
+                  "select": {"val_fraction": args.val_fraction} if args.select else None,
+                  "out": str(out)}
+    if args.resume:  # what can be compared before the data is loaded
+        check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
+                              **run_config})
     benchmark = source.load(split=split_changes)
     check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
     # the split as resolved (a reference loader changes nothing but the seed)
-    split = benchmark.meta.get("split", {}).get("config") or to_dict(SplitConfig(**split_changes))
+    run_config["split"] = (benchmark.meta.get("split", {}).get("config")
+                           or to_dict(SplitConfig(**split_changes)))
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
-        run_config={"preset": args.preset, "data": to_dict(source), "split": split,
-                    "select": {"val_fraction": args.val_fraction} if args.select else None,
-                    "out": str(out)},
+        run_config=run_config,
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
         checkpoint_every=args.checkpoint_every,
     )

@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
+import torch
+
 from lore_datasets.settings import from_dict
 
 Mode = Literal["joint", "alternating"]
@@ -92,6 +94,10 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device {self.device!r} is not a device name (cpu, cuda, cuda:N)") from None
         if self.prune_threshold is not None and not 0 <= self.prune_threshold < 1:
             raise ValueError(f"prune_threshold must be in [0, 1) (a softmax weight), "
                              f"got {self.prune_threshold}")

@@ -103,20 +103,45 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
     return entry
 
 
-def _finished_cells(out_dir: Path, config_doc: dict[str, Any]) -> dict[tuple[int, float], dict[str, Any]]:
-    """The cells an earlier run into ``out_dir`` finished, after checking it ran the same sweep."""
+def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of the earlier run in ``out_dir`` if it ran the same sweep (None: no run yet).
+
+    ``config_doc`` may hold only some of the results' ``config`` entries (a
+    command checks what it knows before loading the data); the first setting
+    that differs is named in the error.
+    """
+    out_dir = Path(out_dir)
     path = out_dir / "results.json"
     if not path.is_file():
-        if any(p for p in out_dir.iterdir()):
+        if out_dir.is_dir() and any(out_dir.iterdir()):
             raise DataError(f"{out_dir}: cannot resume: no results.json (not a lore-train run?)")
-        return {}
+        return None
     previous = load_results(path)
-    stored = previous.get("config", {})
     config_doc = json.loads(json.dumps(config_doc, default=str))  # as the file stores it
-    for key, value in config_doc.items():
-        if stored.get(key) != value:
-            raise DataError(f"{path}: cannot resume: the earlier run had config.{key} = "
-                            f"{stored.get(key)!r}, this one {value!r}")
+    difference = _first_difference(previous.get("config", {}), config_doc, "config")
+    if difference is not None:
+        where, old, new = difference
+        raise DataError(f"{path}: cannot resume: the earlier run had {where} = {old!r}, "
+                        f"this one {new!r} (resume with the same settings, or use --overwrite)")
+    return previous
+
+
+def _first_difference(stored: Any, wanted: Any, where: str) -> tuple[str, Any, Any] | None:
+    """The first (dotted key, stored, wanted) where ``wanted``'s entries differ from ``stored``."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key, value in wanted.items():
+            found = _first_difference(stored.get(key), value, f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    return None if stored == wanted else (where, stored, wanted)
+
+
+def _finished_cells(out_dir: Path, config_doc: dict[str, Any]) -> dict[tuple[int, float], dict[str, Any]]:
+    """The cells an earlier run into ``out_dir`` finished, after checking it ran the same sweep."""
+    previous = check_resumable(out_dir, config_doc)
+    if previous is None:
+        return {}
     finished = {}
     for entry in previous.get("runs", []):
         checkpoint = entry.get("checkpoint")

@@ -18,8 +18,7 @@ from lore_datasets import DataSource, SplitConfig
 from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
 from lore_datasets.outputs import atomic_write_text, check_output_dir
 from lore_datasets.settings import add_arguments, given, to_dict
-from lore_train import UnknownUserError
-from lore_train.checkpoint import read_checkpoint_config
+from lore_train import PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank
 from lore_train.results import load_results
 from lore_train.tables import model_label
@@ -87,7 +86,7 @@ def _fewshot(args: argparse.Namespace) -> int:
     if args.run is not None:
         checkpoints = find_checkpoints(args.run, args.K) + checkpoints
     for checkpoint in checkpoints:  # a broken checkpoint fails now, not after the data loads
-        read_checkpoint_config(checkpoint)
+        PersonalRewardModel.load(checkpoint)
     source, split = _data_settings(args)
     benchmark = source.load(split=split)
     print(f"lore-eval fewshot: {len(checkpoints)} checkpoint(s), "
