@@ -168,6 +168,20 @@ def test_lore_train_bad_value(corpus, tmp_path, capsys, args, pattern):
     assert sorted(p.name for p in out.parent.iterdir()) == ["old"]  # no staging left behind
 
 
+def test_lore_train_fit_that_diverges_mid_run(corpus, tmp_path, capsys):
+    """Fails after the data loaded and training began: the old run must survive that too."""
+    out = old_run(corpus, tmp_path)
+    before = snapshot(out)
+    code, err = call(train_main, ["--dataset", corpus["good"], *FAST, "--K", "1", "2", "--lr",
+                                  "1e30", "--tau", "1e30", "--out", out, "--overwrite"], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()  # the data summary came first; then one error line
+    assert [line for line in lines if ": error: " in line] == lines[-1:]
+    assert re.search(r"^lore-train: error: loss became (nan|inf) at step \d+ \(K=1\)", lines[-1])
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["old"]
+
+
 # -- lore-train: data ----------------------------------------------------------
 
 TRAIN_DATA = [

@@ -22,7 +22,9 @@ from .errors import DataError
 
 # Failures a user can fix (bad data, a missing or unreadable file, a bad
 # value, an output place that cannot be written): one line, exit 2.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DataError, OSError, ValueError)
+# FloatingPointError: a fit whose loss became NaN or inf (a learning rate too high).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DataError, OSError, ValueError,
+                                                    FloatingPointError)
 DEBUG_ENV = "LORE_DEBUG"
 
 
