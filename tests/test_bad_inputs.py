@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lore_datasets import DataError, synthetic_benchmark
+from lore_datasets import DataError, DataSource, synthetic_benchmark
 from lore_datasets.embed.cli import main as prepare_main
 from lore_datasets.outputs import atomic_write_text, output_directory
 from lore_eval.cli.evaluate import main as eval_main
@@ -59,6 +59,28 @@ def write_dataset(root: Path, *, header: str = "user_id,prompt_id,response_a,res
     return root
 
 
+def _edit_text(name: str, old: str, new: str):
+    def mutate(directory: Path) -> None:
+        path = directory / name
+        path.write_text(path.read_text().replace(old, new, 1))
+    return mutate
+
+
+MUTATIONS = {
+    "NaN embeddings": lambda d: np.save(d / "embeddings.npy", np.full((50, D), np.nan, np.float32)),
+    "integer embeddings": lambda d: np.save(d / "embeddings.npy", np.zeros((50, D), np.int64)),
+    "pickled embeddings": lambda d: np.save(d / "embeddings.npy", np.array([{}] * 50, dtype=object),
+                                            allow_pickle=True),
+    "garbage embeddings": lambda d: (d / "embeddings.npy").write_bytes(b"garbage"),
+    "header only": lambda d: (d / "comparisons.csv").write_text(
+        "user_id,prompt_id,response_a,response_b,label\n"),
+    "empty comparisons": lambda d: (d / "comparisons.csv").write_text(""),
+    "missing column": _edit_text("comparisons.csv", "label", "verdict"),
+    "bad JSON line": _edit_text("responses.jsonl", '"text": "t"}', '"text": "t"'),
+    "duplicate response id": _edit_text("responses.jsonl", '"1:0"', '"0:0"'),
+}
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The data set, its broken variants, and a finished run with checkpoints."""
@@ -84,6 +106,15 @@ def corpus(tmp_path_factory):
     wrongrows = write_dataset(base / "rows")
     np.save(wrongrows / "embeddings.npy", np.zeros((3, D), np.float32))
     bad["too few embedding rows"] = wrongrows
+    for case, mutate in MUTATIONS.items():
+        directory = write_dataset(base / case.replace(" ", "_"))
+        mutate(directory)
+        bad[case] = directory
+    canonical = base / "canonical"  # the saved (safetensors + JSON) form, its index cut short
+    DataSource(dataset=str(good)).load(split={"min_pairs_per_user": 10}).save(canonical)
+    index = canonical / "benchmark.json"
+    index.write_bytes(index.read_bytes()[:40])
+    bad["truncated benchmark.json"] = canonical
     run = base / "run"
     assert train_main(["--dataset", str(good), "--K", "1", "2", "--out", str(run), *FAST]) == 0
     return {"good": good, "bad": bad, "run": run, "base": base}
@@ -151,6 +182,8 @@ TRAIN_VALUES = [
      r"be skipped: alpha > 0 needs v_ref.*; no reference head"),
     (["--K", "0"], r"nothing can train.*no reference head"),
     (["--overwrite", "--resume"], r"--overwrite and --resume contradict each other"),
+    (["--unseen-fraction", "nan"], r"unseen_user_fraction must be strictly between 0 and 1, got nan"),
+    (["--min-pairs", "0"], r"min_pairs_per_user must be >= 1, got 0"),
 ]
 if not torch.cuda.is_available():
     TRAIN_VALUES.append((["--device", "cuda:0"], r"--device cuda:0: this torch has no usable CUDA"))
@@ -193,6 +226,16 @@ TRAIN_DATA = [
     ("truncated gz", r"comparisons.csv.gz"),
     ("no embeddings", r"embeddings.npy"),
     ("too few embedding rows", r"embeddings.npy|responses.jsonl"),
+    ("NaN embeddings", r"embeddings.npy: NaN/Inf in 50 embedding rows"),
+    ("integer embeddings", r"embeddings.npy: expected a 2-D float matrix"),
+    ("pickled embeddings", r"embeddings.npy: not a readable .npy matrix"),
+    ("garbage embeddings", r"embeddings.npy: not a readable .npy matrix"),
+    ("header only", r"comparisons.csv: no comparisons"),
+    ("empty comparisons", r"comparisons.csv: empty file"),
+    ("missing column", r"comparisons.csv.*label"),
+    ("bad JSON line", r"responses.jsonl, line 1: invalid JSON"),
+    ("duplicate response id", r"responses.jsonl, line 3: duplicate response_id '0:0'"),
+    ("truncated benchmark.json", r"benchmark.json"),
 ]
 
 
