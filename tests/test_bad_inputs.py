@@ -279,17 +279,23 @@ def test_lore_train_out_that_cannot_be_a_directory(tmp_path, capsys, where):
     assert blocker.read_text() == "keep me"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_lore_train_unwritable_out(tmp_path, capsys):
+def test_lore_train_unwritable_out(tmp_path, capsys, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    if os.geteuid() == 0:  # root may write anywhere: make the permission check say no
+        import lore_datasets.outputs
+
+        real_access = os.access
+        monkeypatch.setattr(lore_datasets.outputs.os, "access",
+                            lambda p, mode: Path(p) != locked and real_access(p, mode))
     try:
         code, err = call(train_main, ["--dataset", tmp_path / "nowhere", "--out", locked / "run"],
                          capsys)
     finally:
         locked.chmod(0o700)
     assert_one_line_error(code, err, "lore-train", "locked is not writable")
+    assert list(locked.iterdir()) == []
 
 
 def test_lore_train_resume_refuses_another_sweep_or_a_foreign_directory(corpus, tmp_path, capsys):
