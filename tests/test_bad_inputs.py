@@ -479,6 +479,8 @@ def test_lore_prepare_bad_inputs(tmp_path, capsys):
          r"latin.jsonl.*UTF-8"),
         (["embed", "--source", "tldr", "--pairs", pairs, "--out", tmp_path / "o"],
          r"--pairs FILE goes with --source pairs"),
+        (["embed", "--source", "pairs", "--pairs", tmp_path / "none.jsonl", "--device", "tpu",
+          "--out", tmp_path / "o"], r"--device 'tpu': not a device name"),
         (["embed", "--source", "pairs", "--pairs", pairs, "--out", blocker],
          r"--out .*taken: exists and is not a directory"),
         (["convert", "--dataset", tmp_path / "nowhere", "--out", tmp_path / "o"], r"nowhere"),

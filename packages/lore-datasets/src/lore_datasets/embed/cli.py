@@ -157,6 +157,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     if (args.source == "pairs") != (args.pairs is not None):
         raise DataError("--pairs FILE goes with --source pairs (and only with it)")
+    resolve_device(args.device)  # a bad --device fails before the pairs are read
     pairs = read_pairs(args.pairs) if args.pairs is not None else None
     embedder = _embedder(args)
     common = {"shard_size": args.shard_size, "progress": not args.no_progress}
