@@ -47,11 +47,11 @@ class TrainState:
 
 def fingerprint(pairs: PreferencePairs) -> dict[str, Any]:
     """What identifies the training pairs cheaply: sizes, users and a checksum of the rows."""
-    users = hashlib.sha256("\n".join(pairs.user_ids).encode()).hexdigest()[:16]
+    users = hashlib.sha256("\n".join(pairs.user_ids).encode())
+    users.update(pairs.pairs_per_user().numpy().tobytes())  # which rows each user owns
     return {"num_pairs": pairs.num_pairs, "num_users": pairs.num_users, "dim": pairs.dim,
-            "users_sha256": users,
-            "feature_sum": float(pairs.features.double().sum()),
-            "rows_per_user": pairs.pairs_per_user().tolist()[:1000]}
+            "users_sha256": users.hexdigest()[:16],
+            "feature_sum": float(pairs.features.sum(dtype=torch.float64))}
 
 
 def save_state(directory: str | Path, state: TrainState, config: TrainConfig,
