@@ -60,7 +60,8 @@ def run_rank_sweep(
     with output_directory(out_dir, overwrite=overwrite, resume=resume) as work:
         done = _finished_cells(work, config_doc) if resume else {}
         results = new_results(config_doc, benchmark.meta, config.device)
-        write_results(results, work / "results.json")
+        if not done:  # marks the directory as a run from the start (--resume looks for it)
+            write_results(results, work / "results.json")
         for alpha in alphas:
             for K in Ks:
                 entry = done.get((K, float(alpha)))
