@@ -119,6 +119,7 @@ def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str
         return None
     previous = load_results(path)
     config_doc = json.loads(json.dumps(config_doc, default=str))  # as the file stores it
+    config_doc.pop("out", None)  # the same directory may be named another way (relative path)
     difference = _first_difference(previous.get("config", {}), config_doc, "config")
     if difference is not None:
         where, old, new = difference
