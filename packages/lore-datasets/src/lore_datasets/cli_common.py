@@ -3,17 +3,41 @@
 It lives in lore-datasets, the lowest package with a command (`lore-prepare`),
 so that `lore-train` and `lore-eval` use the same code without importing each
 other.
+
+An expected failure (bad data, a bad flag value, a missing or unreadable
+file, an output place that cannot be written) is printed as one line
+``prog: error: ...`` and the command exits with 2. Set the environment
+variable ``LORE_DEBUG=1`` to get the full traceback instead (`DEBUG_ENV`).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from .errors import DataError
 
-# Failures a user can fix (bad data, a missing file, a bad value): one line, exit 2.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DataError, FileNotFoundError, ValueError)
+# Failures a user can fix (bad data, a missing or unreadable file, a bad
+# value, an output place that cannot be written): one line, exit 2.
+# FloatingPointError: a fit whose loss became NaN or inf (a learning rate too high).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DataError, OSError, ValueError,
+                                                    FloatingPointError)
+DEBUG_ENV = "LORE_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether ``LORE_DEBUG`` asks for tracebacks (any value but "", "0", "false", "no")."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (exit 2), like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def resolve_device(name: str) -> str:
@@ -22,8 +46,17 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: this torch has no usable CUDA device")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DataError(f"--device {name!r}: not a device name (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError(f"--device {name}: this torch has no usable CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DataError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise DataError(f"--device {name!r}: lore runs on cpu or cuda")
     return name
 
 
@@ -36,13 +69,25 @@ def run_cli(
     """Run ``main``; an expected failure prints ``prog: error: ...`` and returns 2.
 
     ``expected`` adds a command's own error types (say, an unknown user) to
-    `EXPECTED_ERRORS`. Anything else is a bug and keeps its traceback.
+    `EXPECTED_ERRORS`. Anything else is a bug and keeps its traceback; under
+    ``LORE_DEBUG=1`` expected failures keep theirs too.
     """
     try:
         return main()
     except (*EXPECTED_ERRORS, *expected) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        if debugging():
+            raise
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (an OSError without its errno prefix)."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())

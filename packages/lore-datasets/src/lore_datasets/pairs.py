@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .outputs import atomic_write, atomic_write_text
+
 FORMAT_VERSION = 1
 
 
@@ -158,9 +160,9 @@ class PreferencePairs:
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.tensors(), directory / "pairs.safetensors")
-        (directory / "pairs.json").write_text(json.dumps({"format": FORMAT_VERSION, **self.ids()}))
+        tensors = self.tensors()
+        atomic_write(directory / "pairs.safetensors", lambda tmp: save_file(tensors, tmp))
+        atomic_write_text(directory / "pairs.json", json.dumps({"format": FORMAT_VERSION, **self.ids()}))
 
     @classmethod
     def load(cls, directory: str | Path) -> PreferencePairs:

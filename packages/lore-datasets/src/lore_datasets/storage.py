@@ -29,7 +29,6 @@ Format 1 (all rows in one file, ids in the JSON) still loads as a whole.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DataError
+from .outputs import atomic_write, atomic_write_text
 from .pairs import SPLITS, Benchmark, PreferencePairs
 from .textio import read_json
 
@@ -172,7 +172,7 @@ class BenchmarkWriter:
         tensors = {f"{split}.features": features}
         if prompt is not None:
             tensors[f"{split}.prompt"] = torch.from_numpy(prompt)
-        save_file(tensors, self.directory / name)
+        atomic_write(self.directory / name, lambda tmp: save_file(tensors, tmp))
         state.shards.append({"file": name, "rows": [state.rows, state.rows + n]})
         state.rows += n
 
@@ -206,11 +206,9 @@ class BenchmarkWriter:
             }
         if v_ref is not None:
             self.head["v_ref"] = v_ref.detach().contiguous().cpu()
-        save_file(self.head, self.directory / HEAD)
+        atomic_write(self.directory / HEAD, lambda tmp: save_file(self.head, tmp))
         doc = {"format": FORMAT_VERSION, "meta": meta or {}, "splits": index}
-        tmp = self.directory / f".{INDEX}.tmp"
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self.directory / INDEX)
+        atomic_write_text(self.directory / INDEX, json.dumps(doc, indent=1))
 
 
 def save_benchmark(bench: Benchmark, directory: str | Path, *,

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
+from lore_datasets.outputs import atomic_write
 from lore_train.results import load_document, write_results
 from lore_train.tables import model_label
 
@@ -28,20 +29,23 @@ CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "sh
 def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Write fewshot.json, fewshot.csv and accuracy_vs_shots.png into ``out_dir``."""
     out_dir = Path(out_dir)
-    paths = [write_results(doc, out_dir / "fewshot.json"), out_dir / "fewshot.csv"]
-    with paths[1].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for curve in doc["curves"]:
-            for p in curve["points"]:
-                writer.writerow([
-                    curve.get("checkpoint", ""), curve["K"], curve["kept_rank"], curve["alpha"],
-                    curve.get("prior", "none"), curve.get("strategy", "random"),
-                    p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
-                    p["fewshot_train"]["mean"], p["fewshot_train"]["std"],
-                    p["unseen_prompts"]["mean"], p["unseen_prompts"]["std"],
-                    p["unseen_prompts"]["n_users"], round(p["fit_seconds"], 4),
-                ])
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            for curve in doc["curves"]:
+                for p in curve["points"]:
+                    writer.writerow([
+                        curve.get("checkpoint", ""), curve["K"], curve["kept_rank"], curve["alpha"],
+                        curve.get("prior", "none"), curve.get("strategy", "random"),
+                        p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
+                        p["fewshot_train"]["mean"], p["fewshot_train"]["std"],
+                        p["unseen_prompts"]["mean"], p["unseen_prompts"]["std"],
+                        p["unseen_prompts"]["n_users"], round(p["fit_seconds"], 4),
+                    ])
+
+    paths = [write_results(doc, out_dir / "fewshot.json"),
+             atomic_write(out_dir / "fewshot.csv", write_csv)]
     paths.append(plot_accuracy_vs_shots(doc, out_dir / "accuracy_vs_shots.png"))
     return paths
 
@@ -106,8 +110,7 @@ def plot_accuracy_vs_shots(doc: dict[str, Any], path: str | Path) -> Path:
     trials = doc.get("config", {}).get("trials")
     fig.suptitle(f"{source} few-shot accuracy ({trials} trials, band ±1 std over trials)".strip())
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    finally:
+        plt.close(fig)

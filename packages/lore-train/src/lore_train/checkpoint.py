@@ -14,37 +14,73 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from lore_datasets import DataError
+from lore_datasets.outputs import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = 2
 FILES = ("model.safetensors", "config.json")
+# config.json keys a checkpoint cannot be read without, and their JSON types
+REQUIRED = {"K": int, "dim": int, "tau": (int, float), "user_ids": list}
 
 
 def write_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
-    """Write the tensors and ``config`` (``format`` is added) into ``directory``."""
+    """Write the tensors and ``config`` (``format`` is added) into ``directory``.
+
+    Each file is written atomically, tensors first: a checkpoint whose
+    config.json is there has its tensors in full.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()},
-              directory / "model.safetensors")
-    (directory / "config.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, **config}, indent=1))
+    cpu = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(cpu, tmp))
+    atomic_write_text(directory / "config.json",
+                      json.dumps({"format": CHECKPOINT_FORMAT, **config}, indent=1))
     return directory
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """``config.json`` of a checkpoint, in the current layout."""
+    """``config.json`` of a checkpoint, in the current layout; malformed is a `DataError`."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint directory")
     for name in FILES:
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name}: not a lore checkpoint (missing {name})")
-    return _upgrade(json.loads((directory / "config.json").read_text()))
+    path = directory / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    if config.get("format", 1) < 2 and "rank" not in config:
+        raise DataError(f"{path}: missing key 'K'")
+    config = _upgrade(config)
+    for key, kind in REQUIRED.items():
+        if key not in config:
+            raise DataError(f"{path}: missing key {key!r}")
+        if not isinstance(config[key], kind) or isinstance(config[key], bool):
+            raise DataError(f"{path}: {key} is {config[key]!r}, not a {_name(kind)}")
+    return config
 
 
 def read_checkpoint(
     directory: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, config) of a checkpoint directory."""
+    """(tensors, config) of a checkpoint directory; unreadable tensors are a `DataError`."""
     config = read_checkpoint_config(directory)
-    return load_file(Path(directory) / "model.safetensors", device=str(device)), config
+    path = Path(directory) / "model.safetensors"
+    try:
+        tensors = load_file(path, device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise DataError(f"{path}: not a readable safetensors file ({err})") from None
+    return tensors, config
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    return "number" if isinstance(kind, tuple) else {int: "integer", list: "list"}[kind]
 
 
 def _upgrade(config: dict[str, Any]) -> dict[str, Any]:

@@ -18,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
-from lore_datasets.cli_common import resolve_device, run_cli
+from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
+from lore_datasets.outputs import check_run_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 
 from .config import PRESETS, TrainConfig
-from .experiment import run_rank_sweep
+from .experiment import check_resumable, run_rank_sweep
 from .model import UnknownUserError
 from .plots import can_plot
 from .results import write_results
 from .selection import VAL_FRACTION, select_model, with_test_numbers
+from .sweep import check_sweep
 from .tables import format_selection, format_table
+from .trainer import CHECKPOINT_EVERY
 
 SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
 SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
@@ -35,7 +38,7 @@ BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="lore-train",
         description="Fit low-rank personalized reward models for a list of K and "
         "regularization strengths alpha; evaluate the four settings.",
@@ -67,7 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
                      "; the split's own seed otherwise)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<dataset>)")
+    run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<dataset>)"
+                     "; must be new or empty unless --overwrite or --resume")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out: the new run is built beside it and swapped "
+                     "in as a whole when it succeeds (a failed run leaves the old one as it was)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out with the same settings: finished "
+                     "cells are kept, the cell in progress continues from its last training state")
+    run.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="STEPS",
+                     help="save the training state for --resume every this many steps "
+                     f"(default: {CHECKPOINT_EVERY})")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -85,17 +98,26 @@ def _train(args: argparse.Namespace) -> int:
         split_changes["seed"] = train_changes["seed"] = args.seed
     config = TrainConfig.preset(args.preset, **train_changes, device=resolve_device(args.device))
     alphas = getattr(args, "alpha", [config.alpha])
+    _check_arguments(args, config, alphas)
+    out = check_run_dir(args.out or Path("runs") / Path(source.dataset).name,
+                        overwrite=args.overwrite, resume=args.resume)
+    run_config = {"preset": args.preset, "data": to_dict(source),
+                  "select": {"val_fraction": args.val_fraction} if args.select else None,
+                  "out": str(out)}
+    if args.resume:  # what can be compared before the data is loaded
+        check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
+                              **run_config})
     benchmark = source.load(split=split_changes)
-    out = args.out or Path("runs") / Path(source.dataset).name
+    check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
     # the split as resolved (a reference loader changes nothing but the seed)
-    split = benchmark.meta.get("split", {}).get("config") or to_dict(SplitConfig(**split_changes))
+    run_config["split"] = (benchmark.meta.get("split", {}).get("config")
+                           or to_dict(SplitConfig(**split_changes)))
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
-        run_config={"preset": args.preset, "data": to_dict(source), "split": split,
-                    "select": {"val_fraction": args.val_fraction} if args.select else None,
-                    "out": str(out)},
-        progress=not args.no_progress,
+        run_config=run_config,
+        progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
     )
     print(format_table(results))
     if args.select:
@@ -107,6 +129,20 @@ def _train(args: argparse.Namespace) -> int:
         print("lore-train: no plot (matplotlib is not installed; `lore-eval report` draws it)",
               file=sys.stderr)
     return 0
+
+
+def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list[float]) -> None:
+    """Every value a cell will use, checked before any data is loaded."""
+    for alpha in alphas:
+        for K in args.K:
+            try:
+                config.with_(K=K, alpha=alpha)
+            except ValueError as err:
+                raise ValueError(f"--K {K} --alpha {alpha}: {err}") from None
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
 
 
 def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,

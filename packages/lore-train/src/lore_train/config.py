@@ -12,8 +12,11 @@ names the reference's other setting, the PRISM `run_regularized()`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
+
+import torch
 
 from lore_datasets.settings import from_dict
 
@@ -67,14 +70,26 @@ class TrainConfig:
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # NaN passes every comparison below, so refuse it first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
         if self.K < 0:
             raise ValueError(f"K must be >= 0, got {self.K}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if self.steps < 0 or self.fewshot_steps < 0:
-            raise ValueError("steps and fewshot_steps must be >= 0")
-        if self.lr <= 0 or self.fewshot_lr <= 0:
-            raise ValueError("learning rates must be > 0")
+        # 0 steps would report the random initialization as a trained model
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1 (nothing would be trained), got {self.steps}")
+        if self.fewshot_steps < 1:
+            raise ValueError(f"fewshot_steps must be >= 1 (new users would keep their initial "
+                             f"weights), got {self.fewshot_steps}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.fewshot_lr <= 0:
+            raise ValueError(f"fewshot_lr must be > 0, got {self.fewshot_lr}")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
@@ -85,6 +100,19 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device {self.device!r} is not a device name (cpu, cuda, cuda:N)") from None
+        if self.prune_threshold is not None and not 0 <= self.prune_threshold < 1:
+            raise ValueError(f"prune_threshold must be in [0, 1) (a softmax weight), "
+                             f"got {self.prune_threshold}")
+
+    def check_dim(self, dim: int, *, source: str = "the data") -> None:
+        """K > d would give more basis columns than the embedding has directions."""
+        if dim < self.K:
+            raise ValueError(f"K={self.K} exceeds the embedding dimension d={dim} of {source}: "
+                             f"a basis of K columns in R^d has at most d independent ones")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:

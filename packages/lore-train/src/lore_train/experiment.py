@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lore_datasets import Benchmark
+from lore_datasets import Benchmark, DataError
+from lore_datasets.outputs import output_directory
 
 from .calibration import evaluate_calibration
 from .config import TrainConfig
 from .metrics import evaluate
 from .plots import can_plot, plot_accuracy_vs_rank
-from .results import new_results, write_results, write_results_csv
-from .sweep import sweep
+from .results import load_results, new_results, write_results, write_results_csv
+from .sweep import check_sweep, sweep
+from .train_state import remove_state
+from .trainer import CHECKPOINT_EVERY
+
+STATE_DIR = "train_state"  # per-cell training states of a run in progress
 
 
 def checkpoint_name(K: int, alpha: float) -> str:
@@ -31,48 +38,125 @@ def run_rank_sweep(
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
     calibrate: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict[str, Any]:
     """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
     ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir`` (the plot only when
     matplotlib is installed). ``run_config`` adds entries to the results'
     ``config`` (the command stores its data and split settings there).
 
-    results.json is rewritten after every cell, so a long sweep that stops
-    early still leaves what it finished. ``calibrate`` adds each cell's
-    ``calibration`` (temperature, log-loss, Brier, ECE; `evaluate_calibration`),
-    at the cost of one more fit per cell.
+    Nothing is trained when a K exceeds the data's dimension or every cell
+    would be skipped (an error). A non-empty ``out_dir`` is refused unless
+    ``overwrite`` (the new run is built beside it and replaces it as a whole
+    on success) or ``resume``: cells already in its results.json are kept,
+    and the cell in progress continues from its training state (saved every
+    ``checkpoint_every`` steps under ``train_state/``), so the results equal
+    those of a run that never stopped. Every file is written atomically and
+    results.json after every cell, so a stopped run keeps what it finished. ``calibrate`` adds each
+    cell's ``calibration`` (temperature, log-loss, Brier, ECE;
+    `evaluate_calibration`), at the cost of one more fit per cell.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_sweep(benchmark, Ks, alphas, config, source=str(benchmark.meta.get("source") or "the data"))
     config_doc = {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas),
                   **(run_config or {})}
-    results = new_results(config_doc, benchmark.meta, config.device)
-    for run in sweep(benchmark, Ks, alphas, config, progress=progress):
-        entry: dict[str, Any] = {"K": run.K, "alpha": run.alpha}
-        if run.skipped:
-            entry["skipped"] = run.skipped
-        else:
-            assert run.model is not None
-            entry["kept_rank"] = run.kept_rank
-            entry["train_seconds"] = run.train_seconds
-            entry["fewshot_seconds"] = run.fewshot_seconds
-            entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
-            entry.update(evaluate(run.model, benchmark))
-            if calibrate:
-                entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
-                                                            progress=progress)
-                run.model.meta["temperature"] = entry["calibration"]["temperature"]
-            run.model.meta.update(
-                dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
-            )
-            path = run.model.save(out_dir / "checkpoints" / checkpoint_name(run.K, run.alpha))
-            entry["checkpoint"] = str(path.relative_to(out_dir))
-        results["runs"].append(entry)
-        write_results(results, out_dir / "results.json")
-        if on_run is not None:
-            on_run(entry)
-    write_results(results, out_dir / "results.json")
-    write_results_csv(results, out_dir / "results.csv")
-    if can_plot():
-        plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+    with output_directory(out_dir, overwrite=overwrite, resume=resume) as work:
+        done = _finished_cells(work, config_doc) if resume else {}
+        results = new_results(config_doc, benchmark.meta, config.device)
+        if not done:  # marks the directory as a run from the start (--resume looks for it)
+            write_results(results, work / "results.json")
+        for alpha in alphas:
+            for K in Ks:
+                entry = done.get((K, float(alpha)))
+                if entry is None:
+                    entry = _run_cell(benchmark, K, alpha, config, work, progress=progress,
+                                      resume=resume, checkpoint_every=checkpoint_every,
+                                      calibrate=calibrate)
+                results["runs"].append(entry)
+                write_results(results, work / "results.json")
+                if on_run is not None:
+                    on_run(entry)
+        shutil.rmtree(work / STATE_DIR, ignore_errors=True)
+        write_results_csv(results, work / "results.csv")
+        if can_plot():
+            plot_accuracy_vs_rank(results, work / "accuracy_vs_rank.png")
     return results
+
+
+def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, out_dir: Path,
+              *, progress: bool, resume: bool, checkpoint_every: int,
+              calibrate: bool) -> dict[str, Any]:
+    """Train, evaluate and checkpoint one (K, alpha); its results entry."""
+    name = checkpoint_name(K, alpha)
+    state_dir = out_dir / STATE_DIR / name
+    fit_options = {"checkpoint_dir": state_dir, "resume": resume,
+                   "checkpoint_every": checkpoint_every}
+    run = next(sweep(benchmark, [K], [alpha], config, progress=progress, fit_options=fit_options))
+    entry: dict[str, Any] = {"K": run.K, "alpha": run.alpha}
+    if run.skipped:
+        entry["skipped"] = run.skipped
+        return entry
+    assert run.model is not None
+    entry["kept_rank"] = run.kept_rank
+    entry["train_seconds"] = run.train_seconds
+    entry["fewshot_seconds"] = run.fewshot_seconds
+    entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
+    entry.update(evaluate(run.model, benchmark))
+    if calibrate:
+        entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
+                                                    progress=progress)
+        run.model.meta["temperature"] = entry["calibration"]["temperature"]
+    run.model.meta.update(dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder"))
+    path = run.model.save(out_dir / "checkpoints" / name)
+    entry["checkpoint"] = str(path.relative_to(out_dir))
+    remove_state(state_dir)
+    return entry
+
+
+def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of the earlier run in ``out_dir`` if it ran the same sweep (None: no run yet).
+
+    ``config_doc`` may hold only some of the results' ``config`` entries (a
+    command checks what it knows before loading the data); the first setting
+    that differs is named in the error.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / "results.json"
+    if not path.is_file():
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            raise DataError(f"{out_dir}: cannot resume: no results.json (not a lore-train run?)")
+        return None
+    previous = load_results(path)
+    config_doc = json.loads(json.dumps(config_doc, default=str))  # as the file stores it
+    config_doc.pop("out", None)  # the same directory may be named another way (relative path)
+    difference = _first_difference(previous.get("config", {}), config_doc, "config")
+    if difference is not None:
+        where, old, new = difference
+        raise DataError(f"{path}: cannot resume: the earlier run had {where} = {old!r}, "
+                        f"this one {new!r} (resume with the same settings, or use --overwrite)")
+    return previous
+
+
+def _first_difference(stored: Any, wanted: Any, where: str) -> tuple[str, Any, Any] | None:
+    """The first (dotted key, stored, wanted) where ``wanted``'s entries differ from ``stored``."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key, value in wanted.items():
+            found = _first_difference(stored.get(key), value, f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    return None if stored == wanted else (where, stored, wanted)
+
+
+def _finished_cells(out_dir: Path, config_doc: dict[str, Any]) -> dict[tuple[int, float], dict[str, Any]]:
+    """The cells an earlier run into ``out_dir`` finished, after checking it ran the same sweep."""
+    previous = check_resumable(out_dir, config_doc)
+    if previous is None:
+        return {}
+    finished = {}
+    for entry in previous.get("runs", []):
+        checkpoint = entry.get("checkpoint")
+        if entry.get("skipped") or (checkpoint and (out_dir / checkpoint / "config.json").is_file()):
+            finished[(entry["K"], float(entry["alpha"]))] = entry
+    return finished

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from lore_datasets.outputs import atomic_write, atomic_write_text
+
 USAGE = (
     "reward(x, y) = h(x, y) . score.weight[0], h = the backbone's final hidden state "
     "of the last token (the input of its score head). Load it with "
@@ -37,10 +39,9 @@ def write_reward_head(
     """Write ``head`` [d] as ``score.weight`` [1, d] in ``reward_head.safetensors``,
     and ``reward_head.json`` (``description`` plus the tensor's layout and usage)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     dim = int(head.shape[0])
-    save_file({"score.weight": head[None].to(dtype).cpu().contiguous()},
-              directory / "reward_head.safetensors")
+    tensors = {"score.weight": head[None].to(dtype).cpu().contiguous()}
+    atomic_write(directory / "reward_head.safetensors", lambda tmp: save_file(tensors, tmp))
     config = {
         "format": "lore-reward-head",
         "format_version": 1,
@@ -51,5 +52,5 @@ def write_reward_head(
         "bias": None,
         "usage": USAGE,
     }
-    (directory / "reward_head.json").write_text(json.dumps(config, indent=1))
+    atomic_write_text(directory / "reward_head.json", json.dumps(config, indent=1))
     return directory

@@ -14,6 +14,7 @@ import this one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 import lore_kernels
-from lore_datasets import PreferencePairs
+from lore_datasets import DataError, PreferencePairs
 
 from . import posterior as posterior_lib
 from . import prior as prior_lib
@@ -366,20 +367,74 @@ class PersonalRewardModel(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> PersonalRewardModel:
+        """A saved model; config.json and the tensors are checked against each other.
+
+        A truncated tensor file, a config.json that is not JSON, or one whose
+        K, dimension, user count or dtype disagrees with the tensors is a
+        `DataError` naming the file, never a silently inconsistent model.
+        """
         tensors, config = read_checkpoint(directory, device)
+        check_checkpoint(Path(directory), tensors, config)
         train = config.get("train_config")
-        return cls(
-            tensors["V"],
-            tensors["W"],
-            config["user_ids"],
-            tau=config["tau"],
-            K=config["K"],
-            v_ref=tensors.get("v_ref"),
-            seen=config.get("seen"),
-            meta=config.get("meta"),
-            train_config=None if train is None else TrainConfig.from_dict(
-                train, source=f"{Path(directory) / 'config.json'}: train_config"),
-        )
+        try:
+            return cls(
+                tensors["V"],
+                tensors["W"],
+                config["user_ids"],
+                tau=config["tau"],
+                K=config["K"],
+                v_ref=tensors.get("v_ref"),
+                seen=config.get("seen"),
+                meta=config.get("meta"),
+                train_config=None if train is None else TrainConfig.from_dict(
+                    train, source=f"{Path(directory) / 'config.json'}: train_config"),
+            )
+        except ValueError as err:
+            if isinstance(err, DataError):
+                raise
+            raise DataError(f"{Path(directory)}: {err}") from None
 
     def extra_repr(self) -> str:
         return f"K={self.K}, kept_rank={self.kept_rank}, dim={self.dim}, users={self.num_users}"
+
+
+def check_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose config.json and model.safetensors disagree (see `load`)."""
+    cfg, st = directory / "config.json", directory / "model.safetensors"
+    unknown = sorted(set(tensors) - {"V", "W", "v_ref"})
+    missing = [k for k in ("V", "W") if k not in tensors]
+    if missing or unknown:
+        what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unknown[0]!r}"
+        raise DataError(f"{st}: {what} (a lore checkpoint holds V, W and optionally v_ref)")
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise DataError(f"{st}: tensor {name!r} has dtype {t.dtype}, expected a float type")
+    V, W, v_ref = tensors["V"], tensors["W"], tensors.get("v_ref")
+    if V.ndim != 2 or W.ndim != 2 or (v_ref is not None and v_ref.ndim != 1):
+        raise DataError(f"{st}: V {tuple(V.shape)}, W {tuple(W.shape)}: expected V [d, K] and "
+                        "W [users, K]" + ("" if v_ref is None else " and v_ref [d]"))
+    users, K, dim = config["user_ids"], config["K"], config["dim"]
+    kept = config.get("kept_rank", V.shape[1])
+    checks = [
+        (V.shape[0] == dim, f"dim is {dim} but V has {V.shape[0]} rows"),
+        (V.shape[1] == kept, f"kept_rank is {kept} but V has {V.shape[1]} columns"),
+        (W.shape[1] == V.shape[1], f"W has {W.shape[1]} columns, V {V.shape[1]}"),
+        (W.shape[0] == len(users), f"{len(users)} user_ids but W has {W.shape[0]} rows"),
+        (K >= 0, f"K is {K}"),
+        (K != 0 or (V.shape[1] == 1 and v_ref is not None),
+         "K is 0 (the reference head) but the tensors are not one column with v_ref"),
+        (K == 0 or V.shape[1] <= K, f"K is {K} but V has {V.shape[1]} columns (more than K)"),
+        (v_ref is None or v_ref.shape[0] == dim, f"v_ref has {0 if v_ref is None else v_ref.shape[0]} "
+         f"entries, dim is {dim}"),
+        (all(isinstance(u, str) for u in users), "user_ids must be strings"),
+        (len(set(users)) == len(users), "user_ids has duplicates"),
+        (config.get("seen") is None or len(config["seen"]) == len(users),
+         f"seen has {len(config.get('seen') or [])} entries for {len(users)} users"),
+        (config["tau"] > 0 and math.isfinite(config["tau"]), f"tau is {config['tau']}"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise DataError(f"{cfg}: {problem} (the checkpoint's files disagree)")
+    for name in ("V", "W"):
+        if not bool(torch.isfinite(tensors[name]).all()):
+            raise DataError(f"{st}: tensor {name!r} holds NaN or inf")

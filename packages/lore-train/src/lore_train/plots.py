@@ -12,6 +12,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from lore_datasets.outputs import atomic_write
+
 from .metrics import SETTING_LABELS
 from .tables import model_label
 
@@ -55,7 +57,7 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    finally:
+        plt.close(fig)

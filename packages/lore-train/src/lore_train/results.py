@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 import lore_kernels
+from lore_datasets import DataError
+from lore_datasets.outputs import atomic_write, atomic_write_text
 
 from .metrics import SETTINGS
 
@@ -62,10 +64,8 @@ def new_results(config: dict[str, Any], dataset_meta: dict[str, Any], device: st
 
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, default=_jsonable))
-    return path
+    """Write a results document as JSON, atomically (a kill never leaves half a file)."""
+    return atomic_write_text(path, json.dumps(results, indent=1, default=_jsonable))
 
 
 RESULTS_CSV_COLUMNS = ("K", "alpha", "kept_rank", "setting", "mean", "std", "n_users",
@@ -75,25 +75,26 @@ RESULTS_CSV_COLUMNS = ("K", "alpha", "kept_rank", "setting", "mean", "std", "n_u
 def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
     """One row per (K, alpha, setting), for spreadsheets and dataframes; a
     skipped cell is one row with its reason."""
-    path = Path(path)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(RESULTS_CSV_COLUMNS)
-        for run in results["runs"]:
-            if run.get("skipped"):
-                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"],
-                                 *[""] * 4])
-                continue
-            calibration = run.get("calibration")
-            for key in SETTINGS:
-                cell = run[key]
-                cal = [""] * 4
-                if calibration:  # calibrated scores (at the fitted temperature)
-                    c = calibration[key]["calibrated"]
-                    cal = [calibration["temperature"], c["log_loss"], c["brier"], c["ece"]]
-                writer.writerow([run["K"], run["alpha"], run["kept_rank"], key, cell["mean"],
-                                 cell["std"], cell["n_users"], run["train_seconds"], "", *cal])
-    return path
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(RESULTS_CSV_COLUMNS)
+            for run in results["runs"]:
+                if run.get("skipped"):
+                    writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "",
+                                     run["skipped"], *[""] * 4])
+                    continue
+                calibration = run.get("calibration")
+                for key in SETTINGS:
+                    cell = run[key]
+                    cal = [""] * 4
+                    if calibration:  # calibrated scores (at the fitted temperature)
+                        c = calibration[key]["calibrated"]
+                        cal = [calibration["temperature"], c["log_loss"], c["brier"], c["ece"]]
+                    writer.writerow([run["K"], run["alpha"], run["kept_rank"], key, cell["mean"],
+                                     cell["std"], cell["n_users"], run["train_seconds"], "", *cal])
+
+    return atomic_write(path, write)
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -115,9 +116,12 @@ def load_document(path: str | Path, filename: str, key: str, kind: str, hint: st
         path = path / filename
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {filename} here{hint}")
-    doc = json.loads(path.read_text())
-    if key not in doc:
-        raise ValueError(f"{path}: not a lore {kind} file (no {key!r})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a lore {kind} file (not JSON: {err})") from None
+    if not isinstance(doc, dict) or key not in doc:
+        raise DataError(f"{path}: not a lore {kind} file (no {key!r})")
     return doc
 
 

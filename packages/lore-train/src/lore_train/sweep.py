@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from lore_datasets import Benchmark
+from lore_datasets import Benchmark, DataError
 
 from .config import TrainConfig
 from .fewshot import personalize
@@ -36,6 +37,34 @@ class SweepRun:
         return None if self.model is None else self.model.kept_rank
 
 
+def skip_reason(K: int, alpha: float, benchmark: Benchmark) -> str | None:
+    """Why the cell (K, alpha) cannot run on ``benchmark``, or None when it can."""
+    if K == 0 and benchmark.v_ref is None:
+        return "no reference head (v_ref) in this data"
+    if alpha > 0 and benchmark.v_ref is None and K > 0:
+        return "alpha > 0 needs v_ref; this data has none"
+    return None
+
+
+def check_sweep(benchmark: Benchmark, Ks: Iterable[int], alphas: Iterable[float],
+                config: TrainConfig, *, source: str = "the data") -> None:
+    """Refuse a sweep before it trains anything: K > d, or every cell would be skipped.
+
+    A sweep whose cells are all skipped would write an empty table and exit
+    as if it had worked; some skipped cells (say, K = 0 on data without a
+    reference head next to K = 2) are fine and reported per cell.
+    """
+    Ks, alphas = list(Ks), list(alphas)
+    if not Ks or not alphas:
+        raise ValueError("nothing to train: give at least one K and one alpha")
+    for K in Ks:
+        config.with_(K=K).check_dim(benchmark.dim, source=source)
+    reasons = {skip_reason(K, a, benchmark) for a in alphas for K in Ks}
+    if None not in reasons:
+        raise DataError(f"{source}: nothing can train, every (K, alpha) cell would be skipped: "
+                        + "; ".join(sorted(r for r in reasons if r)))
+
+
 def sweep(
     benchmark: Benchmark,
     Ks: Iterable[int],
@@ -43,24 +72,25 @@ def sweep(
     config: TrainConfig | None = None,
     *,
     progress: bool = True,
+    fit_options: dict[str, Any] | None = None,
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
     K = 0 without a reference head is skipped with the reason, not an error.
     Cells are yielded as they finish so a caller can report or save each.
+    ``fit_options`` go to every `fit` (say, a training-state directory).
     """
     config = config or TrainConfig()
     for alpha in alphas:
         for K in Ks:
             cell = config.with_(K=K, alpha=alpha)
-            if K == 0 and benchmark.v_ref is None:
-                yield SweepRun(K, alpha, None, None, skipped="no reference head (v_ref) in this data")
-                continue
-            if alpha > 0 and benchmark.v_ref is None and K > 0:
-                yield SweepRun(K, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
+            reason = skip_reason(K, alpha, benchmark)
+            if reason is not None:
+                yield SweepRun(K, alpha, None, None, skipped=reason)
                 continue
             start = time.perf_counter()
-            model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
+            model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress,
+                                 **(fit_options or {}))
             train_seconds = time.perf_counter() - start
             start = time.perf_counter()
             model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)

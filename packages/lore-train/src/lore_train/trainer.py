@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,9 @@ from ._util import progress_bar, seeded_generator
 from .config import TrainConfig
 from .model import PersonalRewardModel
 from .objective import alpha_at, cosine_penalty, row_weights
+from .train_state import TrainState, fingerprint, load_state, save_state
+
+CHECKPOINT_EVERY = 100  # steps between training-state saves when a checkpoint_dir is given
 
 
 @dataclass
@@ -38,13 +42,29 @@ def fit(
     *,
     v_ref: torch.Tensor | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    resume: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[PersonalRewardModel, FitHistory]:
     """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
 
     K = 0 returns the reference head (needs ``v_ref``) without training.
+
+    With ``checkpoint_dir``, the training state (V, W, Adam moments, step,
+    random state; see `lore_train.train_state`) is saved there every
+    ``checkpoint_every`` steps and after the last one; with ``resume`` a
+    state found there is continued, giving the same result, bit for bit, as
+    a fit that never stopped. ``on_step(steps_done)`` is called after every
+    step (after the state is saved): progress reports, or stopping a fit.
     """
     device = torch.device(config.device)
     N, K = pairs.num_users, config.K
+    config.check_dim(pairs.dim)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     history = FitHistory()
     if K == 0:
         if v_ref is None:
@@ -57,8 +77,29 @@ def fit(
     model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=K, v_ref=v_ref)
     model = model.to(device)
     c = row_weights(pairs, config.reduction)
-    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = Checkpointing(Path(checkpoint_dir), checkpoint_every, config, fingerprint(pairs))
+    start = checkpoint.load() if checkpoint is not None and resume else None
+    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress,
+                       checkpoint=checkpoint, start=start, on_step=on_step)
     return finish(model, config), history
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often `optimize` saves its training state."""
+
+    directory: Path
+    every: int
+    config: TrainConfig
+    data: dict
+
+    def load(self) -> TrainState | None:
+        return load_state(self.directory, self.config, self.data)
+
+    def save(self, state: TrainState) -> None:
+        save_state(self.directory, state, self.config, self.data)
 
 
 def initial_params(
@@ -92,13 +133,17 @@ def optimize(
     progress: bool,
     all_reduce: Callable[[torch.Tensor], None] | None = None,
     penalize: bool = True,
+    checkpoint: Checkpointing | None = None,
+    start: TrainState | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> FitHistory:
     """Adam on the leaf tensors V and W (on one device) in place; the loss curve.
 
     ``pairs`` and the row weights ``c`` may be one shard of the users (W its
     rows): ``all_reduce`` then sums V's gradient and the logged loss over the
     shards before they are used, and ``penalize`` says whether this shard adds
-    the cosine penalty (exactly one must).
+    the cosine penalty (exactly one must). ``start`` continues from a saved
+    training state; ``checkpoint`` saves one periodically (see `fit`).
     """
     if config.alpha > 0 and v_ref is None:
         raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
@@ -121,14 +166,20 @@ def optimize(
 
     history = FitHistory()
     lr_w = config.lr if config.lr_w is None else config.lr_w
-    start = time.perf_counter()
+    started = time.perf_counter()
     if config.mode == "joint":
         opt = torch.optim.Adam([{"params": [V]}, {"params": [W], "lr": lr_w}], lr=config.lr)
+        optimizers = [opt]
     else:
         opt_w = torch.optim.Adam([W], lr=lr_w)
         opt_v = torch.optim.Adam([V], lr=config.lr)
+        optimizers = [opt_w, opt_v]
+    first = 0
+    if start is not None:
+        first = _restore(start, V, W, optimizers, history)
     with progress_bar(config.steps, f"fit K={K}", progress) as bar:
-        for step in range(config.steps):
+        bar.update(first)
+        for step in range(first, config.steps):
             if config.mode == "joint":
                 opt.zero_grad(set_to_none=True)
                 loss = nll(V, weights()) + penalty(step)
@@ -154,8 +205,33 @@ def optimize(
                 history.loss.append(value)
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             bar.update()
-    history.seconds = time.perf_counter() - start
+            done = step + 1
+            if checkpoint is not None and (done % checkpoint.every == 0 or done == config.steps):
+                checkpoint.save(TrainState(done, V, W, [o.state_dict() for o in optimizers],
+                                           list(history.steps), list(history.loss),
+                                           torch.get_rng_state()))
+            if on_step is not None:
+                on_step(done)
+    history.seconds = time.perf_counter() - started
     return history
+
+
+def _restore(state: TrainState, V: torch.Tensor, W: torch.Tensor,
+             optimizers: list[torch.optim.Optimizer], history: FitHistory) -> int:
+    """Put a saved training state into the tensors and optimizers; the steps already done."""
+    if state.V.shape != V.shape or state.W.shape != W.shape or len(state.optimizers) != len(optimizers):
+        raise ValueError(f"the training state holds V {tuple(state.V.shape)}, W "
+                         f"{tuple(state.W.shape)}; this fit has {tuple(V.shape)}, {tuple(W.shape)}")
+    with torch.no_grad():
+        V.copy_(state.V)
+        W.copy_(state.W)
+    for opt, saved in zip(optimizers, state.optimizers):
+        opt.load_state_dict(saved)
+    history.steps[:] = state.history_steps
+    history.loss[:] = state.history_loss
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    return state.done
 
 
 def finish(model: PersonalRewardModel, config: TrainConfig) -> PersonalRewardModel:

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_common import resolve_device, run_cli
+from ..cli_common import ArgumentParser, resolve_device, run_cli
 from ..errors import DataError
+from ..outputs import check_output_dir
 from ..textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
@@ -26,7 +27,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lore-prepare", description="Embed text pairs with a reward model (or MiniLM), or "
+    p = ArgumentParser(prog="lore-prepare", description="Embed text pairs with a reward model (or MiniLM), or "
                                 "convert reference files to the canonical form.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"convert": _convert, "synthetic": _synthetic}
-    return run_cli("lore-prepare", lambda: commands.get(args.command, _embed)(args))
+
+    def run() -> int:
+        check_output_dir(args.out)  # a file or an unwritable place fails before any work
+        return commands.get(args.command, _embed)(args)
+
+    return run_cli("lore-prepare", run)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -151,6 +157,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     if (args.source == "pairs") != (args.pairs is not None):
         raise DataError("--pairs FILE goes with --source pairs (and only with it)")
+    resolve_device(args.device)  # a bad --device fails before the pairs are read
     pairs = read_pairs(args.pairs) if args.pairs is not None else None
     embedder = _embedder(args)
     common = {"shard_size": args.shard_size, "progress": not args.no_progress}

@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..outputs import atomic_write, atomic_write_text
 
 Message = dict[str, str]
 MANIFEST = "manifest.json"
@@ -93,12 +94,12 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
 
     _write_jsonl(out / "responses.jsonl", records)
     with_split = any(p.split is not None for p in pairs)
-    _atomic_write(out / "comparisons.csv", _comparisons_csv(pairs, rows, records, with_split))
+    atomic_write_text(out / "comparisons.csv", _comparisons_csv(pairs, rows, records, with_split))
     sidecar: dict[str, Any] = {"model": embedder.name, "kind": embedder.kind,
                                "dim": int(matrix.shape[1]), "responses": len(records),
                                "pairs": len(pairs), "fingerprint": fingerprint}
     if embedder.v_ref is not None:
-        save_file({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
+        _save_tensors({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
         k = min(check_pairs, len(rows))
         chosen = [conversations[a] for a, _ in rows[:k]]
         rejected = [conversations[b] for _, b in rows[:k]]
@@ -109,7 +110,7 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
             torch.from_numpy(np.stack([matrix[a] for a, _ in rows[:k]])),
             torch.from_numpy(np.stack([matrix[b] for _, b in rows[:k]])),
         )
-    _atomic_write(out / "embeddings.json", json.dumps(sidecar, indent=1))
+    atomic_write_text(out / "embeddings.json", json.dumps(sidecar, indent=1))
     return out
 
 
@@ -149,7 +150,7 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
         np.save(tmp, emb.numpy().astype(np.float32))
         os.replace(tmp, shard_dir / f"{i:06d}.npy")
         manifest["done"] = sorted([*manifest["done"], i])
-        _atomic_write(manifest_path, json.dumps(manifest))
+        atomic_write_text(manifest_path, json.dumps(manifest))
         bar.update(hi - lo)
     bar.close()
     dims = {np.load(shard_dir / f"{i:06d}.npy", mmap_mode="r").shape[1] for i in shards}
@@ -162,7 +163,7 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
     matrix.flush()
     del matrix
     os.replace(tmp, target)
-    target.with_suffix(".fingerprint").write_text(fingerprint)
+    atomic_write_text(target.with_suffix(".fingerprint"), fingerprint)
     for i in shards:
         (shard_dir / f"{i:06d}.npy").unlink()
     manifest_path.unlink()
@@ -195,15 +196,14 @@ def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: st
     matrix = embed_resumable(conversations, embedder, out / f"shards-{split}", fingerprint,
                              out / f"{split}.embeddings.npy", shard_size=shard_size,
                              progress=progress)
-    save_file({"embeddings": torch.from_numpy(np.array(matrix))},
-              out / f"{split}.safetensors")
+    _save_tensors({"embeddings": torch.from_numpy(np.array(matrix))}, out / f"{split}.safetensors")
     lines = [["prompt_index", *SCORE_COLUMNS]]
     for p, row in enumerate(rows):
         lines.append([str(p), *("" if row.get(c) is None else repr(float(row[c]))
                                 for c in SCORE_COLUMNS)])
-    _atomic_write(out / f"{split}.csv", _csv_text(lines))
+    atomic_write_text(out / f"{split}.csv", _csv_text(lines))
     if embedder.v_ref is not None:
-        save_file({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
+        _save_tensors({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
     return out
 
 
@@ -234,11 +234,11 @@ def _csv_text(lines: list[list[str]]) -> str:
     return buf.getvalue()
 
 
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from lore_datasets import DataSource, SplitConfig
-from lore_datasets.cli_common import resolve_device, run_cli
+from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
+from lore_datasets.outputs import atomic_write_text, check_output_dir
 from lore_datasets.settings import add_arguments, given, to_dict
-from lore_train import UnknownUserError
+from lore_train import PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank
 from lore_train.results import load_results
 
@@ -26,7 +28,7 @@ from ..report import format_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lore-eval", description=__doc__.split("\n\n")[0].strip("`: "))
+    p = ArgumentParser(prog="lore-eval", description=__doc__.split("\n\n")[0].strip("`: "))
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser(
@@ -83,9 +85,13 @@ def _fewshot(args: argparse.Namespace) -> int:
     if args.K is not None and args.run is None:
         raise ValueError("--K picks checkpoints of --run; with --checkpoint, list the ones you want")
     device = resolve_device(args.device)
+    _check_experiment(args)
+    out = check_output_dir(args.out or args.run or Path("runs") / "fewshot")
     checkpoints = list(args.checkpoint)
     if args.run is not None:
         checkpoints = find_checkpoints(args.run, args.K) + checkpoints
+    for checkpoint in checkpoints:  # a broken checkpoint fails now, not after the data loads
+        PersonalRewardModel.load(checkpoint)
     source, split = _data_settings(args)
     benchmark = source.load(split=split)
     print(f"lore-eval fewshot: {len(checkpoints)} checkpoint(s), "
@@ -95,11 +101,23 @@ def _fewshot(args: argparse.Namespace) -> int:
                       steps=args.steps, lr=args.lr, device=device,
                       config={"data": to_dict(source), "split": split},
                       priors=args.prior, strategies=args.strategy)
-    out = args.out or args.run or Path("runs") / "fewshot"
     paths = write_fewshot(doc, out)
     print(_fewshot_table(doc))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _check_experiment(args: argparse.Namespace) -> None:
+    """The experiment's numbers, checked before anything is read."""
+    bad = [s for s in args.shots if s < 0]
+    if bad:
+        raise ValueError(f"--shots must be >= 0, got {bad[0]}")
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
 
 
 def _data_settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any]]:
@@ -138,11 +156,12 @@ def _fewshot_table(doc: dict[str, Any]) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    check_output_dir(args.run_dir, flag="RUN_DIR")
     results = load_results(args.run_dir)
     fewshot_path = args.run_dir / "fewshot.json"
     fewshot = load_fewshot(fewshot_path) if fewshot_path.is_file() else None
     text = format_markdown(results, fewshot)
-    (args.run_dir / "report.md").write_text(text)
+    atomic_write_text(args.run_dir / "report.md", text)
     print(text, end="")
     written = [args.run_dir / "report.md"]
     if not args.no_plots:
