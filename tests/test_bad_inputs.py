@@ -411,7 +411,7 @@ def test_lore_eval_fewshot_broken_checkpoint(corpus, tmp_path, capsys, case):
 
 EVAL_VALUES = [
     (["--trials", "0"], r"--trials must be >= 1, got 0"),
-    (["--shots", "5", "0"], r"--shots must be >= 1, got 0"),
+    (["--shots", "5", "-1"], r"--shots must be >= 0, got -1"),
     (["--lr", "nan"], r"--lr must be a finite number > 0, got nan"),
     (["--steps", "0"], r"--steps must be >= 1"),
     (["--device", "tpu"], r"--device 'tpu': not a device name"),
