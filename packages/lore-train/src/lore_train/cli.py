@@ -21,6 +21,8 @@ from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
 from lore_datasets.cli_common import resolve_device, run_cli
 from lore_datasets.settings import add_arguments, given, to_dict
 
+from . import launch
+from .collectives import PeerFailure
 from .config import PRESETS, TrainConfig
 from .experiment import run_rank_sweep
 from .model import UnknownUserError
@@ -69,34 +71,81 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<dataset>)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--dist-timeout", type=float, default=launch.DEFAULT_TIMEOUT,
+                     help="under torchrun: seconds a process waits for the others at any step "
+                     "before every process fails (plus a 30 s watchdog grace) "
+                     f"(default: {launch.DEFAULT_TIMEOUT:g})")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if launch.world_size() > 1:  # under torchrun: one process of several
+        return run_cli("lore-train", lambda: _train_distributed(args),
+                       expected=(UnknownUserError, PeerFailure))
     return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
 
 
-def _train(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], TrainConfig, Path]:
+    """The data source, split changes, training config and output directory the flags give."""
     source = DataSource(**given(args, _names(DataSource)))
     split_changes = given(args, _names(SplitConfig))
     train_changes = given(args, [n for n in _names(TrainConfig) if n not in SWEPT + BY_COMMAND])
     if hasattr(args, "seed"):
         split_changes["seed"] = train_changes["seed"] = args.seed
     config = TrainConfig.preset(args.preset, **train_changes, device=resolve_device(args.device))
-    alphas = getattr(args, "alpha", [config.alpha])
-    benchmark = source.load(split=split_changes)
-    out = args.out or Path("runs") / Path(source.dataset).name
-    print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
+    return source, split_changes, config, args.out or Path("runs") / Path(source.dataset).name
+
+
+def _run_config(args: argparse.Namespace, source: DataSource, benchmark: Benchmark,
+                split_changes: dict[str, Any], out: Path) -> dict[str, Any]:
     # the split as resolved (a reference loader changes nothing but the seed)
     split = benchmark.meta.get("split", {}).get("config") or to_dict(SplitConfig(**split_changes))
+    return {"preset": args.preset, "data": to_dict(source), "split": split,
+            "select": {"val_fraction": args.val_fraction} if args.select else None,
+            "out": str(out)}
+
+
+def _train(args: argparse.Namespace) -> int:
+    source, split_changes, config, out = _settings(args)
+    alphas = getattr(args, "alpha", [config.alpha])
+    benchmark = source.load(split=split_changes)
+    print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
-        run_config={"preset": args.preset, "data": to_dict(source), "split": split,
-                    "select": {"val_fraction": args.val_fraction} if args.select else None,
-                    "out": str(out)},
+        run_config=_run_config(args, source, benchmark, split_changes, out),
         progress=not args.no_progress,
     )
+    return _report(args, benchmark, alphas, config, results, out)
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """One process of a torchrun launch (lore_train.launch); process 0 reports."""
+    if args.select:
+        raise ValueError("--select runs in one process; run it without torchrun")
+    source, split_changes, config, out = _settings(args)
+    alphas = getattr(args, "alpha", [config.alpha])
+    process = launch.join(config.device, args.dist_timeout)
+    try:
+        config = config.with_(device=process.device)
+        part = source.load_rank(process.rank, process.world_size, split=split_changes)
+        if process.rank == 0:
+            print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
+                  f"({process.backend}): {_describe(part)}", file=sys.stderr)
+        results = launch.run_distributed_sweep(
+            process, part, args.K, alphas, config, out,
+            run_config=_run_config(args, source, part, split_changes, out),
+            progress=not args.no_progress,
+        )
+    finally:
+        launch.leave()
+    if results is None:
+        return 0
+    return _report(args, part, alphas, config, results, out)
+
+
+def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
+            config: TrainConfig, results: dict[str, Any], out: Path) -> int:
     print(format_table(results))
     if args.select:
         print(_select(benchmark, args.K, alphas, config, results, args.val_fraction, out,

@@ -39,6 +39,8 @@ def fit_few_shot(
     reduction: str | None = None,
     seed: int = 0,
     progress: bool = False,
+    first_user: int = 0,
+    total_users: int | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -47,7 +49,9 @@ def fit_few_shot(
     problems, so one Adam over all rows equals separate fits. Logits start
     at N(0, 1) like the reference; a user with no pairs keeps zero logits
     (uniform weights) rather than a random draw. K <= 1 needs no fitting
-    (softmax of one logit is 1).
+    (softmax of one logit is 1). When ``pairs`` is one process's block of
+    users (``first_user`` on, of ``total_users``), the block's rows of the
+    full initial draw are used, so the fit equals the one-process fit.
     """
     steps = DEFAULTS.fewshot_steps if steps is None else steps
     lr = DEFAULTS.fewshot_lr if lr is None else lr
@@ -58,7 +62,8 @@ def fit_few_shot(
     counts = pairs.pairs_per_user().to(device)
     if K <= 1 or pairs.num_pairs == 0:
         return torch.zeros(N, K, device=device)
-    W = torch.randn(N, K, generator=seeded_generator(seed)).to(device)
+    total = N if total_users is None else total_users
+    W = torch.randn(total, K, generator=seeded_generator(seed))[first_user:first_user + N].clone().to(device)
     W[counts == 0] = 0.0
     with torch.no_grad():
         P = lore_kernels.project(pairs.features.to(device), V.detach())
@@ -99,8 +104,11 @@ def personalize(
     config: TrainConfig,
     *,
     progress: bool = False,
+    first_user: int = 0,
+    total_users: int | None = None,
 ) -> PersonalRewardModel:
-    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
+    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
+    (``first_user``/``total_users``: see `fit_few_shot`)."""
     W = fit_few_shot(
         model.V.detach(),
         pairs,
@@ -110,6 +118,8 @@ def personalize(
         reduction=config.reduction,
         seed=config.seed + 1,
         progress=progress,
+        first_user=first_user,
+        total_users=total_users,
     )
     return model.with_users(pairs.user_ids, W)
 

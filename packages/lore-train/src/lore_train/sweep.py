@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lore_datasets import Benchmark
 
 from .config import TrainConfig
+from .distributed import fit_distributed, user_block
 from .fewshot import personalize
 from .model import PersonalRewardModel
 from .trainer import FitHistory, fit
@@ -43,13 +44,21 @@ def sweep(
     config: TrainConfig | None = None,
     *,
     progress: bool = True,
+    distributed: bool = False,
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
     K = 0 without a reference head is skipped with the reason, not an error.
     Cells are yielded as they finish so a caller can report or save each.
+    ``distributed``: ``benchmark`` is this process's block of seen and of
+    unseen users (`lore_datasets.read_rank`); V is fitted with
+    `fit_distributed` and each process fits its own unseen users, so every
+    model holds V and this process's users only.
     """
     config = config or TrainConfig()
+    fit_cell = fit_distributed if distributed else fit
+    unseen = user_block(benchmark.unseen_fewshot, "the unseen users of each process") \
+        if distributed else None
     for alpha in alphas:
         for K in Ks:
             cell = config.with_(K=K, alpha=alpha)
@@ -60,8 +69,13 @@ def sweep(
                 yield SweepRun(K, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
                 continue
             start = time.perf_counter()
-            model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
+            model, history = fit_cell(benchmark.seen_train, cell, v_ref=benchmark.v_ref,
+                                      progress=progress)
             train_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
+            model = personalize(
+                model, benchmark.unseen_fewshot, cell, progress=progress and unseen is None,
+                first_user=unseen.first_user if unseen else 0,
+                total_users=unseen.total_users if unseen else None,
+            )
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)

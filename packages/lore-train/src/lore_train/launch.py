@@ -1,0 +1,194 @@
+"""``lore-train`` under ``torchrun``: one process per device, each holding its users.
+
+    torchrun --nproc_per_node 8 $(which lore-train) --dataset data/big --K 1 2 4
+
+``WORLD_SIZE`` > 1 in the environment (torchrun sets it, with ``RANK``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) makes the command
+distributed. Each process joins the default process group (``nccl`` when
+training on CUDA, ``gloo`` on CPU), reads its pair-balanced share of the data
+(`DataSource.load_rank`), and runs the same sweep as one process: V fitted
+jointly (`fit_distributed`), its own unseen users fitted few-shot, per-user
+accuracies computed on its own users. Process 0 gathers the per-user
+accuracies and the logits, and writes results.json, results.csv, the plot and
+the checkpoints only after every cell of every process has finished, through
+a staging directory beside the output moved into place at the end: a failed
+run leaves the output directory as it was.
+
+Every collective is bounded (`collectives`): a process that raises, dies or
+hangs makes every other process exit non-zero with one line within
+``timeout`` seconds (plus the watchdog's grace), never hang.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from lore_datasets import SPLITS, Benchmark
+
+from .collectives import check_agree, collective, gather_object, start_watchdog
+from .config import TrainConfig
+from .experiment import cell_entry, save_cell, sweep_config, write_outputs
+from .metrics import per_user_accuracy, summarize
+from .model import PersonalRewardModel
+from .results import new_results
+from .sweep import SweepRun, sweep
+
+DEFAULT_TIMEOUT = 300.0  # seconds a process waits for the others at one collective
+WATCHDOG_GRACE = 30.0  # the watchdog ends a process this long after the group's timeout
+TERMINATED = 143  # exit status after SIGTERM (the launcher stopping the survivors)
+
+
+def world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 when not launched by torchrun)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={value!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process in the group: its rank, the group size, backend and device."""
+
+    rank: int
+    world_size: int
+    backend: str
+    device: str
+
+
+def join(device: str, timeout: float = DEFAULT_TIMEOUT, prog: str = "lore-train") -> Process:
+    """Join the default process group from torchrun's environment (``nccl`` on CUDA, else ``gloo``).
+
+    A bare "cuda" becomes this process's GPU (``LOCAL_RANK``). Starts the
+    watchdog (``timeout`` + `WATCHDOG_GRACE`) and turns SIGTERM into one line
+    and exit status 143.
+    """
+    if timeout <= 0:
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {timeout:g}")
+    if torch.device(device).type == "cuda":
+        index = torch.device(device).index
+        local = int(os.environ.get("LOCAL_RANK", "0")) if index is None else index
+        torch.cuda.set_device(local)
+        device, backend = f"cuda:{local}", "nccl"
+    else:
+        backend = "gloo"
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    start_watchdog(timeout + WATCHDOG_GRACE, prog)
+    with collective("joining the process group"):
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    return Process(dist.get_rank(), dist.get_world_size(), backend, device)
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def run_distributed_sweep(
+    process: Process,
+    part: Benchmark,
+    Ks: list[int],
+    alphas: list[float],
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    run_config: dict[str, Any],
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """`run_rank_sweep` across processes: ``part`` is this process's share
+    (`DataSource.load_rank`); the results on process 0, None on the others."""
+    block = part.meta.get("users_block", {})
+    meta = {k: v for k, v in part.meta.items() if k != "users_block"}
+    settings = sweep_config(Ks, alphas, config.with_(device="any"), run_config)
+    check_agree((block.get("digest"), part.dim, repr(sorted(meta.items())), repr(settings)),
+                "data or settings (every process must read the same data with the same flags)")
+    root = process.rank == 0
+    run_config = {**run_config, "processes": {"world_size": process.world_size,
+                                              "backend": process.backend}}
+    results = new_results(sweep_config(Ks, alphas, config, run_config), meta, config.device)
+    users = gather_object((part.seen_train.user_ids, part.unseen_fewshot.user_ids), "the user ids")
+    cells: list[tuple[SweepRun, torch.Tensor]] = []
+    for run in sweep(part, Ks, alphas, config, progress=progress and root, distributed=True):
+        entry = cell_entry(run)
+        if run.model is not None:
+            mine = ({s: per_user_accuracy(run.model.margin(part.split(s)), part.split(s))
+                     for s in SPLITS}, run.model.W.detach().cpu())
+            every = gather_object(mine, f"the results of K={run.K} alpha={run.alpha:g}")
+            if every is not None:
+                for s in SPLITS:
+                    entry[s] = summarize({u: a for scores, _ in every for u, a in scores[s].items()})
+                cells.append((run, _full_logits(every, users)))
+        results["runs"].append(entry)
+    if not root:
+        return None
+    assert users is not None
+    _write(results, cells, users, meta, out_dir)
+    return results
+
+
+def _full_logits(every: list[Any], users: list[Any]) -> torch.Tensor:
+    """All processes' logits in the single-process order: seen users, then unseen users."""
+    seen = [W[: len(s)] for (_, W), (s, _) in zip(every, users, strict=True)]
+    unseen = [W[len(s):] for (_, W), (s, _) in zip(every, users, strict=True)]
+    return torch.cat(seen + unseen)
+
+
+_staging: Path | None = None
+
+
+def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
+           users: list[Any], meta: dict[str, Any], out_dir: Path) -> None:
+    """Write every output into a staging directory beside ``out_dir``, then move them in."""
+    global _staging
+    seen_ids = [u for s, _ in users for u in s]
+    unseen_ids = [u for _, u in users for u in u]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
+                                   strict=True):
+            local = run.model
+            assert local is not None
+            model = PersonalRewardModel(
+                local.V, W, seen_ids + unseen_ids, tau=local.tau, K=local.K, v_ref=local.v_ref,
+                seen=[True] * len(seen_ids) + [False] * len(unseen_ids), meta=local.meta,
+                train_config=local.train_config,
+            )
+            entry["checkpoint"] = save_cell(model, meta, _staging, run.K, run.alpha)
+        write_outputs(results, _staging)
+        _publish(_staging, out_dir)
+    finally:
+        shutil.rmtree(_staging, ignore_errors=True)
+        _staging = None
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move the staged files into ``out_dir`` (a checkpoint replaces one of the same name)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staging.rglob("*")):
+        if path.is_dir():
+            continue
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    rank = os.environ.get("RANK", "?")
+    print(f"lore-train: error: rank {rank}: stopped by the launcher (SIGTERM; another process "
+          "probably failed, see its message)", file=sys.stderr, flush=True)
+    if _staging is not None:
+        shutil.rmtree(_staging, ignore_errors=True)
+    os._exit(TERMINATED)
