@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lore_datasets import write_synthetic
+from lore_datasets.collectives import WATCHDOG_GRACE
 from lore_train.cli import main
-from lore_train.launch import WATCHDOG_GRACE
 
 SETTINGS = ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")
 TRAIN = ["--K", "0", "1", "3", "--steps", "40", "--fewshot-steps", "30", "--lr", "0.2",

@@ -17,12 +17,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
+from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig, collectives
 from lore_datasets.cli_common import resolve_device, run_cli
 from lore_datasets.settings import add_arguments, given, to_dict
 
 from . import launch
-from .collectives import PeerFailure
 from .config import PRESETS, TrainConfig
 from .experiment import run_rank_sweep
 from .model import UnknownUserError
@@ -71,18 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<dataset>)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--dist-timeout", type=float, default=launch.DEFAULT_TIMEOUT,
+    run.add_argument("--dist-timeout", type=float, default=collectives.DEFAULT_TIMEOUT,
                      help="under torchrun: seconds a process waits for the others at any step "
                      "before every process fails (plus a 30 s watchdog grace) "
-                     f"(default: {launch.DEFAULT_TIMEOUT:g})")
+                     f"(default: {collectives.DEFAULT_TIMEOUT:g})")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if launch.world_size() > 1:  # under torchrun: one process of several
+    if collectives.world_size() > 1:  # under torchrun: one process of several
         return run_cli("lore-train", lambda: _train_distributed(args),
-                       expected=(UnknownUserError, PeerFailure))
+                       expected=(UnknownUserError, collectives.PeerFailure))
     return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
 
 
@@ -125,7 +124,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
         raise ValueError("--select runs in one process; run it without torchrun")
     source, split_changes, config, out = _settings(args)
     alphas = getattr(args, "alpha", [config.alpha])
-    process = launch.join(config.device, args.dist_timeout)
+    process = collectives.join(config.device, args.dist_timeout, "lore-train")
     try:
         config = config.with_(device=process.device)
         part = source.load_rank(process.rank, process.world_size, split=split_changes)
@@ -138,7 +137,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     finally:
-        launch.leave()
+        collectives.leave()
     if results is None:
         return 0
     return _report(args, part, alphas, config, results, out)

@@ -29,15 +29,14 @@ by hand::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from lore_datasets import PreferencePairs
+from lore_datasets.collectives import all_gather_object, all_reduce, check_agree, local_device
 
-from .collectives import all_gather_object, all_reduce, check_agree
 from .config import TrainConfig
 from .model import PersonalRewardModel
 from .objective import row_weights
@@ -85,7 +84,7 @@ def fit_distributed(
             "and call torch.distributed.init_process_group() first (or use lore_train.fit)"
         )
     process_rank = dist.get_rank()
-    device = _process_device(config.device)
+    device = torch.device(local_device(config.device))
     settings = {k: v for k, v in config.to_dict().items() if k != "device"}
     check_agree((pairs.dim, sorted(settings.items())),
                 "a TrainConfig or feature dim (every setting but device must agree)")
@@ -113,14 +112,3 @@ def fit_distributed(
     ).to(device)
     return finish(model, config, all_reduce_max=lambda t: all_reduce(
         t, "the column weights for pruning", dist.ReduceOp.MAX)), history
-
-
-def _process_device(name: str) -> torch.device:
-    """A bare "cuda" means this process's GPU, not every process on GPU 0."""
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        local = os.environ.get("LOCAL_RANK")
-        device = torch.device(
-            "cuda", int(local) if local is not None else torch.cuda.current_device()
-        )
-    return device

@@ -14,7 +14,7 @@ the checkpoints only after every cell of every process has finished, through
 a staging directory beside the output moved into place at the end: a failed
 run leaves the output directory as it was.
 
-Every collective is bounded (`collectives`): a process that raises, dies or
+Every collective is bounded (`lore_datasets.collectives`): a process that raises, dies or
 hangs makes every other process exit non-zero with one line within
 ``timeout`` seconds (plus the watchdog's grace), never hang.
 """
@@ -23,77 +23,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import sys
 import tempfile
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from lore_datasets import SPLITS, Benchmark
+from lore_datasets.collectives import Process, check_agree, gather_object, on_terminate
 
-from .collectives import check_agree, collective, gather_object, start_watchdog
 from .config import TrainConfig
 from .experiment import cell_entry, save_cell, sweep_config, write_outputs
 from .metrics import per_user_accuracy, summarize
 from .model import PersonalRewardModel
 from .results import new_results
 from .sweep import SweepRun, sweep
-
-DEFAULT_TIMEOUT = 300.0  # seconds a process waits for the others at one collective
-WATCHDOG_GRACE = 30.0  # the watchdog ends a process this long after the group's timeout
-TERMINATED = 143  # exit status after SIGTERM (the launcher stopping the survivors)
-
-
-def world_size() -> int:
-    """``WORLD_SIZE`` as torchrun sets it (1 when not launched by torchrun)."""
-    value = os.environ.get("WORLD_SIZE", "1")
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"WORLD_SIZE={value!r} is not an integer") from None
-
-
-@dataclass(frozen=True)
-class Process:
-    """This process in the group: its rank, the group size, backend and device."""
-
-    rank: int
-    world_size: int
-    backend: str
-    device: str
-
-
-def join(device: str, timeout: float = DEFAULT_TIMEOUT, prog: str = "lore-train") -> Process:
-    """Join the default process group from torchrun's environment (``nccl`` on CUDA, else ``gloo``).
-
-    A bare "cuda" becomes this process's GPU (``LOCAL_RANK``). Starts the
-    watchdog (``timeout`` + `WATCHDOG_GRACE`) and turns SIGTERM into one line
-    and exit status 143.
-    """
-    if timeout <= 0:
-        raise ValueError(f"--dist-timeout must be > 0 seconds, got {timeout:g}")
-    if torch.device(device).type == "cuda":
-        index = torch.device(device).index
-        local = int(os.environ.get("LOCAL_RANK", "0")) if index is None else index
-        torch.cuda.set_device(local)
-        device, backend = f"cuda:{local}", "nccl"
-    else:
-        backend = "gloo"
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    start_watchdog(timeout + WATCHDOG_GRACE, prog)
-    with collective("joining the process group"):
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
-    return Process(dist.get_rank(), dist.get_world_size(), backend, device)
-
-
-def leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def run_distributed_sweep(
@@ -145,17 +89,14 @@ def _full_logits(every: list[Any], users: list[Any]) -> torch.Tensor:
     return torch.cat(seen + unseen)
 
 
-_staging: Path | None = None
-
-
 def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
            users: list[Any], meta: dict[str, Any], out_dir: Path) -> None:
     """Write every output into a staging directory beside ``out_dir``, then move them in."""
-    global _staging
     seen_ids = [u for s, _ in users for u in s]
     unseen_ids = [u for _, u in users for u in u]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    cancel = on_terminate(lambda: shutil.rmtree(staging, ignore_errors=True))
     try:
         for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
                                    strict=True):
@@ -166,12 +107,12 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
                 seen=[True] * len(seen_ids) + [False] * len(unseen_ids), meta=local.meta,
                 train_config=local.train_config,
             )
-            entry["checkpoint"] = save_cell(model, meta, _staging, run.K, run.alpha)
-        write_outputs(results, _staging)
-        _publish(_staging, out_dir)
+            entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
+        write_outputs(results, staging)
+        _publish(staging, out_dir)
     finally:
-        shutil.rmtree(_staging, ignore_errors=True)
-        _staging = None
+        shutil.rmtree(staging, ignore_errors=True)
+        cancel()
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
@@ -183,12 +124,3 @@ def _publish(staging: Path, out_dir: Path) -> None:
         target = out_dir / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    rank = os.environ.get("RANK", "?")
-    print(f"lore-train: error: rank {rank}: stopped by the launcher (SIGTERM; another process "
-          "probably failed, see its message)", file=sys.stderr, flush=True)
-    if _staging is not None:
-        shutil.rmtree(_staging, ignore_errors=True)
-    os._exit(TERMINATED)

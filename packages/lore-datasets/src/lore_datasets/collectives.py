@@ -1,4 +1,9 @@
-"""The torch.distributed calls lore makes, each bounded in time.
+"""Processes under torchrun, and the torch.distributed calls lore makes, each bounded in time.
+
+`join` puts this process in the default process group from torchrun's
+environment (``lore-train`` and ``lore-prepare embed`` call it when
+``WORLD_SIZE`` > 1). It lives in lore-datasets, the lowest package with a
+command, so both commands share it.
 
 A collective waits for every process. If one died, raised, or is stuck, the
 others must not wait forever: every call here runs under a watchdog, and a
@@ -16,17 +21,95 @@ backend traceback. Two limits apply (docs/scale.md, "Failures"):
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-WATCHDOG_EXIT = 3
+DEFAULT_TIMEOUT = 300.0  # seconds a process waits for the others at one collective
+WATCHDOG_GRACE = 30.0  # the watchdog ends a process this long after the group's timeout
+WATCHDOG_EXIT = 3  # exit status when the watchdog ends a process
+TERMINATED = 143  # exit status after SIGTERM (torchrun stopping the survivors of a failure)
+
+
+def world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 when not launched by torchrun)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={value!r} is not an integer") from None
+
+
+def local_device(device: str) -> str:
+    """A bare "cuda" is this process's GPU (``LOCAL_RANK``), not every process on GPU 0."""
+    if device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process in the group: its rank, the group size, backend and device."""
+
+    rank: int
+    world_size: int
+    backend: str
+    device: str
+
+
+def join(device: str, timeout: float = DEFAULT_TIMEOUT, prog: str = "lore", *,
+         backend: str | None = None) -> Process:
+    """Join the default process group from torchrun's environment.
+
+    The backend is ``nccl`` when ``device`` is CUDA, else ``gloo`` (or
+    ``backend``). ``device`` becomes this process's device (`local_device`,
+    made current). Starts the watchdog (``timeout`` + `WATCHDOG_GRACE`) and
+    turns SIGTERM into one line and exit status 143.
+    """
+    if timeout <= 0:
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {timeout:g}")
+    device = local_device(device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(torch.device(device))
+    backend = backend or ("nccl" if torch.device(device).type == "cuda" else "gloo")
+    signal.signal(signal.SIGTERM, lambda signum, frame: _terminated(prog))
+    start_watchdog(timeout + WATCHDOG_GRACE, prog)
+    with collective("joining the process group"):
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    return Process(dist.get_rank(), dist.get_world_size(), backend, device)
+
+
+def leave() -> None:
+    """Leave the default process group (if joined)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def on_terminate(cleanup: Callable[[], None]) -> Callable[[], None]:
+    """Run ``cleanup`` if SIGTERM ends this process; call the returned function to cancel."""
+    _cleanups.append(cleanup)
+    return lambda: _cleanups.remove(cleanup) if cleanup in _cleanups else None
+
+
+def _terminated(prog: str) -> None:
+    rank = os.environ.get("RANK", "?")
+    print(f"{prog}: error: rank {rank}: stopped by the launcher (SIGTERM; another process "
+          "probably failed, see its message)", file=sys.stderr, flush=True)
+    for cleanup in list(_cleanups):
+        cleanup()
+    os._exit(TERMINATED)
 
 
 class PeerFailure(RuntimeError):
@@ -97,6 +180,11 @@ def collective(what: str) -> Iterator[None]:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+def barrier(what: str) -> None:
+    with collective(what):
+        dist.barrier()
 
 
 def all_reduce(t: torch.Tensor, what: str, op: Any = None) -> None:
