@@ -88,6 +88,19 @@ def join(device: str, timeout: float = DEFAULT_TIMEOUT, prog: str = "lore", *,
     return Process(dist.get_rank(), dist.get_world_size(), backend, device)
 
 
+def joined() -> bool:
+    """Whether this process is in an initialized default process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank()
+
+
+def size() -> int:
+    return dist.get_world_size()
+
+
 def leave() -> None:
     """Leave the default process group (if joined)."""
     if dist.is_available() and dist.is_initialized():
