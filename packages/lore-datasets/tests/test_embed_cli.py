@@ -94,3 +94,55 @@ def test_tldr_and_prism_loaders_read_the_pipeline_output(tmp_path: Path) -> None
         assert not set(train.prompt_ids) & set(test.prompt_ids)
     with pytest.raises(DataError, match="no PRISM embedding files"):
         load_prism(tmp_path / "tldr")
+
+
+def test_embed_under_torchrun_splits_shards_resumes_and_merges_as_one_process(tmp_path: Path,
+                                                                              capsys) -> None:
+    """Two gloo processes deal the shards out; the merge equals the one-process run; a
+    shard already on disk (an interrupted run) is kept, not embedded again."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    model_dir = tmp_path / "rm"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer("left").save_pretrained(model_dir)
+    lines = [{"user_id": f"u{k % 3}", "prompt": _text(k), "chosen": "good " + _text(k + 1, 2),
+              "rejected": "bad " + _text(k + 2, 2)} for k in range(12)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    args = ["embed", "--source", "pairs", "--pairs", str(pairs), "--model", str(model_dir),
+            "--device", "cpu", "--batch-size", "2", "--shard-size", "3", "--no-progress"]
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert main([*args, "--out", str(one)]) == 0
+    capsys.readouterr()
+    want = np.load(one / "embeddings.npy")
+    assert want.shape[0] == 24  # 8 shards: both processes get several
+    # an interrupted run left shard 7 (rows 21..23, process 1's, past the pairs the
+    # head check reads); a sentinel shows it is reused
+    sidecar = json.loads((one / "embeddings.json").read_text())
+    (many / "shards").mkdir(parents=True)
+    (many / "shards" / "manifest.json").write_text(json.dumps(
+        {"fingerprint": sidecar["fingerprint"], "rows": int(want.shape[0]), "shard_size": 3,
+         "done": []}))
+    np.save(many / "shards" / "000007.npy", np.full((3, want.shape[1]), 7.0, np.float32))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prepare = shutil.which("lore-prepare", path=str(Path(sys.executable).parent))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+         "127.0.0.1", "--master_port", str(port), prepare, *args, "--out", str(many)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # process 0 reports
+    got = np.load(many / "embeddings.npy")
+    assert (got[21:] == 7.0).all()
+    assert np.array_equal(got[:21], want[:21])
+    assert not (many / "shards").exists()
+    for name in ("responses.jsonl", "comparisons.csv", "v_ref.safetensors"):
+        assert (many / name).read_bytes() == (one / name).read_bytes(), name

@@ -104,6 +104,30 @@ def test_read_rank_shares_cover_every_row_once(bench, tmp_path, world):
         read_rank(tmp_path / "b", 3, 3)
 
 
+@pytest.mark.parametrize("world", [1, 3])
+def test_a_source_loaded_whole_gives_the_same_shares(bench, tmp_path, world):
+    """`DataSource.load_rank`: the row-range read of a saved directory, and the cut of
+    a Benchmark in memory (every other source), give each rank the same share."""
+    from lore_datasets import DataSource
+    from lore_datasets.sharding import rank_share
+    from lore_datasets.storage import row_range_readable
+
+    bench.save(tmp_path / "b", max_shard_bytes=600)
+    assert row_range_readable(tmp_path / "b") and not row_range_readable(tmp_path)
+    for r in range(world):
+        read = DataSource(str(tmp_path / "b")).load_rank(r, world)
+        cut = rank_share(bench, r, world)
+        for split in SPLITS:
+            a, b = read.split(split), cut.split(split)
+            assert torch.equal(a.features, b.features) and torch.equal(a.user, b.user)
+            assert a.user_ids == b.user_ids
+        assert read.meta["users_block"] == cut.meta["users_block"]
+    other = Benchmark(*(bench.split(s) for s in SPLITS[:3]),
+                      bench.unseen_test.select_rows(torch.arange(1, bench.unseen_test.num_pairs)))
+    assert (rank_share(other, 0, world).meta["users_block"]["digest"]
+            != rank_share(bench, 0, world).meta["users_block"]["digest"])
+
+
 def test_bf16_rows_stay_bf16(bench, tmp_path):
     small = Benchmark(*(bench.split(s).to(dtype=torch.bfloat16) for s in SPLITS), meta={"x": 1})
     small.save(tmp_path / "b", max_shard_bytes=300)

@@ -1,4 +1,5 @@
-"""Distributed fit: two gloo processes on CPU reproduce the single-process fit."""
+"""Distributed fit: gloo processes on CPU, each given its block of users, reproduce the
+single-process fit."""
 
 from __future__ import annotations
 
@@ -14,33 +15,36 @@ import torch.distributed as dist
 
 from lore_datasets import synthetic_benchmark
 from lore_train import TrainConfig, fit
-from lore_train.distributed import fit_distributed, shard_users
+from lore_train.distributed import fit_distributed
 from lore_train.trainer import initial_params
 
-# Both processes train on the same data with one config each; every run's V,
-# W, user order and loss curve are saved for the parent to compare.
+# Each process trains on its pair-balanced block of the users with one config
+# each; every run's V, W, user order and loss curve are saved for the parent
+# to compare.
 WORKER = textwrap.dedent(
     """
     import os, sys
     import torch
     import torch.distributed as dist
     from datetime import timedelta
-    from lore_datasets import synthetic_benchmark
+    from lore_datasets import balanced_user_blocks, synthetic_benchmark
     from lore_train import TrainConfig
     from lore_train.distributed import fit_distributed
+from lore_train.trainer import initial_params
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     bench, _ = synthetic_benchmark(seed=0, num_users=11, pairs_per_user=20, dim=8, rank=2)
     v_ref = torch.linspace(-1.0, 1.0, 8)
+    pairs = bench.seen_train
+    a, b = balanced_user_blocks(pairs.offsets, dist.get_world_size())[dist.get_rank()]
+    mine = pairs.user_range(a, b)
     out = {}
     for name, kwargs in eval(sys.argv[2]).items():
-        model, history = fit_distributed(
-            bench.seen_train, TrainConfig(**kwargs), v_ref=v_ref, progress=False
-        )
+        model, history = fit_distributed(mine, TrainConfig(**kwargs), v_ref=v_ref, progress=False)
         out[name] = (model.V.detach(), model.W.detach(), model.user_ids, history.loss)
     try:  # ranks that disagree on the config must fail together, not hang
-        fit_distributed(bench.seen_train, TrainConfig(steps=5 + dist.get_rank()), progress=False)
+        fit_distributed(mine, TrainConfig(steps=5 + dist.get_rank()), progress=False)
     except ValueError as e:
         out["mismatch"] = str(e)
     torch.save(out, os.path.join(sys.argv[1], f"rank{dist.get_rank()}.pt"))
@@ -53,6 +57,8 @@ CONFIGS = {
     "user_mean": dict(BASE, reduction="user_mean"),
     "pair_mean": dict(BASE, reduction="pair_mean"),
     "penalized_alternating": dict(BASE, reduction="pair_mean", mode="alternating", alpha=0.5),
+    # a threshold that drops a column on some users' block only if it is not reduced globally
+    "pruned": dict(BASE, reduction="user_mean", prune_threshold=0.3),
 }
 
 
@@ -107,11 +113,13 @@ def test_two_ranks_match_the_single_process_fit(distributed_runs, name):
     # that far below 1e-4, while one wrong term (a shard's gradient dropped or
     # counted twice, the penalty added per rank, W rows misplaced) moves the
     # parameters by ~lr.
+    W = torch.cat([run[name][1] for run in distributed_runs])
+    torch.testing.assert_close(W, single.W.detach(), atol=1e-4, rtol=1e-4, msg="W")
+    assert [u for run in distributed_runs for u in run[name][2]] == bench.seen_train.user_ids
+    assert all(run[name][2] for run in distributed_runs)  # both processes held users
     for run in distributed_runs:
-        V, W, user_ids, loss = run[name]
-        for name_, got, want in (("V", V, single.V), ("W", W, single.W)):
-            torch.testing.assert_close(got, want.detach(), atol=1e-4, rtol=1e-4, msg=name_)
-        assert user_ids == bench.seen_train.user_ids
+        V, _, _, loss = run[name]
+        torch.testing.assert_close(V, single.V.detach(), atol=1e-4, rtol=1e-4, msg="V")
         assert loss == pytest.approx(history.loss, rel=1e-5)
     # the model moved from its initialization, so the match is not trivial
     start_V, _ = initial_params(bench.seen_train, TrainConfig(**CONFIGS[name]))
@@ -121,15 +129,6 @@ def test_two_ranks_match_the_single_process_fit(distributed_runs, name):
 def test_ranks_with_different_configs_fail_on_every_rank(distributed_runs):
     for run in distributed_runs:
         assert "ranks [1]" in run.get("mismatch", "")
-
-
-def test_shard_users_covers_every_user_once_in_order():
-    for n, world in [(11, 2), (3, 4), (8, 8), (0, 3)]:
-        blocks = [shard_users(n, world, r) for r in range(world)]
-        assert [u for b in blocks for u in b] == list(range(n))
-        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
-    with pytest.raises(ValueError, match="rank 2"):
-        shard_users(5, 2, 2)
 
 
 def test_needs_an_initialized_process_group():

@@ -20,7 +20,8 @@ embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
 ``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
 results files, turned into command flags by ``lore_datasets.settings``);
 ``lore_datasets.cli_common`` is the error handling and device choice every
-lore command shares.
+lore command shares; ``lore_datasets.collectives`` the process group
+under torchrun and its time-bounded collectives.
 """
 
 from .errors import DataError, DatasetUnavailable

@@ -117,6 +117,16 @@ class PreferencePairs:
         prompts = None if self.prompt_ids is None else [self.prompt_ids[i] for i in rows.tolist()]
         return PreferencePairs(self.features[rows], self.user[rows], list(self.user_ids), prompts)
 
+    def user_range(self, start: int, stop: int) -> PreferencePairs:
+        """Users ``start:stop`` and their rows (local index i is index ``start + i`` here)."""
+        if not 0 <= start <= stop <= self.num_users:
+            raise ValueError(f"users {start}:{stop} out of range for {self.num_users} users")
+        offsets = self.offsets
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        prompts = None if self.prompt_ids is None else self.prompt_ids[lo:hi]
+        return PreferencePairs(self.features[lo:hi], self.user[lo:hi] - start,
+                               self.user_ids[start:stop], prompts)
+
     def select_users(self, users: Sequence[str]) -> PreferencePairs:
         """The rows of ``users``, re-indexed to that user list (in that order)."""
         index = {u: i for i, u in enumerate(self.user_ids)}

@@ -190,6 +190,22 @@ class DataSource:
         return load_dataset(self.dataset, split=split, embeddings=self.embeddings,
                             data_dir=self.data_dir, keep_ties=self.keep_ties)
 
+    def load_rank(self, rank: int, world_size: int, split: SplitArg = None) -> Benchmark:
+        """Process ``rank``'s pair-balanced share of the split data (docs/scale.md).
+
+        A saved Benchmark directory in the row-range form is read by row
+        range: this process reads its users' rows and nothing else (its
+        stored split is used as is, as `load` does). Any other source is
+        loaded whole and then cut (`sharding.rank_share`), so every process
+        briefly holds all of it.
+        """
+        from .sharding import rank_share
+        from .storage import read_rank, row_range_readable
+
+        if self.dataset not in LOADERS and row_range_readable(self.dataset):
+            return read_rank(self.dataset, rank, world_size)
+        return rank_share(self.load(split), rank, world_size)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "data source") -> DataSource:
         """A stored data source; unknown keys are an error naming ``source``."""

@@ -12,12 +12,14 @@ its target). Blocks stay contiguous, so a rank reads one row range
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .errors import DataError
+from .pairs import SPLITS, Benchmark
 
 
 def balanced_user_blocks(
@@ -57,3 +59,35 @@ def block_pairs(offsets: torch.Tensor | np.ndarray | Sequence[int],
     """Pairs in each block (to log or check a plan)."""
     off = np.asarray(offsets.cpu() if isinstance(offsets, torch.Tensor) else offsets)
     return [int(off[b] - off[a]) for a, b in blocks]
+
+
+def offsets_digest(offsets: Mapping[str, torch.Tensor]) -> str:
+    """A short fingerprint of every split's user offsets, so processes can check
+    they read the same data (same users per split, same pairs per user)."""
+    crc = 0
+    for split in SPLITS:
+        crc = zlib.crc32(np.ascontiguousarray(np.asarray(offsets[split]), dtype=np.int64).tobytes(),
+                         crc)
+    return f"{crc:08x}"
+
+
+def rank_blocks(offsets: Mapping[str, torch.Tensor], rank: int, world_size: int
+                ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Rank ``rank``'s (seen, unseen) user blocks: seen users balanced on ``seen_train``
+    pairs, unseen users on ``unseen_fewshot`` pairs (the pairs each rank trains on)."""
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    return (balanced_user_blocks(offsets["seen_train"], world_size)[rank],
+            balanced_user_blocks(offsets["unseen_fewshot"], world_size)[rank])
+
+
+def rank_share(bench: Benchmark, rank: int, world_size: int) -> Benchmark:
+    """The same share `storage.read_rank` reads from disk, cut from a Benchmark in memory."""
+    offsets = {split: bench.split(split).offsets for split in SPLITS}
+    seen, unseen = rank_blocks(offsets, rank, world_size)
+    parts = {split: bench.split(split).user_range(*(seen if split.startswith("seen") else unseen))
+             for split in SPLITS}
+    meta = {**bench.meta, "users_block": {"seen": list(seen), "unseen": list(unseen), "rank": rank,
+                                          "world_size": world_size,
+                                          "digest": offsets_digest(offsets)}}
+    return Benchmark(**parts, v_ref=bench.v_ref, meta=meta)

@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from .errors import DataError
 from .outputs import atomic_write, atomic_write_text
 from .pairs import SPLITS, Benchmark, PreferencePairs
+from .sharding import offsets_digest, rank_blocks
 from .textio import read_json
 
 FORMAT_VERSION = 2
@@ -424,21 +425,30 @@ def read_benchmark_users(path: str | Path, seen: tuple[int, int], unseen: tuple[
 
 def read_rank(path: str | Path, rank: int, world_size: int, *,
               with_prompts: bool = False) -> Benchmark:
-    """Rank ``rank``'s pair-balanced share of a saved Benchmark (``sharding.balanced_user_blocks``).
+    """Rank ``rank``'s pair-balanced share of a saved Benchmark (``sharding.rank_blocks``).
 
     Seen users are balanced on ``seen_train`` pairs, unseen users on
     ``unseen_fewshot`` pairs; every rank computes the same plan from the
-    offsets alone, and the blocks of all ranks cover every user once.
+    offsets alone, and the blocks of all ranks cover every user once. The
+    meta's ``users_block`` records the blocks and a ``digest`` of all
+    offsets (`sharding.offsets_digest`), for ranks to check they agree.
     """
-    from .sharding import balanced_user_blocks
-
-    if not 0 <= rank < world_size:
-        raise DataError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    seen = balanced_user_blocks(user_offsets(path, "seen_train"), world_size)[rank]
-    unseen = balanced_user_blocks(user_offsets(path, "unseen_fewshot"), world_size)[rank]
+    reader = _Reader(path)
+    offsets = {split: reader.offsets(split) for split in SPLITS}
+    seen, unseen = rank_blocks(offsets, rank, world_size)
     bench = read_benchmark_users(path, seen, unseen, with_prompts=with_prompts)
-    bench.meta["users_block"].update(rank=rank, world_size=world_size)
+    bench.meta["users_block"].update(rank=rank, world_size=world_size,
+                                     digest=offsets_digest(offsets))
     return bench
+
+
+def row_range_readable(path: str | Path) -> bool:
+    """Whether ``path`` is a saved Benchmark in the form `read_rank` reads (format 2)."""
+    index = Path(path) / INDEX
+    if not index.is_file():
+        return False
+    doc = read_json(index, "the index of a saved benchmark")
+    return isinstance(doc, dict) and doc.get("format") == FORMAT_VERSION
 
 
 def load_benchmark(path: str | Path) -> Benchmark:

@@ -14,7 +14,9 @@ Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
 (new users on a frozen basis), ``checkpoint`` and ``export`` (files),
 ``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
-``selection``, ``tables``, ``plots`` and ``cli`` (the `lore-train` command).
+``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
+processes), ``launch`` (the command under torchrun) and ``cli`` (the
+`lore-train` command).
 """
 
 from .config import PRESETS, TrainConfig

@@ -17,11 +17,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
+from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig, collectives
 from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
 from lore_datasets.outputs import check_run_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 
+from . import launch
 from .config import PRESETS, TrainConfig
 from .experiment import check_resumable, run_rank_sweep
 from .model import UnknownUserError
@@ -82,43 +83,95 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the training state for --resume every this many steps "
                      f"(default: {CHECKPOINT_EVERY})")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--dist-timeout", type=float, default=collectives.DEFAULT_TIMEOUT,
+                     help="under torchrun: seconds a process waits for the others at any step "
+                     "before every process fails (plus a 30 s watchdog grace) "
+                     f"(default: {collectives.DEFAULT_TIMEOUT:g})")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if collectives.world_size() > 1:  # under torchrun: one process of several
+        return run_cli("lore-train", lambda: _train_distributed(args),
+                       expected=(UnknownUserError, collectives.PeerFailure))
     return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
 
 
-def _train(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], TrainConfig, Path]:
+    """The data source, split changes, training config and output directory the flags give."""
     source = DataSource(**given(args, _names(DataSource)))
     split_changes = given(args, _names(SplitConfig))
     train_changes = given(args, [n for n in _names(TrainConfig) if n not in SWEPT + BY_COMMAND])
     if hasattr(args, "seed"):
         split_changes["seed"] = train_changes["seed"] = args.seed
     config = TrainConfig.preset(args.preset, **train_changes, device=resolve_device(args.device))
-    alphas = getattr(args, "alpha", [config.alpha])
-    _check_arguments(args, config, alphas)
-    out = check_run_dir(args.out or Path("runs") / Path(source.dataset).name,
-                        overwrite=args.overwrite, resume=args.resume)
+    return source, split_changes, config, args.out or Path("runs") / Path(source.dataset).name
+
+
+def _run_config(args: argparse.Namespace, source: DataSource, benchmark: Benchmark | None,
+                split_changes: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The run's settings for results.json (without the split before the data is loaded)."""
     run_config = {"preset": args.preset, "data": to_dict(source),
                   "select": {"val_fraction": args.val_fraction} if args.select else None,
                   "out": str(out)}
+    if benchmark is not None:  # the split as resolved (a reference loader changes only the seed)
+        run_config["split"] = (benchmark.meta.get("split", {}).get("config")
+                               or to_dict(SplitConfig(**split_changes)))
+    return run_config
+
+
+def _train(args: argparse.Namespace) -> int:
+    source, split_changes, config, out = _settings(args)
+    alphas = getattr(args, "alpha", [config.alpha])
+    _check_arguments(args, config, alphas)
+    out = check_run_dir(out, overwrite=args.overwrite, resume=args.resume)
     if args.resume:  # what can be compared before the data is loaded
         check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
-                              **run_config})
+                              **_run_config(args, source, None, split_changes, out)})
     benchmark = source.load(split=split_changes)
     check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
-    # the split as resolved (a reference loader changes nothing but the seed)
-    run_config["split"] = (benchmark.meta.get("split", {}).get("config")
-                           or to_dict(SplitConfig(**split_changes)))
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
-        run_config=run_config,
+        run_config=_run_config(args, source, benchmark, split_changes, out),
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
         checkpoint_every=args.checkpoint_every,
     )
+    return _report(args, benchmark, alphas, config, results, out)
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """One process of a torchrun launch (lore_train.launch); process 0 reports."""
+    if args.select:
+        raise ValueError("--select runs in one process; run it without torchrun")
+    if args.resume:
+        raise ValueError("--resume runs in one process; run it without torchrun")
+    source, split_changes, config, out = _settings(args)
+    alphas = getattr(args, "alpha", [config.alpha])
+    _check_arguments(args, config, alphas)
+    out = check_run_dir(out, overwrite=args.overwrite)
+    process = collectives.join(config.device, args.dist_timeout, "lore-train")
+    try:
+        config = config.with_(device=process.device)
+        part = source.load_rank(process.rank, process.world_size, split=split_changes)
+        if process.rank == 0:
+            print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
+                  f"({process.backend}): {_describe(part)}", file=sys.stderr)
+        results = launch.run_distributed_sweep(
+            process, part, args.K, alphas, config, out,
+            run_config=_run_config(args, source, part, split_changes, out),
+            progress=not args.no_progress,
+        )
+    finally:
+        collectives.leave()
+    if results is None:
+        return 0
+    return _report(args, part, alphas, config, results, out)
+
+
+def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
+            config: TrainConfig, results: dict[str, Any], out: Path) -> int:
     print(format_table(results))
     if args.select:
         print(_select(benchmark, args.K, alphas, config, results, args.val_fraction, out,

@@ -1,56 +1,63 @@
 """Joint training across torch.distributed processes (docs/architecture.md, "Scaling out").
 
-Users are sharded: each process owns a contiguous block of users, their rows
-of Z (the only rows it moves to its device) and their rows of W. V is
-replicated: every process draws the same V0 from the seed, V's gradient is
-summed over processes every step, so Adam takes the same step everywhere and
-the run equals the single-process ``fit`` up to float summation order.
+Users are sharded: each process passes ``fit_distributed`` only its own
+users' pairs (a contiguous block of one user list, blocks in process rank
+order) and keeps their rows of W. V is replicated: every process draws the
+same V0 from the seed, V's gradient is summed over processes every step, so
+Adam takes the same step everywhere and the run equals the single-process
+``fit`` on all users up to float summation order.
 
 Here ``process_rank``/``world_size`` are torch.distributed's rank and world
-size; K is always the number of basis columns (``TrainConfig.K``).
-
-Launch one process per device with ``torchrun``; every process loads the same
-data and calls ``fit_distributed``::
+size; K is always the number of basis columns (``TrainConfig.K``). The
+``lore-train`` command under ``torchrun`` does all of this (``launch.py``);
+by hand::
 
     # torchrun --nproc_per_node 8 train.py
     import os
     import torch, torch.distributed as dist
-    from lore_datasets import load_dataset
+    from lore_datasets import read_rank
     from lore_train import TrainConfig
     from lore_train.distributed import fit_distributed
 
-    local = int(os.environ["LOCAL_RANK"])
-    torch.cuda.set_device(local)
+    torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl")            # "gloo" on CPU
-    bench = load_dataset("prism")
-    model, history = fit_distributed(bench.seen_train, TrainConfig(K=3, device="cuda"))
-    if dist.get_rank() == 0:
-        model.save("runs/k3")
+    part = read_rank("data/big", dist.get_rank(), dist.get_world_size())
+    model, history = fit_distributed(part.seen_train, TrainConfig(K=3, device="cuda"))
+    # model: V and this process's users
     dist.destroy_process_group()
 """
 
 from __future__ import annotations
 
-import os
-import zlib
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from lore_datasets import PreferencePairs
+from lore_datasets.collectives import all_gather_object, all_reduce, check_agree, local_device
 
 from .config import TrainConfig
 from .model import PersonalRewardModel
-from .trainer import FitHistory, finish, fit, initial_params, optimize, row_weights
+from .objective import row_weights
+from .trainer import FitHistory, finish, fit, initial_params, optimize
 
 
-def shard_users(num_users: int, world_size: int, process_rank: int) -> range:
-    """The users process ``process_rank`` owns: a contiguous block, sizes differing by at most one."""
-    if not 0 <= process_rank < world_size:
-        raise ValueError(f"process rank {process_rank} is outside a world of {world_size}")
-    base, extra = divmod(num_users, world_size)
-    start = process_rank * base + min(process_rank, extra)
-    return range(start, start + base + (process_rank < extra))
+@dataclass(frozen=True)
+class UserBlock:
+    """Where one process's users sit in the whole: users ``first_user`` on, of ``total_users``."""
+
+    first_user: int
+    total_users: int
+    total_pairs: int
+
+
+def user_block(pairs: PreferencePairs, what: str = "the users of each process") -> UserBlock:
+    """This process's place among all processes' blocks (one all-gather of two counts)."""
+    counts = all_gather_object((pairs.num_users, pairs.num_pairs), what)
+    rank = dist.get_rank()
+    return UserBlock(sum(n for n, _ in counts[:rank]), sum(n for n, _ in counts),
+                     sum(m for _, m in counts))
 
 
 def fit_distributed(
@@ -60,94 +67,48 @@ def fit_distributed(
     v_ref: torch.Tensor | None = None,
     progress: bool = True,
 ) -> tuple[PersonalRewardModel, FitHistory]:
-    """``fit`` over the default process group; every process passes the same ``pairs``.
+    """``fit`` over the default process group; each process passes its own users' pairs.
 
-    Returns the full model (all users, in ``pairs``' order) on every process
-    and the loss curve of the whole objective. ``config.device`` "cuda" means
-    this process's GPU (``LOCAL_RANK``). Row weights come from the full
-    ``pairs``, so ``pair_mean`` divides by the global number of pairs; the
+    The processes' ``pairs`` are consecutive blocks of one user list, in
+    process rank order (``lore_datasets.read_rank`` gives each its
+    pair-balanced block); a block may be empty. Returns V and this
+    process's users' logits (the same model ``fit`` on all users would give,
+    restricted to them) and the loss curve of the whole objective.
+    ``config.device`` "cuda" means this process's GPU (``LOCAL_RANK``). The
     cosine penalty on V is added by process 0 only, so it enters the summed
-    gradient once.
+    gradient once; ``pair_mean`` divides by the pairs of all processes.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "fit_distributed needs an initialized default process group: launch with torchrun "
             "and call torch.distributed.init_process_group() first (or use lore_train.fit)"
         )
+    process_rank = dist.get_rank()
+    device = torch.device(local_device(config.device))
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    check_agree((pairs.dim, sorted(settings.items())),
+                "a TrainConfig or feature dim (every setting but device must agree)")
     if config.K == 0:  # the reference head: nothing to train, nothing to share
         return fit(pairs, config, v_ref=v_ref, progress=False)
-    process_rank, world_size = dist.get_rank(), dist.get_world_size()
-    device = _process_device(config.device)
-    _check_same_run(pairs, config, device)
-
-    V0, W0 = initial_params(pairs, config)
-    mine = shard_users(pairs.num_users, world_size, process_rank)
-    lo, hi = int(pairs.offsets[mine.start]), int(pairs.offsets[mine.stop])
-    shard = PreferencePairs(
-        pairs.features[lo:hi],
-        pairs.user[lo:hi] - mine.start,
-        pairs.user_ids[mine.start : mine.stop],
-    )
-    c = row_weights(pairs, config.reduction)[lo:hi]
+    block = user_block(pairs)
+    V0, W0 = initial_params(pairs, config, first_user=block.first_user,
+                            total_users=block.total_users)
+    c = row_weights(pairs, config.reduction, total_pairs=block.total_pairs)
     V = V0.to(device).requires_grad_()
-    W = W0[mine.start : mine.stop].to(device).requires_grad_()
-
-    def all_reduce(t: torch.Tensor) -> None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-
+    W = W0.to(device).requires_grad_()
     history = optimize(
         V,
         W,
-        shard,
+        pairs,
         c,
         v_ref,
         config,
         progress=progress and process_rank == 0,
-        all_reduce=all_reduce,
+        all_reduce=lambda t: all_reduce(t, "the sum of V's gradient"),
         penalize=process_rank == 0,
     )
     model = PersonalRewardModel(
-        V.detach(),
-        _gather_rows(W.detach(), pairs.num_users, world_size),
-        pairs.user_ids,
-        tau=config.tau,
-        K=config.K,
-        v_ref=v_ref,
+        V.detach(), W.detach(), pairs.user_ids, tau=config.tau, K=config.K, v_ref=v_ref
     ).to(device)
-    return finish(model, config), history
-
-
-def _process_device(name: str) -> torch.device:
-    """A bare "cuda" means this process's GPU, not every process on GPU 0."""
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        local = os.environ.get("LOCAL_RANK")
-        device = torch.device(
-            "cuda", int(local) if local is not None else torch.cuda.current_device()
-        )
-    return device
-
-
-def _check_same_run(pairs: PreferencePairs, config: TrainConfig, device: torch.device) -> None:
-    """Fail on every process, rather than hang or drift, if they got different data or configs."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
-    key = repr((pairs.num_pairs, pairs.dim, pairs.user_ids, sorted(settings.items())))
-    mine = torch.tensor([zlib.crc32(key.encode())], dtype=torch.int64, device=device)
-    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
-    differ = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
-    if differ:
-        raise ValueError(
-            f"process ranks {differ} were given other pairs or another TrainConfig than rank 0 "
-            "(users, pair count, dim and every setting but device must agree)"
-        )
-
-
-def _gather_rows(W: torch.Tensor, num_users: int, world_size: int) -> torch.Tensor:
-    """All processes' blocks of W, in user order (padded all_gather: blocks differ by one row)."""
-    size = -(-num_users // world_size)
-    padded = torch.zeros(size, W.shape[1], dtype=W.dtype, device=W.device)
-    padded[: W.shape[0]] = W
-    blocks = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(blocks, padded)
-    return torch.cat([b[: len(shard_users(num_users, world_size, r))] for r, b in enumerate(blocks)])
+    return finish(model, config, all_reduce_max=lambda t: all_reduce(
+        t, "the column weights for pruning", dist.ReduceOp.MAX)), history

@@ -14,9 +14,10 @@ from lore_datasets.outputs import output_directory
 from .calibration import evaluate_calibration
 from .config import TrainConfig
 from .metrics import evaluate
+from .model import PersonalRewardModel
 from .plots import can_plot, plot_accuracy_vs_rank
 from .results import load_results, new_results, write_results, write_results_csv
-from .sweep import check_sweep, sweep
+from .sweep import SweepRun, check_sweep, sweep
 from .train_state import remove_state
 from .trainer import CHECKPOINT_EVERY
 
@@ -59,8 +60,7 @@ def run_rank_sweep(
     `evaluate_calibration`), at the cost of one more fit per cell.
     """
     check_sweep(benchmark, Ks, alphas, config, source=str(benchmark.meta.get("source") or "the data"))
-    config_doc = {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas),
-                  **(run_config or {})}
+    config_doc = sweep_config(Ks, alphas, config, run_config)
     with output_directory(out_dir, overwrite=overwrite, resume=resume) as work:
         done = _finished_cells(work, config_doc) if resume else {}
         results = new_results(config_doc, benchmark.meta, config.device)
@@ -78,9 +78,7 @@ def run_rank_sweep(
                 if on_run is not None:
                     on_run(entry)
         shutil.rmtree(work / STATE_DIR, ignore_errors=True)
-        write_results_csv(results, work / "results.csv")
-        if can_plot():
-            plot_accuracy_vs_rank(results, work / "accuracy_vs_rank.png")
+        write_outputs(results, work)
     return results
 
 
@@ -88,11 +86,31 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
               *, progress: bool, resume: bool, checkpoint_every: int,
               calibrate: bool) -> dict[str, Any]:
     """Train, evaluate and checkpoint one (K, alpha); its results entry."""
-    name = checkpoint_name(K, alpha)
-    state_dir = out_dir / STATE_DIR / name
+    state_dir = out_dir / STATE_DIR / checkpoint_name(K, alpha)
     fit_options = {"checkpoint_dir": state_dir, "resume": resume,
                    "checkpoint_every": checkpoint_every}
     run = next(sweep(benchmark, [K], [alpha], config, progress=progress, fit_options=fit_options))
+    entry = cell_entry(run)
+    if run.model is None:
+        return entry
+    entry.update(evaluate(run.model, benchmark))
+    if calibrate:
+        entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
+                                                    progress=progress)
+        run.model.meta["temperature"] = entry["calibration"]["temperature"]
+    entry["checkpoint"] = save_cell(run.model, benchmark.meta, out_dir, run.K, run.alpha)
+    remove_state(state_dir)
+    return entry
+
+
+def sweep_config(Ks: Sequence[int], alphas: Sequence[float], config: TrainConfig,
+                 run_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``config`` entry of results.json."""
+    return {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas), **(run_config or {})}
+
+
+def cell_entry(run: SweepRun) -> dict[str, Any]:
+    """A cell's results.json entry, before its accuracies and checkpoint."""
     entry: dict[str, Any] = {"K": run.K, "alpha": run.alpha}
     if run.skipped:
         entry["skipped"] = run.skipped
@@ -102,16 +120,23 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
     entry["train_seconds"] = run.train_seconds
     entry["fewshot_seconds"] = run.fewshot_seconds
     entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
-    entry.update(evaluate(run.model, benchmark))
-    if calibrate:
-        entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
-                                                    progress=progress)
-        run.model.meta["temperature"] = entry["calibration"]["temperature"]
-    run.model.meta.update(dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder"))
-    path = run.model.save(out_dir / "checkpoints" / name)
-    entry["checkpoint"] = str(path.relative_to(out_dir))
-    remove_state(state_dir)
     return entry
+
+
+def save_cell(model: PersonalRewardModel, dataset_meta: dict[str, Any], out_dir: Path,
+              K: int, alpha: float) -> str:
+    """Write a cell's checkpoint under ``out_dir/checkpoints``; its path relative to ``out_dir``."""
+    model.meta.update(dataset=dataset_meta.get("source"), embedder=dataset_meta.get("embedder"))
+    path = model.save(out_dir / "checkpoints" / checkpoint_name(K, alpha))
+    return str(path.relative_to(out_dir))
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+    """results.json, results.csv and (with matplotlib) accuracy_vs_rank.png."""
+    write_results(results, out_dir / "results.json")
+    write_results_csv(results, out_dir / "results.csv")
+    if can_plot():
+        plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
 
 
 def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -41,6 +41,8 @@ def fit_few_shot(
     seed: int = 0,
     progress: bool = False,
     prior: torch.Tensor | None = None,
+    first_user: int = 0,
+    total_users: int | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -54,6 +56,9 @@ def fit_few_shot(
     ``prior``: a Dirichlet concentration [K] (`lore_train.prior`); the fit is
     then MAP, each user's log-prior weighted like one of their rows' loss,
     starting from the prior mean, and a user with no pairs gets the prior mean.
+    When ``pairs`` is one process's block of users (``first_user`` on, of
+    ``total_users``), the block's rows of the full initial draw are used, so
+    the fit equals the one-process fit.
     """
     steps = DEFAULTS.fewshot_steps if steps is None else steps
     lr = DEFAULTS.fewshot_lr if lr is None else lr
@@ -74,7 +79,9 @@ def fit_few_shot(
     elif K <= 1 or pairs.num_pairs == 0:
         return torch.zeros(N, K, device=device)
     else:
-        W = torch.randn(N, K, generator=seeded_generator(seed)).to(device)
+        total = N if total_users is None else total_users
+        W = torch.randn(total, K, generator=seeded_generator(seed))[first_user:first_user + N]
+        W = W.clone().to(device)
         W[counts == 0] = 0.0
     with torch.no_grad():
         P = lore_kernels.project(pairs.features.to(device), V.detach())
@@ -119,8 +126,11 @@ def personalize(
     config: TrainConfig,
     *,
     progress: bool = False,
+    first_user: int = 0,
+    total_users: int | None = None,
 ) -> PersonalRewardModel:
-    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
+    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
+    (``first_user``/``total_users``: see `fit_few_shot`)."""
     W = fit_few_shot(
         model.V.detach(),
         pairs,
@@ -131,6 +141,8 @@ def personalize(
         seed=config.seed + 1,
         progress=progress,
         prior=model.population_prior() if config.fewshot_prior == "population" else None,
+        first_user=first_user,
+        total_users=total_users,
     )
     return model.with_users(pairs.user_ids, W)
 

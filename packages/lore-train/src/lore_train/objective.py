@@ -13,16 +13,20 @@ import torch.nn.functional as F
 from lore_datasets import PreferencePairs
 
 
-def row_weights(pairs: PreferencePairs, reduction: str) -> torch.Tensor:
+def row_weights(pairs: PreferencePairs, reduction: str, *, total_pairs: int | None = None
+                ) -> torch.Tensor:
     """c_m of the loss sum_m c_m softplus(-tau margin_m).
 
     ``user_mean`` (c = 1/n_u) sums each user's mean loss, the paper's
     objective; ``pair_mean`` (c = 1/M) weighs users by their number of pairs.
+    ``total_pairs`` is M when ``pairs`` is one process's share of the users
+    (which may then hold no pairs at all).
     """
-    if pairs.num_pairs == 0:
+    total = pairs.num_pairs if total_pairs is None else total_pairs
+    if total == 0:
         raise ValueError("no pairs to train on")
     if reduction == "pair_mean":
-        return torch.full((pairs.num_pairs,), 1.0 / pairs.num_pairs, dtype=torch.float32)
+        return torch.full((pairs.num_pairs,), 1.0 / total, dtype=torch.float32)
     if reduction == "user_mean":
         counts = pairs.pairs_per_user().to(torch.float32)
         return 1.0 / counts[pairs.user.cpu()]

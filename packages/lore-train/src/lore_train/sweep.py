@@ -15,6 +15,7 @@ from typing import Any
 from lore_datasets import Benchmark, DataError
 
 from .config import TrainConfig
+from .distributed import fit_distributed, user_block
 from .fewshot import personalize
 from .model import PersonalRewardModel
 from .trainer import FitHistory, fit
@@ -73,14 +74,26 @@ def sweep(
     *,
     progress: bool = True,
     fit_options: dict[str, Any] | None = None,
+    distributed: bool = False,
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
     K = 0 without a reference head is skipped with the reason, not an error.
     Cells are yielded as they finish so a caller can report or save each.
     ``fit_options`` go to every `fit` (say, a training-state directory).
+    ``distributed``: ``benchmark`` is this process's block of seen and of
+    unseen users (`lore_datasets.read_rank`); V is fitted with
+    `fit_distributed` and each process fits its own unseen users, so every
+    model holds V and this process's users only.
     """
     config = config or TrainConfig()
+    fit_cell = fit_distributed if distributed else fit
+    options = dict(fit_options or {})
+    if distributed and options:
+        raise ValueError(f"training-state checkpoints ({', '.join(options)}) are not supported "
+                         "across processes; run without --resume/--checkpoint-every under torchrun")
+    unseen = user_block(benchmark.unseen_fewshot, "the unseen users of each process") \
+        if distributed else None
     for alpha in alphas:
         for K in Ks:
             cell = config.with_(K=K, alpha=alpha)
@@ -89,9 +102,13 @@ def sweep(
                 yield SweepRun(K, alpha, None, None, skipped=reason)
                 continue
             start = time.perf_counter()
-            model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress,
-                                 **(fit_options or {}))
+            model, history = fit_cell(benchmark.seen_train, cell, v_ref=benchmark.v_ref,
+                                      progress=progress, **options)
             train_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
+            model = personalize(
+                model, benchmark.unseen_fewshot, cell, progress=progress and unseen is None,
+                first_user=unseen.first_user if unseen else 0,
+                total_users=unseen.total_users if unseen else None,
+            )
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)

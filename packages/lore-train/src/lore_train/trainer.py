@@ -103,21 +103,25 @@ class Checkpointing:
 
 
 def initial_params(
-    pairs: PreferencePairs, config: TrainConfig
+    pairs: PreferencePairs, config: TrainConfig, *, first_user: int = 0,
+    total_users: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """V0 [d, K] and W0 [N, K] drawn from ``config.seed`` (on CPU).
 
-    Distributed processes draw the same full W0 and keep their block of rows,
-    so every process starts where the single-process fit starts.
+    When ``pairs`` is one process's block of users (users ``first_user`` to
+    ``first_user + N`` of ``total_users``), the full W0 is drawn and this
+    block's rows kept, so every process starts where the single-process fit
+    starts (the draw costs 4 * total_users * K bytes, not the data's size).
     """
     gen = seeded_generator(config.seed)
     V0 = torch.randn(pairs.dim, config.K, generator=gen)
     N, K = pairs.num_users, config.K
+    total = N if total_users is None else total_users
     W0 = {
-        "normal": lambda: torch.randn(N, K, generator=gen),
-        "uniform": lambda: torch.rand(N, K, generator=gen),
-        "zeros": lambda: torch.zeros(N, K),
-    }[config.w_init]()
+        "normal": lambda: torch.randn(total, K, generator=gen),
+        "uniform": lambda: torch.rand(total, K, generator=gen),
+        "zeros": lambda: torch.zeros(total, K),
+    }[config.w_init]()[first_user:first_user + N].clone()
     W0[pairs.pairs_per_user() == 0] = 0.0  # no data: uniform weights, not a random draw
     return V0, W0
 
@@ -234,23 +238,31 @@ def _restore(state: TrainState, V: torch.Tensor, W: torch.Tensor,
     return state.done
 
 
-def finish(model: PersonalRewardModel, config: TrainConfig) -> PersonalRewardModel:
+def finish(model: PersonalRewardModel, config: TrainConfig, *,
+           all_reduce_max: Callable[[torch.Tensor], None] | None = None) -> PersonalRewardModel:
     """Prune (if configured) and record the config: the last step of every fit."""
     if config.prune_threshold is not None:
-        model = prune_columns(model, config.prune_threshold)
+        model = prune_columns(model, config.prune_threshold, all_reduce_max=all_reduce_max)
     model.train_config = config
     return model
 
 
-def prune_columns(model: PersonalRewardModel, threshold: float) -> PersonalRewardModel:
+def prune_columns(model: PersonalRewardModel, threshold: float, *,
+                  all_reduce_max: Callable[[torch.Tensor], None] | None = None
+                  ) -> PersonalRewardModel:
     """Drop basis columns no user weighs at ``threshold`` or more.
 
     Slicing the logits renormalizes the kept weights exactly:
     softmax(W[:, kept]) = P[:, kept] / P[:, kept].sum(1). At least the
-    column with the largest weight is always kept.
+    column with the largest weight is always kept. When ``model`` holds one
+    process's block of users, ``all_reduce_max`` takes each column's largest
+    weight over every process, so all of them keep the same columns.
     """
     with torch.no_grad():
-        top = model.weights().max(dim=0).values
+        W = model.weights()
+        top = W.max(dim=0).values if W.shape[0] else W.new_zeros(W.shape[1])
+        if all_reduce_max is not None:
+            all_reduce_max(top)
         kept = torch.nonzero(top >= threshold).squeeze(1)
         if kept.numel() == 0:
             kept = top.argmax().reshape(1)

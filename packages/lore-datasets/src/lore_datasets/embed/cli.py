@@ -2,6 +2,7 @@
 
     lore-prepare embed --source tldr --model Skywork/Skywork-Reward-Llama-3.1-8B-v0.2 --out data/tldr
     lore-prepare embed --source pairs --pairs my_pairs.jsonl --encoder minilm --out data/mine
+    torchrun --nproc_per_node 8 $(which lore-prepare) embed --source prism --out data/prism
     lore-prepare convert --dataset prism --data-dir data/prism_ref --out data/prism_canonical
     lore-prepare convert --dataset llmfao --out data/llmfao-canonical --max-shard-size 64MB
     lore-prepare synthetic --users 1000000 --pairs-per-user 20 --dim 32 --out data/synth-1m
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import collectives
 from ..cli_common import ArgumentParser, resolve_device, run_cli
 from ..errors import DataError
 from ..outputs import check_output_dir
@@ -24,6 +26,7 @@ from ..textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
+EMBED_TIMEOUT = 1800.0  # processes wait for the slowest one's last shard, not one step
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
     e.add_argument("--limit", type=int, default=None, help="first N hub rows per split (testing)")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--dist-timeout", type=float, default=EMBED_TIMEOUT,
+                   help="under torchrun: seconds a process waits for the others (at the start, "
+                   "and for the slowest to finish its shards) before every process fails")
     c = sub.add_parser("convert", help="any data set -> the canonical safetensors + JSON form "
                        "(rows by user, readable one block of users at a time)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out)  # a file or an unwritable place fails before any work
         return commands.get(args.command, _embed)(args)
 
-    return run_cli("lore-prepare", run)
+    return run_cli("lore-prepare", run, expected=(collectives.PeerFailure,))
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -138,7 +144,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 def _embedder(args: argparse.Namespace) -> Any:
     import torch
 
-    device = resolve_device(args.device)
+    device = collectives.local_device(resolve_device(args.device))
     if args.encoder == "minilm":
         from .sentence import SentenceEmbedder
 
@@ -152,13 +158,24 @@ def _embedder(args: argparse.Namespace) -> Any:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .. import hub
-    from .pipeline import embed_pairs, embed_personalllm
-
     if (args.source == "pairs") != (args.pairs is not None):
         raise DataError("--pairs FILE goes with --source pairs (and only with it)")
     resolve_device(args.device)  # a bad --device fails before the pairs are read
     pairs = read_pairs(args.pairs) if args.pairs is not None else None
+    if collectives.world_size() <= 1:
+        return _embed_with(args, pairs)
+    # under torchrun: gloo only coordinates (shards go through the file system)
+    collectives.join("cpu", args.dist_timeout, "lore-prepare", backend="gloo")
+    try:
+        return _embed_with(args, pairs)
+    finally:
+        collectives.leave()
+
+
+def _embed_with(args: argparse.Namespace, pairs: list | None) -> int:
+    from .. import hub
+    from .pipeline import embed_pairs, embed_personalllm
+
     embedder = _embedder(args)
     common = {"shard_size": args.shard_size, "progress": not args.no_progress}
     out: Path = args.out
@@ -171,7 +188,7 @@ def _embed(args: argparse.Namespace) -> int:
                                                   split)
             print(f"tldr {split}: {len(split_pairs)} pairs, skipped {skipped}", file=sys.stderr)
             embed_pairs(split_pairs, embedder, out / split, **common)
-        if (out / "train" / "v_ref.safetensors").is_file():
+        if (out / "train" / "v_ref.safetensors").is_file() and _first():
             shutil.copyfile(out / "train" / "v_ref.safetensors", out / "v_ref.safetensors")
         hint = f"lore-train --dataset tldr --data-dir {out}"
     elif args.source == "prism":
@@ -184,8 +201,14 @@ def _embed(args: argparse.Namespace) -> int:
             embed_personalllm(hub.load_hub_rows("personalllm", split, limit=args.limit),
                               embedder, out, split, **common)
         hint = f"lore-train --dataset personalllm --data-dir {out}"
-    print(f"wrote {out}; next: {hint}")
+    if _first():
+        print(f"wrote {out}; next: {hint}")
     return 0
+
+
+def _first() -> bool:
+    """Process 0 under torchrun, or the only process."""
+    return not collectives.joined() or collectives.rank() == 0
 
 
 def read_pairs(path: Path) -> list:

@@ -16,7 +16,16 @@ reads the result directly:
 Resuming: rows are embedded in shards under ``shards/``; a manifest records
 the finished ones with a fingerprint of the inputs and the embedder, so a
 rerun after an interruption skips them, and a rerun with other inputs stops
-instead of mixing the two.
+instead of mixing the two. A shard file appears only once complete (written
+then renamed), so a shard file present counts as finished too.
+
+Under torchrun (an initialized default process group) the shards are dealt
+out round-robin: process r embeds shards r, r + W, r + 2W, ... (W processes)
+into the same ``shards/`` directory (one file system, shared between nodes),
+each resumable as above; process 0 writes the manifest first and, once every
+process has finished, merges the shards in shard order and writes the other
+files. A shard holds the same rows whatever W, so the result equals a
+one-process run's.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +45,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .. import collectives
 from ..errors import DataError
 from ..outputs import atomic_write, atomic_write_text
 
@@ -91,6 +102,8 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
     fingerprint = _fingerprint(embedder, conversations)
     matrix = embed_resumable(conversations, embedder, out / "shards", fingerprint,
                              out / "embeddings.npy", shard_size=shard_size, progress=progress)
+    if _rank() != 0:  # process 0 writes the rest
+        return out
 
     _write_jsonl(out / "responses.jsonl", records)
     with_split = any(p.split is not None for p in pairs)
@@ -117,42 +130,92 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
 def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, shard_dir: Path,
                     fingerprint: str, target: Path, *, shard_size: int = 512,
                     progress: bool = True) -> np.ndarray:
-    """Embed in shards recorded in a manifest, then assemble ``target`` (.npy, fp32)."""
+    """Embed in shards recorded in a manifest, then assemble ``target`` (.npy, fp32).
+
+    Under torchrun each process embeds its round-robin share of the shards
+    and process 0 merges them (see the module doc); every process returns
+    the merged matrix.
+    """
     if shard_size < 1:
         raise DataError(f"shard_size must be >= 1, got {shard_size}")
+    rank, world = _rank(), _world()
+    if world > 1:
+        collectives.check_agree((fingerprint, len(conversations), shard_size),
+                                "inputs, embedder or shard size")
     n = len(conversations)
     manifest_path = shard_dir / MANIFEST
-    if target.is_file() and not manifest_path.is_file():
-        done_matrix = np.load(target, mmap_mode="r")
-        marker = target.with_suffix(".fingerprint")
-        if marker.is_file() and marker.read_text() == fingerprint and done_matrix.shape[0] == n:
-            return done_matrix
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"fingerprint": fingerprint, "rows": n, "shard_size": shard_size, "done": []}
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if (old.get("fingerprint"), old.get("rows"), old.get("shard_size")) != (fingerprint, n, shard_size):
-            raise DataError(f"{manifest_path}: holds a run over other inputs, another embedder or "
-                            "another shard size; use a new output directory or delete this one")
-        manifest = old
-    done = set(manifest["done"])
+    finished = _finished(target, manifest_path, fingerprint, n)
+    if world > 1:
+        collectives.check_agree(finished, "the state of the output directory")
+    if finished:
+        return np.load(target, mmap_mode="r")
+    if rank == 0:
+        manifest = _open_manifest(shard_dir, fingerprint, n, shard_size)
+    if world > 1:
+        collectives.barrier("the embedding manifest")
+        manifest = _open_manifest(shard_dir, fingerprint, n, shard_size) if rank else manifest
     shards = range((n + shard_size - 1) // shard_size)
-    bar = tqdm(total=n, desc=f"embedding ({embedder.name})", unit="seq", disable=not progress,
-               initial=sum(min(shard_size, n - i * shard_size) for i in done))
-    for i in shards:
+    done = set(manifest["done"]) | {i for i in shards if (shard_dir / f"{i:06d}.npy").is_file()}
+    mine = [i for i in shards if i % world == rank]
+    bar = tqdm(total=sum(min(shard_size, n - i * shard_size) for i in mine),
+               desc=f"embedding ({embedder.name})", unit="seq", disable=not progress or rank != 0,
+               initial=sum(min(shard_size, n - i * shard_size) for i in mine if i in done))
+    for i in mine:
         if i in done:
             continue
         lo, hi = i * shard_size, min((i + 1) * shard_size, n)
         emb = embedder.embed(conversations[lo:hi], progress=False)
         if not bool(torch.isfinite(emb).all()):
             raise DataError(f"{embedder.name}: non-finite embedding in rows {lo}..{hi - 1}")
-        tmp = shard_dir / f"{i:06d}.tmp.npy"
+        tmp = shard_dir / f"{i:06d}.{rank}.tmp.npy"
         np.save(tmp, emb.numpy().astype(np.float32))
         os.replace(tmp, shard_dir / f"{i:06d}.npy")
-        manifest["done"] = sorted([*manifest["done"], i])
-        atomic_write_text(manifest_path, json.dumps(manifest))
+        if world == 1:  # several processes would race on the manifest; their files say it
+            manifest["done"] = sorted([*manifest["done"], i])
+            atomic_write_text(manifest_path, json.dumps(manifest))
         bar.update(hi - lo)
     bar.close()
+    if world > 1:
+        collectives.barrier("the shards of every process")
+        if rank != 0:
+            collectives.barrier("the merge of the shards by process 0")
+            return np.load(target, mmap_mode="r")
+    matrix = _merge(shard_dir, shards, shard_size, n, target, fingerprint, manifest_path)
+    if world > 1:
+        collectives.barrier("the merge of the shards by process 0")
+    return matrix
+
+
+def _finished(target: Path, manifest_path: Path, fingerprint: str, n: int) -> bool:
+    """Whether ``target`` already holds these inputs' embeddings (a finished run)."""
+    if not target.is_file() or manifest_path.is_file():
+        return False
+    marker = target.with_suffix(".fingerprint")
+    return (marker.is_file() and marker.read_text() == fingerprint
+            and np.load(target, mmap_mode="r").shape[0] == n)
+
+
+def _open_manifest(shard_dir: Path, fingerprint: str, n: int, shard_size: int) -> dict[str, Any]:
+    """The run's manifest: created, or checked to be over the same inputs."""
+    manifest_path = shard_dir / MANIFEST
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if (old.get("fingerprint"), old.get("rows"), old.get("shard_size")) != (fingerprint, n, shard_size):
+            raise DataError(f"{manifest_path}: holds a run over other inputs, another embedder or "
+                            "another shard size; use a new output directory or delete this one")
+        return old
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"fingerprint": fingerprint, "rows": n, "shard_size": shard_size, "done": []}
+    atomic_write_text(manifest_path, json.dumps(manifest))
+    return manifest
+
+
+def _merge(shard_dir: Path, shards: range, shard_size: int, n: int, target: Path,
+           fingerprint: str, manifest_path: Path) -> np.ndarray:
+    """The shards, in shard order, as ``target``; the shard directory is removed."""
+    missing = [i for i in shards if not (shard_dir / f"{i:06d}.npy").is_file()]
+    if missing:
+        raise DataError(f"{shard_dir}: shards {missing[:5]} are missing; rerun to finish them")
     dims = {np.load(shard_dir / f"{i:06d}.npy", mmap_mode="r").shape[1] for i in shards}
     if len(dims) != 1:
         raise DataError(f"{shard_dir}: shards of different widths {sorted(dims)}")
@@ -164,10 +227,8 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
     del matrix
     os.replace(tmp, target)
     atomic_write_text(target.with_suffix(".fingerprint"), fingerprint)
-    for i in shards:
-        (shard_dir / f"{i:06d}.npy").unlink()
     manifest_path.unlink()
-    shard_dir.rmdir()
+    shutil.rmtree(shard_dir)  # the shards, and any partial file a killed process left
     return np.load(target, mmap_mode="r")
 
 
@@ -196,6 +257,8 @@ def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: st
     matrix = embed_resumable(conversations, embedder, out / f"shards-{split}", fingerprint,
                              out / f"{split}.embeddings.npy", shard_size=shard_size,
                              progress=progress)
+    if _rank() != 0:  # process 0 writes the rest
+        return out
     _save_tensors({"embeddings": torch.from_numpy(np.array(matrix))}, out / f"{split}.safetensors")
     lines = [["prompt_index", *SCORE_COLUMNS]]
     for p, row in enumerate(rows):
@@ -208,6 +271,14 @@ def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: st
 
 
 # -- helpers -------------------------------------------------------------------
+def _rank() -> int:
+    return collectives.rank() if collectives.joined() else 0
+
+
+def _world() -> int:
+    return collectives.size() if collectives.joined() else 1
+
+
 def _fingerprint(embedder: Any, conversations: Sequence[Sequence[Message]]) -> str:
     digest = hashlib.sha256(f"{embedder.kind}\0{embedder.name}\0".encode())
     for conv in conversations:

@@ -1,0 +1,131 @@
+"""``lore-train`` under ``torchrun``: one process per device, each holding its users.
+
+    torchrun --nproc_per_node 8 $(which lore-train) --dataset data/big --K 1 2 4
+
+``WORLD_SIZE`` > 1 in the environment (torchrun sets it, with ``RANK``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) makes the command
+distributed. Each process joins the default process group (``nccl`` when
+training on CUDA, ``gloo`` on CPU), reads its pair-balanced share of the data
+(`DataSource.load_rank`), and runs the same sweep as one process: V fitted
+jointly (`fit_distributed`), its own unseen users fitted few-shot, per-user
+accuracies computed on its own users. Process 0 gathers the per-user
+accuracies and the logits, and writes results.json, results.csv, the plot and
+the checkpoints only after every cell of every process has finished, through
+a staging directory beside the output moved into place at the end: a failed
+run leaves the output directory as it was.
+
+Every collective is bounded (`lore_datasets.collectives`): a process that raises, dies or
+hangs makes every other process exit non-zero with one line within
+``timeout`` seconds (plus the watchdog's grace), never hang.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lore_datasets import SPLITS, Benchmark
+from lore_datasets.collectives import Process, check_agree, gather_object, on_terminate
+from lore_datasets.outputs import is_empty_dir
+
+from .config import TrainConfig
+from .experiment import cell_entry, save_cell, sweep_config, write_outputs
+from .metrics import per_user_accuracy, summarize
+from .model import PersonalRewardModel
+from .results import new_results
+from .sweep import SweepRun, sweep
+
+
+def run_distributed_sweep(
+    process: Process,
+    part: Benchmark,
+    Ks: list[int],
+    alphas: list[float],
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    run_config: dict[str, Any],
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """`run_rank_sweep` across processes: ``part`` is this process's share
+    (`DataSource.load_rank`); the results on process 0, None on the others."""
+    block = part.meta.get("users_block", {})
+    meta = {k: v for k, v in part.meta.items() if k != "users_block"}
+    settings = sweep_config(Ks, alphas, config.with_(device="any"), run_config)
+    check_agree((block.get("digest"), part.dim, repr(sorted(meta.items())), repr(settings)),
+                "data or settings (every process must read the same data with the same flags)")
+    root = process.rank == 0
+    run_config = {**run_config, "processes": {"world_size": process.world_size,
+                                              "backend": process.backend}}
+    results = new_results(sweep_config(Ks, alphas, config, run_config), meta, config.device)
+    users = gather_object((part.seen_train.user_ids, part.unseen_fewshot.user_ids), "the user ids")
+    cells: list[tuple[SweepRun, torch.Tensor]] = []
+    for run in sweep(part, Ks, alphas, config, progress=progress and root, distributed=True):
+        entry = cell_entry(run)
+        if run.model is not None:
+            mine = ({s: per_user_accuracy(run.model.margin(part.split(s)), part.split(s))
+                     for s in SPLITS}, run.model.W.detach().cpu())
+            every = gather_object(mine, f"the results of K={run.K} alpha={run.alpha:g}")
+            if every is not None:
+                for s in SPLITS:
+                    entry[s] = summarize({u: a for scores, _ in every for u, a in scores[s].items()})
+                cells.append((run, _full_logits(every, users)))
+        results["runs"].append(entry)
+    if not root:
+        return None
+    assert users is not None
+    _write(results, cells, users, meta, out_dir)
+    return results
+
+
+def _full_logits(every: list[Any], users: list[Any]) -> torch.Tensor:
+    """All processes' logits in the single-process order: seen users, then unseen users."""
+    seen = [W[: len(s)] for (_, W), (s, _) in zip(every, users, strict=True)]
+    unseen = [W[len(s):] for (_, W), (s, _) in zip(every, users, strict=True)]
+    return torch.cat(seen + unseen)
+
+
+def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
+           users: list[Any], meta: dict[str, Any], out_dir: Path) -> None:
+    """Write every output into a staging directory beside ``out_dir``, then move them in."""
+    seen_ids = [u for s, _ in users for u in s]
+    unseen_ids = [u for _, u in users for u in u]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    cancel = on_terminate(lambda: shutil.rmtree(staging, ignore_errors=True))
+    try:
+        for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
+                                   strict=True):
+            local = run.model
+            assert local is not None
+            model = PersonalRewardModel(
+                local.V, W, seen_ids + unseen_ids, tau=local.tau, K=local.K, v_ref=local.v_ref,
+                seen=[True] * len(seen_ids) + [False] * len(unseen_ids), meta=local.meta,
+                train_config=local.train_config,
+            )
+            entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
+        write_outputs(results, staging)
+        _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        cancel()
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Put the staged run in place of ``out_dir`` as a whole: an empty or new ``out_dir``
+    becomes it; a non-empty one (allowed with --overwrite) is moved aside, replaced
+    and deleted, never mixed with the new files."""
+    if out_dir.exists() and not is_empty_dir(out_dir):
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if out_dir.exists():
+        out_dir.rmdir()
+    os.replace(staging, out_dir)
