@@ -102,7 +102,9 @@ def _spawn(world: int, args_of_rank, out: Path) -> list[subprocess.Popen]:
     port = str(_free_port())
     return [
         subprocess.Popen(
-            [LORE_TRAIN, *args_of_rank(r), "--dist-timeout", str(TIMEOUT), "--out", str(out)],
+            # --overwrite: the run would replace the earlier one, were it to succeed
+            [LORE_TRAIN, *args_of_rank(r), "--dist-timeout", str(TIMEOUT), "--out", str(out),
+             "--overwrite"],
             env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

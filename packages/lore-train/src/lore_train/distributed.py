@@ -37,6 +37,7 @@ import torch.distributed as dist
 from lore_datasets import PreferencePairs
 from lore_datasets.collectives import all_gather_object, all_reduce, check_agree, local_device
 
+from . import prior as prior_lib
 from .config import TrainConfig
 from .model import PersonalRewardModel
 from .objective import row_weights
@@ -112,3 +113,13 @@ def fit_distributed(
     ).to(device)
     return finish(model, config, all_reduce_max=lambda t: all_reduce(
         t, "the column weights for pruning", dist.ReduceOp.MAX)), history
+
+
+def population_prior_across(model: PersonalRewardModel) -> torch.Tensor:
+    """The population prior of every process's seen users (each process holds only
+    its own): their weights gathered in process order, then one Dirichlet fit, as
+    one process holding all of them would fit it."""
+    seen = torch.tensor(model.seen, dtype=torch.bool)
+    mine = model.weights().detach()[seen.to(model.W.device)].cpu()
+    every = all_gather_object(mine, "the seen users' weights for the population prior")
+    return prior_lib.fit_dirichlet(torch.cat(every)).to(model.W.device)

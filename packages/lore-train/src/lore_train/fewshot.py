@@ -128,9 +128,16 @@ def personalize(
     progress: bool = False,
     first_user: int = 0,
     total_users: int | None = None,
+    population: torch.Tensor | None = None,
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
-    (``first_user``/``total_users``: see `fit_few_shot`)."""
+    (``first_user``/``total_users``: see `fit_few_shot`). With
+    ``config.fewshot_prior == "population"`` the prior is ``population`` when
+    given (the whole population's, when ``model`` holds only some seen users),
+    else the one fitted to ``model``'s seen users."""
+    prior = None
+    if config.fewshot_prior == "population":
+        prior = population if population is not None else model.population_prior()
     W = fit_few_shot(
         model.V.detach(),
         pairs,
@@ -140,7 +147,7 @@ def personalize(
         reduction=config.reduction,
         seed=config.seed + 1,
         progress=progress,
-        prior=model.population_prior() if config.fewshot_prior == "population" else None,
+        prior=prior,
         first_user=first_user,
         total_users=total_users,
     )

@@ -56,7 +56,8 @@ def run_distributed_sweep(
     (`DataSource.load_rank`); the results on process 0, None on the others."""
     block = part.meta.get("users_block", {})
     meta = {k: v for k, v in part.meta.items() if k != "users_block"}
-    settings = sweep_config(Ks, alphas, config.with_(device="any"), run_config)
+    settings = sweep_config(Ks, alphas, config, run_config)
+    settings["train"] = {**settings["train"], "device": None}  # processes differ only there
     check_agree((block.get("digest"), part.dim, repr(sorted(meta.items())), repr(settings)),
                 "data or settings (every process must read the same data with the same flags)")
     root = process.rank == 0

@@ -15,7 +15,7 @@ from typing import Any
 from lore_datasets import Benchmark, DataError
 
 from .config import TrainConfig
-from .distributed import fit_distributed, user_block
+from .distributed import fit_distributed, population_prior_across, user_block
 from .fewshot import personalize
 from .model import PersonalRewardModel
 from .trainer import FitHistory, fit
@@ -106,9 +106,13 @@ def sweep(
                                       progress=progress, **options)
             train_seconds = time.perf_counter() - start
             start = time.perf_counter()
+            population = None
+            if unseen is not None and cell.fewshot_prior == "population" and K > 1:
+                population = population_prior_across(model)
             model = personalize(
                 model, benchmark.unseen_fewshot, cell, progress=progress and unseen is None,
                 first_user=unseen.first_user if unseen else 0,
                 total_users=unseen.total_users if unseen else None,
+                population=population,
             )
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)
