@@ -30,7 +30,6 @@ WORKER = textwrap.dedent(
     from lore_datasets import balanced_user_blocks, synthetic_benchmark
     from lore_train import TrainConfig
     from lore_train.distributed import fit_distributed
-from lore_train.trainer import initial_params
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
