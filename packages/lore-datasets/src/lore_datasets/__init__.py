@@ -18,6 +18,7 @@ from .pairs import SPLITS, Benchmark, PreferencePairs
 from .registry import DATASETS, load_dataset
 from .splits import SplitConfig, split_benchmark
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
+from .validation import ValidationSplit, split_validation
 
 __all__ = [
     "DATASETS",
@@ -28,10 +29,12 @@ __all__ = [
     "Oracle",
     "PreferencePairs",
     "SplitConfig",
+    "ValidationSplit",
     "load_dataset",
     "load_generic",
     "make_synthetic",
     "split_benchmark",
+    "split_validation",
     "synthetic_benchmark",
 ]
 __version__ = "0.1.0"

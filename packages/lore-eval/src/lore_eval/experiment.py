@@ -9,6 +9,7 @@ from typing import Any
 from lore_datasets import Benchmark
 from lore_train import TrainConfig, sweep
 
+from .loss_curves import plot_loss_curves
 from .metrics import evaluate
 from .plots import plot_accuracy_vs_rank
 from .results import new_results, write_results, write_results_csv
@@ -29,8 +30,9 @@ def run_rank_sweep(
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
-    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir``.
+    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png``,
+    ``loss_curves.png`` (early-stopped fits only) and ``checkpoints/K{K}_alpha{alpha}/``
+    into ``out_dir``.
 
     results.json is rewritten after every cell, so a long sweep that stops
     early still leaves what it finished.
@@ -50,6 +52,11 @@ def run_rank_sweep(
             entry["train_seconds"] = run.train_seconds
             entry["fewshot_seconds"] = run.fewshot_seconds
             entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
+            if run.history and run.history.early_stopping:  # issue 14: chosen step and curves
+                entry["early_stopping"] = run.history.early_stopping
+            for key in ("fewshot_early_stopping", "anchor"):
+                if key in run.model.meta:
+                    entry[key] = run.model.meta[key]
             entry.update(evaluate(run.model, benchmark))
             run.model.meta.update(
                 dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
@@ -63,4 +70,5 @@ def run_rank_sweep(
     write_results(results, out_dir / "results.json")
     write_results_csv(results, out_dir / "results.csv")
     plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+    plot_loss_curves(results, out_dir / "loss_curves.png")
     return results

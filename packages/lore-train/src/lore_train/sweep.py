@@ -45,7 +45,9 @@ def sweep(
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
-    K = 0 without a reference head is skipped with the reason, not an error.
+    K = 0 without a reference head is skipped with the reason, not an error
+    (so is alpha > 0 with ``anchor="v_ref"``; the default anchor falls back
+    to the population head).
     Cells are yielded as they finish so a caller can report or save each.
     """
     config = config or TrainConfig()
@@ -55,8 +57,9 @@ def sweep(
             if rank == 0 and benchmark.v_ref is None:
                 yield SweepRun(rank, alpha, None, None, skipped="no reference head (v_ref) in this data")
                 continue
-            if alpha > 0 and benchmark.v_ref is None and rank > 0:
-                yield SweepRun(rank, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
+            if alpha > 0 and benchmark.v_ref is None and rank > 0 and cell.anchor == "v_ref":
+                yield SweepRun(rank, alpha, None, None,
+                               skipped="anchor 'v_ref' (alpha > 0) needs v_ref; this data has none")
                 continue
             start = time.perf_counter()
             model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)

@@ -30,6 +30,7 @@ class FitHistory:
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    early_stopping: dict | None = None  # best step, validation curve (config.early_stopping)
 
 
 def row_weights(pairs: PreferencePairs, reduction: str) -> torch.Tensor:
@@ -76,11 +77,14 @@ def fit(
     config: TrainConfig,
     *,
     v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
     progress: bool = True,
 ) -> tuple[PersonalRewardModel, FitHistory]:
     """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
 
     rank 0 returns the reference head (needs ``v_ref``) without training.
+    With ``config.early_stopping`` see `lore_train.stopping.fit_early_stopped`
+    (``validation``: held-out pairs of the same users; None carves them).
     """
     device = torch.device(config.device)
     N, K = pairs.num_users, config.rank
@@ -92,12 +96,41 @@ def fit(
             v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, rank=0, v_ref=v_ref
         )
         return model.to(device), history
-    V0, W0 = initial_params(pairs, config)
-    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=K, v_ref=v_ref)
-    model = model.to(device)
-    c = row_weights(pairs, config.reduction)
-    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress)
+    if config.early_stopping:  # issue 14: best step on held-out pairs
+        from .stopping import fit_early_stopped
+
+        return fit_early_stopped(pairs, config, v_ref=v_ref, validation=validation,
+                                 progress=progress)
+    model, history = fit_steps(pairs, config, v_ref=v_ref, progress=progress)
     return finish(model, config), history
+
+
+def fit_steps(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
+    progress: bool = True,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """One plain fit of rank >= 1 (no pruning): init, resolve the cosine anchor, optimize.
+
+    ``monitor(step, V, W)`` runs after every step; True stops the fit there.
+    """
+    from .anchor import cosine_anchor  # issue 14: population head when there is no v_ref
+
+    anchor, anchor_name = cosine_anchor(pairs, config, v_ref, validation=validation)
+    V0, W0 = initial_params(pairs, config)
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, rank=config.rank,
+                                v_ref=v_ref)
+    model = model.to(torch.device(config.device))
+    if anchor_name is not None:
+        model.meta["anchor"] = anchor_name
+    c = row_weights(pairs, config.reduction)
+    history = optimize(model.V, model.W, pairs, c, anchor, config, progress=progress,
+                       monitor=monitor)
+    return model, history
 
 
 def initial_params(
@@ -131,13 +164,16 @@ def optimize(
     progress: bool,
     all_reduce: Callable[[torch.Tensor], None] | None = None,
     penalize: bool = True,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
 ) -> FitHistory:
     """Adam on the leaf tensors V and W (on one device) in place; the loss curve.
 
     ``pairs`` and the row weights ``c`` may be one shard of the users (W its
     rows): ``all_reduce`` then sums V's gradient and the logged loss over the
     shards before they are used, and ``penalize`` says whether this shard adds
-    the cosine penalty (exactly one must).
+    the cosine penalty (exactly one must). ``v_ref`` is the cosine anchor.
+    ``monitor(step, V, W)``, called after every step, stops the loop by
+    returning True (the alpha ramp still follows ``config.steps``).
     """
     if config.alpha > 0 and v_ref is None:
         raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
@@ -152,8 +188,14 @@ def optimize(
         return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
-        a = alpha_at(step, config.steps, config.alpha) if penalize else 0.0
-        return a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if not penalize:
+            return 0.0
+        a = config.alpha if config.alpha_schedule == "constant" else alpha_at(
+            step, config.steps, config.alpha)
+        total = a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if config.v_l2 > 0:  # norm control on the basis (issue 14)
+            total = total + config.v_l2 * (config.tau * V).square().sum(dim=0).mean()
+        return total
 
     def weights() -> torch.Tensor:
         return torch.softmax(W, dim=1)
@@ -193,6 +235,11 @@ def optimize(
                 history.loss.append(value)
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             bar.update()
+            if monitor is not None and monitor(step, V, W):
+                if history.steps[-1:] != [step]:
+                    history.steps.append(step)
+                    history.loss.append(float(loss.detach()))
+                break
     history.seconds = time.perf_counter() - start
     return history
 
@@ -240,6 +287,7 @@ def fit_few_shot(
     reduction: str = "user_mean",
     seed: int = 0,
     progress: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -247,7 +295,8 @@ def fit_few_shot(
     independent problems, so one Adam over all rows equals separate fits.
     Logits start at N(0, 1) like the reference; a user with no pairs keeps
     zero logits (uniform weights) rather than a random draw. K <= 1 needs no
-    fitting (softmax of one logit is 1).
+    fitting (softmax of one logit is 1). ``on_step(t, W)`` sees the logits
+    after update t (1-based), e.g. to track a best step per user.
     """
     N, K = pairs.num_users, V.shape[1]
     device = V.device
@@ -278,6 +327,8 @@ def fit_few_shot(
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
             W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
+            if on_step is not None:
+                on_step(t, W)
             bar.update()
     return W
 
@@ -289,7 +340,12 @@ def personalize(
     *,
     progress: bool = False,
 ) -> PersonalRewardModel:
-    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
+    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
+    (with ``config.early_stopping``, each user stops at their best step)."""
+    if config.early_stopping:  # issue 14
+        from .stopping import personalize_early_stopped
+
+        return personalize_early_stopped(model, pairs, config, progress=progress)
     W = fit_few_shot(
         model.V.detach(),
         pairs,

@@ -12,7 +12,7 @@ from lore_train import TrainConfig
 from ..experiment import run_rank_sweep
 from ..report import format_selection, format_table
 from ..results import write_results
-from ..selection import select_model, with_test_numbers
+from ..selection import choice_test_numbers, select_model
 from .common import resolve_device, run_cli
 
 
@@ -52,12 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--prune-threshold", type=float, default=defaults.prune_threshold)
     model.add_argument("--fewshot-steps", type=int, default=defaults.fewshot_steps)
     model.add_argument("--fewshot-lr", type=float, default=defaults.fewshot_lr)
+    # -- issue 14: held-out pairs choose length, anchor and regularizer --------
+    model.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
+                       default=defaults.early_stopping,
+                       help="choose the training length (joint and few-shot) on validation loss")
+    model.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                       help="share of the seen users' training pairs (or prompts) held out for "
+                       "early stopping and --select")
+    model.add_argument("--val-split-by", choices=("auto", "prompt", "pair"),
+                       default=defaults.val_split_by)
+    model.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    model.add_argument("--patience", type=int, default=defaults.patience)
+    model.add_argument("--anchor", choices=("auto", "v_ref", "population"), default=defaults.anchor,
+                       help="cosine target: v_ref, or the population BT head fitted on the same "
+                       "pairs (auto: v_ref when the data has one)")
+    model.add_argument("--alpha-schedule", choices=("ramp", "constant"),
+                       default=defaults.alpha_schedule)
+    model.add_argument("--v-l2", type=float, default=defaults.v_l2,
+                       help="norm control on the basis: weight of tau^2 mean_j |V_j|^2")
     select = p.add_argument_group("model selection")
-    select.add_argument("--select", action="store_true",
-                        help="also choose (K, alpha) on a validation split of the seen users' "
+    select.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
+                        help="choose (K, alpha, v_l2) on a validation split of the seen users' "
                         "training pairs (never test pairs) and report the choice's test numbers")
-    select.add_argument("--val-fraction", type=float, default=0.2,
-                        help="fraction of each seen user's training pairs held out for --select")
+    select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
+                        help="v_l2 values --select also tries (default: just --v-l2)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="seeds the split and every initialization")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -82,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps, lr=args.lr, lr_w=args.lr_w, w_init=args.w_init, tau=args.tau,
             mode=args.mode, reduction=args.reduction, prune_threshold=args.prune_threshold, fewshot_steps=args.fewshot_steps,
             fewshot_lr=args.fewshot_lr, seed=args.seed, device=device,
+            early_stopping=args.early_stopping, val_fraction=args.val_fraction,
+            val_split_by=args.val_split_by, eval_every=args.eval_every, patience=args.patience,
+            anchor=args.anchor, alpha_schedule=args.alpha_schedule, v_l2=args.v_l2,
         )
         out = args.out or Path("runs") / Path(args.dataset).name
         print(f"lore-train: {args.dataset}: {_describe(benchmark)}", file=sys.stderr)
@@ -100,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _select(benchmark, args, config, results, out: Path, *, progress: bool) -> str:
-    """Pick (K, alpha) on validation, store it in results.json, and say what was chosen."""
-    selection = select_model(benchmark, args.K, args.alpha, config,
-                             val_fraction=args.val_fraction, progress=progress)
-    results["selection"] = with_test_numbers(selection, results)
+    """Pick (K, alpha, v_l2) on validation, store it in results.json, and say what was chosen."""
+    extra = [v for v in (args.select_v_l2 or []) if v != config.v_l2]
+    variants = [{}] + [{"v_l2": v} for v in extra]
+    selection = select_model(benchmark, args.K, args.alpha, config, variants=variants,
+                             progress=progress)
+    results["selection"] = choice_test_numbers(selection, benchmark, config, results,
+                                               progress=progress)
     write_results(results, out / "results.json")
     return "\n" + format_selection(results["selection"])
 
