@@ -11,16 +11,18 @@
 from .experiment import run_rank_sweep
 from .fewshot import fewshot_curve, run_fewshot
 from .fewshot_files import load_fewshot, plot_accuracy_vs_shots, write_fewshot
+from .loss_curves import plot_loss_curves
 from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
 from .plots import plot_accuracy_vs_rank
 from .report import format_markdown, format_selection, format_table
 from .results import load_results, write_results
-from .selection import Selection, select_model, validation_split
+from .selection import Selection, choice_test_numbers, select_model, validation_split
 
 __all__ = [
     "SETTINGS",
     "Selection",
     "accuracy",
+    "choice_test_numbers",
     "evaluate",
     "fewshot_curve",
     "format_markdown",
@@ -31,6 +33,7 @@ __all__ = [
     "per_user_accuracy",
     "plot_accuracy_vs_rank",
     "plot_accuracy_vs_shots",
+    "plot_loss_curves",
     "run_fewshot",
     "run_rank_sweep",
     "select_model",
