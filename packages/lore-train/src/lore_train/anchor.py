@@ -29,8 +29,21 @@ def population_head(
     from .trainer import fit  # the trainer imports this module lazily too
 
     head_config = config.with_(rank=1, alpha=0.0, v_l2=0.0, prune_threshold=None)
+    for seen_pairs, seen_val, seen_config, head in _recent:
+        if seen_pairs is pairs and seen_val is validation and seen_config == head_config:
+            return head  # a sweep over K and alpha needs the same head every time
     model, _ = fit(pairs, head_config, validation=validation, progress=False)
-    return model.V.detach()[:, 0]
+    head = model.V.detach()[:, 0]
+    _recent.append((pairs, validation, head_config, head))
+    del _recent[:-_RECENT]
+    return head
+
+
+# The last few population heads, matched by the *identity* of their pairs (kept
+# alive here, so an id is never reused) and an equal config: a grid over K,
+# alpha and v_l2 on one training set fits its head once, not once per cell.
+_RECENT = 4
+_recent: list[tuple[PreferencePairs, PreferencePairs | None, TrainConfig, torch.Tensor]] = []
 
 
 def cosine_anchor(
