@@ -128,6 +128,29 @@ def summary(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def factors(docs: list[dict[str, Any]]) -> str:
+    """Validation accuracy (seen users' held-out training pairs, no test pairs) of the
+    best candidate at each level of each factor, mean over seeds: what each knob buys."""
+    out = ["### What each knob buys on validation (best candidate at each level, mean over seeds)",
+           "", "| data set | factor | level: validation accuracy |", "|---|---|---|"]
+
+    def name(v: dict[str, Any]) -> str:
+        return "reference optimizer" if not v else ", ".join(f"{k}={x}" for k, x in v.items())
+
+    for ds in dict.fromkeys(d["dataset"] for d in docs):
+        runs = [d for d in docs if d["dataset"] == ds]
+        for factor, key in (("K", lambda c: c["K"]), ("alpha", lambda c: c["alpha"]),
+                            ("variant", lambda c: name(c["variant"]))):
+            levels = list(dict.fromkeys(key(c) for c in runs[0]["selection"]["candidates"]))
+            cells = []
+            for level in levels:
+                best = [max(c["validation"] for c in d["selection"]["candidates"]
+                            if key(c) == level and c["validation"] is not None) for d in runs]
+                cells.append(f"{level}: {np.mean(best):.3f}")
+            out.append(f"| {ds} | {factor} | " + "; ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["synthetic", "llmfao", "ukpconvarg1"])
@@ -154,8 +177,9 @@ def main() -> None:
     docs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
     order = {n: i for i, n in enumerate(["synthetic", "llmfao", "ukpconvarg1"])}
     docs.sort(key=lambda d: (order.get(d["dataset"], 9), d["seed"]))
-    (OUT / "accuracy.md").write_text(summary(docs) + "\n")
-    print(summary(docs))
+    text = summary(docs) + "\n" + factors(docs) + "\n"
+    (OUT / "accuracy.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
