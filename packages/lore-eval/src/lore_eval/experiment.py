@@ -70,5 +70,6 @@ def run_rank_sweep(
     write_results(results, out_dir / "results.json")
     write_results_csv(results, out_dir / "results.csv")
     plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
-    plot_loss_curves(results, out_dir / "loss_curves.png")
+    if plot_loss_curves(results, out_dir / "loss_curves.png") is None:
+        (out_dir / "loss_curves.png").unlink(missing_ok=True)  # not a stale run's curves
     return results

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(results))
         if args.select:
             print(_select(benchmark, args, config, results, out, progress=not args.no_progress))
-        print(f"\nwrote {out / 'results.json'}, {out / 'accuracy_vs_rank.png'}, {out / 'checkpoints'}/")
+        curves = f"{out / 'loss_curves.png'}, " if (out / "loss_curves.png").exists() else ""
+        print(f"\nwrote {out / 'results.json'}, {out / 'accuracy_vs_rank.png'}, {curves}"
+              f"{out / 'checkpoints'}/")
         return 0
 
     return run_cli("lore-train", go)
