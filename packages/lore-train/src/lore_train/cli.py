@@ -26,7 +26,7 @@ from .experiment import run_rank_sweep
 from .model import UnknownUserError
 from .plots import can_plot
 from .results import write_results
-from .selection import VAL_FRACTION, select_model, with_test_numbers
+from .selection import NothingToSelect, choice_test_numbers, select_model
 from .tables import format_selection, format_table
 
 SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
@@ -55,13 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the preset's alpha)")
     add_arguments(model, TrainConfig, exclude=SWEPT + BY_COMMAND,
                   default_note="; presets may change it")
-    select = p.add_argument_group("model selection")
-    select.add_argument("--select", action="store_true",
-                        help="also choose (K, alpha) on a validation split of the seen users' "
-                        "training pairs (never test pairs) and report the choice's test numbers")
-    select.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                        help="fraction of each seen user's training pairs held out for --select "
-                        f"(default: {VAL_FRACTION})")
+    select = p.add_argument_group("model selection (--val-fraction and --val-split-by "
+                                  "above say what is held out)")
+    select.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
+                        help="choose (K, alpha, v_l2) on a validation split of the seen users' "
+                        "training pairs (never test pairs) and report the choice's test numbers "
+                        "(default: on)")
+    select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
+                        help="v_l2 values --select also tries (default: just --v-l2)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                      help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
@@ -93,28 +94,48 @@ def _train(args: argparse.Namespace) -> int:
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
         run_config={"preset": args.preset, "data": to_dict(source), "split": split,
-                    "select": {"val_fraction": args.val_fraction} if args.select else None,
+                    "select": _select_record(args, config),
                     "out": str(out)},
         progress=not args.no_progress,
     )
     print(format_table(results))
     if args.select:
-        print(_select(benchmark, args.K, alphas, config, results, args.val_fraction, out,
-                      progress=not args.no_progress))
-    plot = f"{out / 'accuracy_vs_rank.png'}, " if can_plot() else ""
+        try:
+            print(_select(benchmark, args.K, alphas, config, results, _variants(args, config),
+                          out, progress=not args.no_progress))
+        except NothingToSelect as err:  # the sweep's table stands on its own
+            print(f"lore-train: no selection: {err}", file=sys.stderr)
+    names = ("accuracy_vs_rank.png", "loss_curves.png") if can_plot() else ()
+    plot = "".join(f"{out / name}, " for name in names if (out / name).exists())
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {plot}{out / 'checkpoints'}/")
-    if not plot:
+    if not can_plot():
         print("lore-train: no plot (matplotlib is not installed; `lore-eval report` draws it)",
               file=sys.stderr)
     return 0
 
 
+def _variants(args: argparse.Namespace, config: TrainConfig) -> list[dict[str, Any]]:
+    """The config as given, then one variant per extra ``--select-v-l2`` value."""
+    extra = [v for v in dict.fromkeys(args.select_v_l2 or []) if v != config.v_l2]
+    return [{}] + [{"v_l2": v} for v in extra]
+
+
+def _select_record(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | None:
+    """What results.json's ``config.select`` stores: how the choice was made, or None."""
+    if not args.select:
+        return None
+    return {"val_fraction": config.val_fraction, "val_split_by": config.val_split_by,
+            "variants": _variants(args, config)}
+
+
 def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,
-            results: dict[str, Any], val_fraction: float, out: Path, *, progress: bool) -> str:
-    """Pick (K, alpha) on validation, store it in results.json, and say what was chosen."""
-    selection = select_model(benchmark, Ks, alphas, config, val_fraction=val_fraction,
-                             progress=progress)
-    results["selection"] = with_test_numbers(selection, results)
+            results: dict[str, Any], variants: list[dict[str, Any]], out: Path, *,
+            progress: bool) -> str:
+    """Pick (K, alpha, variant) on validation, store it in results.json, and say what was
+    chosen."""
+    selection = select_model(benchmark, Ks, alphas, config, variants=variants, progress=progress)
+    results["selection"] = choice_test_numbers(selection, benchmark, config, results,
+                                               progress=progress)
     write_results(results, out / "results.json")
     return "\n" + format_selection(results["selection"])
 

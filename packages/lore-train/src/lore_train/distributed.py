@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from lore_datasets import PreferencePairs
 
+from .anchor import cosine_anchor
 from .config import TrainConfig
 from .model import PersonalRewardModel
 from .trainer import FitHistory, finish, fit, initial_params, optimize, row_weights
@@ -76,6 +77,8 @@ def fit_distributed(
         )
     if config.K == 0:  # the reference head: nothing to train, nothing to share
         return fit(pairs, config, v_ref=v_ref, progress=False)
+    if config.early_stopping:
+        raise ValueError("fit_distributed does not do early stopping; use lore_train.fit")
     process_rank, world_size = dist.get_rank(), dist.get_world_size()
     device = _process_device(config.device)
     _check_same_run(pairs, config, device)
@@ -95,12 +98,15 @@ def fit_distributed(
     def all_reduce(t: torch.Tensor) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
+    # only process 0 adds the penalty, so only it needs the anchor (the population
+    # head is a plain fit of every pair on this process)
+    anchor = cosine_anchor(pairs, config, v_ref)[0] if process_rank == 0 else None
     history = optimize(
         V,
         W,
         shard,
         c,
-        v_ref,
+        anchor,
         config,
         progress=progress and process_rank == 0,
         all_reduce=all_reduce,

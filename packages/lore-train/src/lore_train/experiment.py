@@ -10,7 +10,7 @@ from lore_datasets import Benchmark
 
 from .config import TrainConfig
 from .metrics import evaluate
-from .plots import can_plot, plot_accuracy_vs_rank
+from .plots import can_plot, plot_accuracy_vs_rank, plot_loss_curves
 from .results import new_results, write_results, write_results_csv
 from .sweep import sweep
 
@@ -30,10 +30,11 @@ def run_rank_sweep(
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
-    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir`` (the plot only when
-    matplotlib is installed). ``run_config`` adds entries to the results'
-    ``config`` (the command stores its data and split settings there).
+    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png``,
+    ``loss_curves.png`` (early-stopped fits only) and ``checkpoints/K{K}_alpha{alpha}/``
+    into ``out_dir`` (the plots only when matplotlib is installed). ``run_config``
+    adds entries to the results' ``config`` (the command stores its data and split
+    settings there).
 
     results.json is rewritten after every cell, so a long sweep that stops
     early still leaves what it finished.
@@ -53,6 +54,11 @@ def run_rank_sweep(
             entry["train_seconds"] = run.train_seconds
             entry["fewshot_seconds"] = run.fewshot_seconds
             entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
+            if run.history and run.history.early_stopping:  # the chosen step and curves
+                entry["early_stopping"] = run.history.early_stopping
+            for key in ("fewshot_early_stopping", "anchor"):
+                if key in run.model.meta:
+                    entry[key] = run.model.meta[key]
             entry.update(evaluate(run.model, benchmark))
             run.model.meta.update(
                 dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
@@ -65,6 +71,9 @@ def run_rank_sweep(
             on_run(entry)
     write_results(results, out_dir / "results.json")
     write_results_csv(results, out_dir / "results.csv")
+    curves = out_dir / "loss_curves.png"
+    curves.unlink(missing_ok=True)  # never a stale run's curves
     if can_plot():
         plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+        plot_loss_curves(results, curves)
     return results

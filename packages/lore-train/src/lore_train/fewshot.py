@@ -11,6 +11,7 @@ autograd through the reference op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +40,7 @@ def fit_few_shot(
     reduction: str | None = None,
     seed: int = 0,
     progress: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -47,7 +49,8 @@ def fit_few_shot(
     problems, so one Adam over all rows equals separate fits. Logits start
     at N(0, 1) like the reference; a user with no pairs keeps zero logits
     (uniform weights) rather than a random draw. K <= 1 needs no fitting
-    (softmax of one logit is 1).
+    (softmax of one logit is 1). ``on_step(t, W)`` sees the logits after
+    update t (1-based), e.g. to track a best step per user.
     """
     steps = DEFAULTS.fewshot_steps if steps is None else steps
     lr = DEFAULTS.fewshot_lr if lr is None else lr
@@ -78,6 +81,8 @@ def fit_few_shot(
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
             W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
+            if on_step is not None:
+                on_step(t, W)
             bar.update()
     return W
 
@@ -100,7 +105,13 @@ def personalize(
     *,
     progress: bool = False,
 ) -> PersonalRewardModel:
-    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis."""
+    """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
+    (with ``config.early_stopping``, each user stops at their own best step:
+    `lore_train.stopping.personalize_early_stopped`)."""
+    if config.early_stopping:
+        from .stopping import personalize_early_stopped  # it builds on fit_few_shot
+
+        return personalize_early_stopped(model, pairs, config, progress=progress)
     W = fit_few_shot(
         model.V.detach(),
         pairs,

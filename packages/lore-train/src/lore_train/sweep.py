@@ -46,18 +46,17 @@ def sweep(
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
-    K = 0 without a reference head is skipped with the reason, not an error.
-    Cells are yielded as they finish so a caller can report or save each.
+    A cell the data cannot support (`skip_reason`) is yielded skipped with the
+    reason, not raised. Cells are yielded as they finish so a caller can
+    report or save each.
     """
     config = config or TrainConfig()
     for alpha in alphas:
         for K in Ks:
             cell = config.with_(K=K, alpha=alpha)
-            if K == 0 and benchmark.v_ref is None:
-                yield SweepRun(K, alpha, None, None, skipped="no reference head (v_ref) in this data")
-                continue
-            if alpha > 0 and benchmark.v_ref is None and K > 0:
-                yield SweepRun(K, alpha, None, None, skipped="alpha > 0 needs v_ref; this data has none")
+            reason = skip_reason(cell, has_v_ref=benchmark.v_ref is not None)
+            if reason:
+                yield SweepRun(K, alpha, None, None, skipped=reason)
                 continue
             start = time.perf_counter()
             model, history = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
@@ -65,3 +64,18 @@ def sweep(
             start = time.perf_counter()
             model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)
+
+
+def skip_reason(cell: TrainConfig, *, has_v_ref: bool) -> str | None:
+    """Why ``cell`` cannot be fitted on data with or without a reference head (None: it can).
+
+    K = 0 *is* the reference head; alpha > 0 needs v_ref only when the anchor
+    insists on it (the default falls back to the population head).
+    """
+    if has_v_ref:
+        return None
+    if cell.K == 0:
+        return "no reference head (v_ref) in this data"
+    if cell.alpha > 0 and cell.anchor == "v_ref":
+        return "anchor 'v_ref' (alpha > 0) needs v_ref; this data has none"
+    return None

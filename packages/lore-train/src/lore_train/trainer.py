@@ -18,9 +18,10 @@ import lore_kernels
 from lore_datasets import PreferencePairs
 
 from ._util import progress_bar, seeded_generator
+from .anchor import cosine_anchor
 from .config import TrainConfig
 from .model import PersonalRewardModel
-from .objective import alpha_at, cosine_penalty, row_weights
+from .objective import alpha_at, basis_norm_penalty, cosine_penalty, row_weights
 
 
 @dataclass
@@ -30,6 +31,7 @@ class FitHistory:
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    early_stopping: dict | None = None  # best step, validation curve (config.early_stopping)
 
 
 def fit(
@@ -37,11 +39,15 @@ def fit(
     config: TrainConfig,
     *,
     v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
     progress: bool = True,
 ) -> tuple[PersonalRewardModel, FitHistory]:
     """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
 
-    K = 0 returns the reference head (needs ``v_ref``) without training.
+    K = 0 returns the reference head (needs ``v_ref``) without training. With
+    ``config.early_stopping`` the length is chosen on held-out pairs
+    (`lore_train.stopping.fit_early_stopped`; ``validation``: held-out pairs
+    over the same users, None carves them from ``pairs``).
     """
     device = torch.device(config.device)
     N, K = pairs.num_users, config.K
@@ -53,12 +59,39 @@ def fit(
             v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, K=0, v_ref=v_ref
         )
         return model.to(device), history
-    V0, W0 = initial_params(pairs, config)
-    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=K, v_ref=v_ref)
-    model = model.to(device)
-    c = row_weights(pairs, config.reduction)
-    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress)
+    if config.early_stopping:
+        from .stopping import fit_early_stopped  # it builds on this module's fit_steps
+
+        return fit_early_stopped(pairs, config, v_ref=v_ref, validation=validation,
+                                 progress=progress)
+    model, history = fit_steps(pairs, config, v_ref=v_ref, progress=progress)
     return finish(model, config), history
+
+
+def fit_steps(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
+    progress: bool = True,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """One plain fit with K >= 1 (no pruning): init, resolve the cosine anchor, optimize.
+
+    ``monitor(step, V, W)`` runs after every step; True stops the fit there.
+    ``validation`` only reaches the population anchor's own early stopping.
+    """
+    anchor, anchor_name = cosine_anchor(pairs, config, v_ref, validation=validation)
+    V0, W0 = initial_params(pairs, config)
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=config.K, v_ref=v_ref)
+    model = model.to(torch.device(config.device))
+    if anchor_name is not None:
+        model.meta["anchor"] = anchor_name
+    c = row_weights(pairs, config.reduction)
+    history = optimize(model.V, model.W, pairs, c, anchor, config, progress=progress,
+                       monitor=monitor)
+    return model, history
 
 
 def initial_params(
@@ -92,16 +125,20 @@ def optimize(
     progress: bool,
     all_reduce: Callable[[torch.Tensor], None] | None = None,
     penalize: bool = True,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
 ) -> FitHistory:
     """Adam on the leaf tensors V and W (on one device) in place; the loss curve.
 
     ``pairs`` and the row weights ``c`` may be one shard of the users (W its
     rows): ``all_reduce`` then sums V's gradient and the logged loss over the
     shards before they are used, and ``penalize`` says whether this shard adds
-    the cosine penalty (exactly one must).
+    the penalties on V (exactly one must). ``v_ref`` is the cosine anchor
+    (`lore_train.anchor.cosine_anchor`). ``monitor(step, V, W)``, called after
+    every step, stops the loop by returning True (the alpha ramp still
+    follows ``config.steps``).
     """
-    if config.alpha > 0 and v_ref is None:
-        raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
+    if penalize and config.alpha > 0 and v_ref is None:
+        raise ValueError("alpha > 0 pulls V toward an anchor, but none was given (no v_ref)")
     device, K = V.device, V.shape[1]
     Z = pairs.features.to(device)
     user = pairs.user.to(device)
@@ -113,8 +150,13 @@ def optimize(
         return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
-        a = alpha_at(step, config.steps, config.alpha) if penalize else 0.0
-        return a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if not penalize:
+            return 0.0
+        a = alpha_at(step, config.steps, config.alpha, config.alpha_schedule)
+        total = a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if config.v_l2 > 0:
+            total = total + config.v_l2 * basis_norm_penalty(V, config.tau)
+        return total
 
     def weights() -> torch.Tensor:
         return torch.softmax(W, dim=1)
@@ -154,6 +196,11 @@ def optimize(
                 history.loss.append(value)
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             bar.update()
+            if monitor is not None and monitor(step, V, W):
+                if history.steps[-1:] != [step]:
+                    history.steps.append(step)
+                    history.loss.append(float(loss.detach()))
+                break
     history.seconds = time.perf_counter() - start
     return history
 
