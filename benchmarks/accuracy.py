@@ -33,9 +33,16 @@ import numpy as np
 import torch
 
 from lore_datasets import Benchmark, SplitConfig, load_dataset, synthetic_benchmark
-from lore_eval import SETTINGS, evaluate, select_model
-from lore_eval.metrics import per_user_accuracy, summarize
-from lore_train import TrainConfig, fit, personalize
+from lore_train import (
+    SETTINGS,
+    TrainConfig,
+    evaluate,
+    fit,
+    per_user_accuracy,
+    personalize,
+    select_model,
+    summarize,
+)
 
 OUT = Path(__file__).parent / "results"
 RANKS = (1, 2, 3, 4)
@@ -45,6 +52,9 @@ ALPHAS = (0.0, 1.0, 10.0)
 VARIANTS = ({}, {"v_l2": 0.01}, {"lr": 5.0, "lr_w": 0.05, "w_init": "zeros"})
 # UKPConvArg1 is ten times larger: on a shared 2-core machine it gets this grid
 SMALL = ((1, 2, 3), (0.0, 1.0), (VARIANTS[0], VARIANTS[2]))
+# The per-seed files in results/accuracy/ were written before two settings took
+# their split's name; `upgrade` reads them with the current names.
+OLD_NAMES = {"seen_unseen_prompts": "seen_test", "unseen_unseen_prompts": "unseen_test"}
 LABELS = {"bt": "K = 1 (reference defaults)", "lore_ref": "LoRe K = 3 (reference defaults)",
           "selected": "selected (validation only)"}
 
@@ -77,10 +87,10 @@ def fit_eval(bench: Benchmark, config: TrainConfig) -> dict[str, Any]:
 def run_one(name: str, seed: int, small: bool = False) -> dict[str, Any]:
     bench, oracle = load(name, seed)
     ref = TrainConfig(seed=seed)
-    doc: dict[str, Any] = {"dataset": name, "seed": seed, "oracle_unseen_unseen_prompts": oracle,
+    doc: dict[str, Any] = {"dataset": name, "seed": seed, "oracle_unseen_test": oracle,
                            "split": bench.meta["split"]["split_by"], "rows": {}}
-    doc["rows"]["bt"] = fit_eval(bench, ref.with_(rank=1))
-    doc["rows"]["lore_ref"] = fit_eval(bench, ref.with_(rank=3))
+    doc["rows"]["bt"] = fit_eval(bench, ref.with_(K=1))
+    doc["rows"]["lore_ref"] = fit_eval(bench, ref.with_(K=3))
     base = ref.with_(early_stopping=True, alpha_schedule="constant")
     start = time.perf_counter()
     grid = SMALL if small else (RANKS, ALPHAS, VARIANTS)
@@ -94,7 +104,16 @@ def run_one(name: str, seed: int, small: bool = False) -> dict[str, Any]:
                                         "best_step": x.best_step, "skipped": x.skipped,
                                         "validation": x.validation and x.validation["mean"]}
                                        for x in selection.candidates]}
-    doc["rows"]["selected"] = fit_eval(bench, base.with_(rank=c.K, alpha=c.alpha, **c.variant))
+    doc["rows"]["selected"] = fit_eval(bench, base.with_(K=c.K, alpha=c.alpha, **c.variant))
+    return doc
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """A per-seed file with the current setting names (older files used `OLD_NAMES`)."""
+    for row in doc["rows"].values():
+        row["scores"] = {OLD_NAMES.get(k, k): v for k, v in row["scores"].items()}
+    if "oracle_unseen_unseen_prompts" in doc:
+        doc["oracle_unseen_test"] = doc.pop("oracle_unseen_unseen_prompts")
     return doc
 
 
@@ -113,12 +132,12 @@ def summary(docs: list[dict[str, Any]]) -> str:
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         gain = {s: np.array([d["rows"]["selected"]["scores"][s] - d["rows"]["bt"]["scores"][s]
-                             for d in runs]) for s in ("seen_unseen_prompts", "unseen_unseen_prompts")}
+                             for d in runs]) for s in ("seen_test", "unseen_test")}
         out.append("| selected − K = 1 | | {:+.1f} ± {:.1f} pt | | {:+.1f} ± {:.1f} pt |".format(
-            100 * gain["seen_unseen_prompts"].mean(), 100 * gain["seen_unseen_prompts"].std(),
-            100 * gain["unseen_unseen_prompts"].mean(), 100 * gain["unseen_unseen_prompts"].std()))
-        if runs[0]["oracle_unseen_unseen_prompts"] is not None:
-            o = np.array([d["oracle_unseen_unseen_prompts"] for d in runs])
+            100 * gain["seen_test"].mean(), 100 * gain["seen_test"].std(),
+            100 * gain["unseen_test"].mean(), 100 * gain["unseen_test"].std()))
+        if runs[0]["oracle_unseen_test"] is not None:
+            o = np.array([d["oracle_unseen_test"] for d in runs])
             out.append(f"| oracle (planted V, true weights) | | | | {o.mean():.3f} ± {o.std():.3f} |")
         out += ["", "Choices: " + "; ".join(
             f"seed {d['seed']}: K={d['selection']['K']}, alpha={d['selection']['alpha']:g}"
@@ -174,7 +193,7 @@ def main() -> None:
             print(f"{name} seed {seed}: {doc['seconds']:.0f}s, chose "
                   f"K={doc['selection']['K']} alpha={doc['selection']['alpha']:g} "
                   f"{doc['selection']['variant']}", flush=True)
-    docs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    docs = [upgrade(json.loads(f.read_text())) for f in sorted(folder.glob("*.json"))]
     order = {n: i for i, n in enumerate(["synthetic", "llmfao", "ukpconvarg1"])}
     docs.sort(key=lambda d: (order.get(d["dataset"], 9), d["seed"]))
     text = summary(docs) + "\n" + factors(docs) + "\n"
