@@ -150,3 +150,13 @@ def test_a_chosen_variant_outside_the_sweep_is_refitted_for_its_test_numbers():
     assert doc["refit"].startswith("full seen_train (refitted")
     assert doc["chosen"]["variant"] == {"v_l2": 0.01}
     assert 0.5 < doc["test"]["seen_test"]["mean"] <= 1.0
+
+
+def test_lore_train_without_a_selectable_cell_says_so_and_still_writes_the_sweep(tmp_path,
+                                                                                capsys):
+    out = tmp_path / "run"  # synthetic data has no v_ref: K = 0 is skipped, nothing to select
+    assert train_main(["--dataset", "synthetic", "--K", "0", "--out", str(out), "--no-progress",
+                       "--device", "cpu"]) == 0
+    assert "lore-train: no selection: every candidate was skipped: K=0" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert "selection" not in results and results["runs"][0]["skipped"]
