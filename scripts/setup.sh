@@ -68,6 +68,15 @@ fi
 echo "[setup] installing the four packages (editable; the kernel build takes ~1-2 min)"
 "${pip[@]}" install "${pip_offline[@]}" -c build/constraints.txt --no-build-isolation \
   $(printf -- '-e %s ' "${packages[@]}")
+# A command that moved between packages (lore-train left lore-eval) can be
+# deleted by the old package's uninstall after the new one wrote it: put it back.
+bindir=$(dirname "$py")
+for pair in lore-prepare:lore-datasets lore-train:lore-train lore-eval:lore-eval; do
+  if [[ ! -e "$bindir/${pair%%:*}" ]]; then
+    "${pip[@]}" install "${pip_offline[@]}" --no-deps --no-build-isolation --force-reinstall \
+      -e "packages/${pair##*:}"
+  fi
+done
 
 "$py" -c "import lore_kernels; print('[setup] lore ready, kernel backend:', lore_kernels.backend())"
 if [[ "${LORE_BUILD_EXT:-1}" != 0 ]] && ! "$py" -c "import lore_kernels._C" 2>/dev/null; then

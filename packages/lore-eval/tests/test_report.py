@@ -102,3 +102,15 @@ def test_cli_report_redraws_loss_curves_only_for_early_stopped_runs(tmp_path, ca
 def test_cli_report_on_a_directory_without_results_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_report_shows_calibration_at_the_fitted_temperature_when_present():
+    cell = {"calibrated": {"log_loss": 0.5, "brier": 0.17, "ece": 0.031, "n_pairs": 9},
+            "uncalibrated": {"log_loss": 0.6, "brier": 0.2, "ece": 0.09, "n_pairs": 9}}
+    calibrated = {**run(2, 0.0, 0.7), "calibration": {"temperature": 1.29,
+                                                      **{key: cell for key in SETTINGS}}}
+    text = format_markdown(fake_results([run(1, 0.0, 0.6), calibrated]))
+    assert "## Calibration of P(chosen preferred)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | 0 | 1.29 |"))
+    assert row.count("0.500 / 0.170 / 0.031") == len(SETTINGS)
+    assert "Calibration" not in format_markdown(fake_results([run(1, 0.0, 0.6)]))

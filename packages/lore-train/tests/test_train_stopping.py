@@ -12,6 +12,7 @@ import lore_kernels
 from lore_datasets import make_synthetic, split_validation
 from lore_train import TrainConfig, fit, fit_few_shot, personalize
 from lore_train.anchor import cosine_anchor, population_head
+from lore_train.fewshot import fewshot_settings
 from lore_train.stopping import BestStep, mean_user_weights
 
 # A fast optimizer on 24 pairs per user in d = 16: the validation loss turns up
@@ -74,10 +75,10 @@ def test_few_shot_users_stop_at_their_own_best_step(pairs):
     assert 1 <= info["best_step_min"] <= info["best_step_median"] <= info["best_step_max"] <= 200
     # every user's logits are the full-pool fit's logits at some eval step <= max
     W_new = out.W.detach()[10:]
-    kw = dict(lr=0.5, tau=config.tau, seed=config.seed + 1)
+    kw = fewshot_settings(model, config)  # personalize's fit (with its prior)
     matched = torch.zeros(new.num_users, dtype=torch.bool)
     for t in range(config.eval_every, info["best_step_max"] + 1, config.eval_every):
-        W_t = fit_few_shot(model.V.detach(), new, steps=t, **kw)
+        W_t = fit_few_shot(model.V.detach(), new, **{**kw, "steps": t})
         matched |= torch.isclose(W_t, W_new, atol=1e-5).all(dim=1)
     assert bool(matched.all())
 

@@ -32,9 +32,13 @@ import lore_kernels
 from lore_datasets import Benchmark, PreferencePairs
 from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
 from lore_train.checkpoint import read_checkpoint_config
+from lore_train.elicitation import greedy_information_gain
+from lore_train.posterior import covariance, laplace_precision
 from lore_train.results import device_description, versions
 
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
+PRIORS = ("none", "population")
+STRATEGIES = ("random", "active")
 SHORT_USERS_RULE = "skipped at this shot count (fewer pool pairs than shots)"
 
 
@@ -47,18 +51,29 @@ def fewshot_curve(
     seed: int = 0,
     steps: int | None = None,
     lr: float | None = None,
+    prior: str = "none",
+    strategy: str = "random",
 ) -> dict[str, Any]:
     """Few-shot accuracy of ``model``'s basis for the benchmark's unseen users.
 
     ``steps``/``lr`` default to the few-shot settings the model was trained
     with. Draws and initializations are seeded by (``seed``, shot count).
-    Returns a JSON-ready dict with one entry per shot count in ``points``.
+    ``prior``: "none" (maximum likelihood) or "population" (MAP under the
+    seen users' Dirichlet; 0 shots is then the population's mean user).
+    ``strategy``: "random" draws each shot count's pairs afresh; "active"
+    grows one sequence per (trial, user), each round asking the pool pairs of
+    greatest expected information gain (`lore_train.elicitation`) and
+    refitting. Returns a JSON-ready dict with one entry per shot count in ``points``.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    bad = [s for s in shots if int(s) < 1]
+    bad = [s for s in shots if int(s) < 0]
     if bad:
-        raise ValueError(f"shot counts must be >= 1, got {bad}")
+        raise ValueError(f"shot counts must be >= 0, got {bad}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     pool, test = benchmark.unseen_fewshot, benchmark.unseen_test
     _check_compatible(model, benchmark)
     trained = model.train_config or TrainConfig()
@@ -72,9 +87,14 @@ def fewshot_curve(
     P_test = lore_kernels.project(test.features.to(device), V)
     counts = pool.pairs_per_user().numpy()
     test_counts = test.pairs_per_user().numpy()
+    alpha = model.population_prior() if prior == "population" else None
+    fit_kw = dict(steps=steps, lr=lr, tau=model.tau, reduction=reduction, prior=alpha)
+    shot_list = sorted({int(s) for s in shots})
+    active = (_active_sequences(P_pool, pool, shot_list, trials, seed=seed, **fit_kw)
+              if strategy == "active" else None)
 
     points = []
-    for n in sorted({int(s) for s in shots}):
+    for n in shot_list:
         eligible = np.flatnonzero(counts >= n)
         short = [pool.user_ids[i] for i in np.flatnonzero(counts < n)]
         point: dict[str, Any] = {
@@ -87,13 +107,19 @@ def fewshot_curve(
             point.update(fewshot_train=empty, unseen_prompts={**empty, "n_users": 0}, fit_seconds=0.0)
             points.append(point)
             continue
-        rows = draw_shots(pool, eligible, n, trials, seed=seed)  # [T, n_users, n]
         start = time.perf_counter()
-        S = _fit_trials(P_pool, rows, steps=steps, lr=lr, tau=model.tau, reduction=reduction,
-                        seed=seed + n)  # [T, n_users, K]
+        if active is None:
+            rows = draw_shots(pool, eligible, n, trials, seed=seed)  # [T, n_users, n]
+            S = _fit_trials(P_pool, rows, seed=seed + n, **fit_kw)  # [T, n_users, K]
+        else:
+            rows = active["rows"][:, eligible, :n]
+            S = active["weights"][n][:, eligible]
         point["fit_seconds"] = time.perf_counter() - start
-        train_acc = _shot_accuracy(P_pool, rows, S)  # [T, n_users]
-        point["fewshot_train"] = _over_trials(train_acc.mean(dim=1))
+        if n == 0:
+            point["fewshot_train"] = _over_trials(None)
+        else:
+            train_acc = _shot_accuracy(P_pool, rows, S)  # [T, n_users]
+            point["fewshot_train"] = _over_trials(train_acc.mean(dim=1))
         has_test = torch.from_numpy(test_counts[eligible] > 0)
         test_acc = _test_accuracy(P_test, test, eligible, S)
         point["unseen_prompts"] = {
@@ -106,6 +132,9 @@ def fewshot_curve(
         "K": model.K,
         "kept_rank": model.kept_rank,
         "alpha": None if model.train_config is None else model.train_config.alpha,
+        "prior": prior,
+        "prior_concentration": None if alpha is None else alpha.tolist(),
+        "strategy": strategy,
         "trials": trials,
         "seed": seed,
         "fewshot_steps": steps,
@@ -130,13 +159,17 @@ def run_fewshot(
     lr: float | None = None,
     device: str = "cpu",
     config: dict[str, Any] | None = None,
+    priors: Sequence[str] = ("none",),
+    strategies: Sequence[str] = ("random",),
 ) -> dict[str, Any]:
-    """`fewshot_curve` for each checkpoint directory; the document fewshot.json stores."""
+    """`fewshot_curve` for each checkpoint directory and each (prior, strategy);
+    the document fewshot.json stores."""
     doc = {
         "format": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"shots": sorted({int(s) for s in shots}), "trials": trials, "seed": seed,
-                   "steps": steps, "lr": lr, "short_users": SHORT_USERS_RULE, **(config or {})},
+                   "steps": steps, "lr": lr, "priors": list(priors), "strategies": list(strategies),
+                   "short_users": SHORT_USERS_RULE, **(config or {})},
         "dataset": benchmark.meta,
         "versions": versions(),
         "backend": lore_kernels.backend(device),
@@ -145,11 +178,14 @@ def run_fewshot(
     }
     for path in checkpoints:
         model = PersonalRewardModel.load(path, device=device)
-        try:
-            curve = fewshot_curve(model, benchmark, shots, trials, seed=seed, steps=steps, lr=lr)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        doc["curves"].append({"checkpoint": str(path), **curve})
+        for prior in priors:
+            for strategy in strategies:
+                try:
+                    curve = fewshot_curve(model, benchmark, shots, trials, seed=seed, steps=steps,
+                                          lr=lr, prior=prior, strategy=strategy)
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err}") from None
+                doc["curves"].append({"checkpoint": str(path), **curve})
     return doc
 
 
@@ -197,17 +233,64 @@ def draw_shots(
 
 def _fit_trials(
     P: torch.Tensor, rows: torch.Tensor, *, steps: int, lr: float, tau: float,
-    reduction: str, seed: int,
+    reduction: str, seed: int, prior: torch.Tensor | None = None, logits: bool = False,
 ) -> torch.Tensor:
-    """Simplex weights [T, U, K]: each (trial, user) fitted on its drawn rows of P."""
+    """Simplex weights [T, U, K] (or their logits): each (trial, user) fitted on its
+    rows of P (``rows`` [T, U, n]; -1 marks no row)."""
     T, U, n = rows.shape
     K = P.shape[1]
+    flat = rows.reshape(-1)
     pseudo = torch.arange(T * U).repeat_interleave(n)
-    pairs = PreferencePairs(P[rows.reshape(-1).to(P.device)], pseudo.to(P.device),
+    keep = flat >= 0
+    pairs = PreferencePairs(P[flat[keep].to(P.device)], pseudo[keep].to(P.device),
                             [str(i) for i in range(T * U)])
     identity = torch.eye(K, device=P.device)  # project(P, I) = P: the pool is already projected
-    W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed)
-    return torch.softmax(W, dim=1).reshape(T, U, K)
+    W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed,
+                     prior=prior)
+    return (W if logits else torch.softmax(W, dim=1)).reshape(T, U, K)
+
+
+def _active_sequences(
+    P: torch.Tensor, pool: PreferencePairs, shots: Sequence[int], trials: int, *, seed: int,
+    steps: int, lr: float, tau: float, reduction: str, prior: torch.Tensor | None,
+) -> dict[str, Any]:
+    """Actively chosen rows [T, U, max shots] of every pool user, and the weights
+    [T, U, K] fitted after each shot count (one round per shot count: the
+    round asks the difference, batch-aware, from the posterior of the rounds
+    before). Users with too few pool pairs get -1 past their pool."""
+    T, U, K = trials, pool.num_users, P.shape[1]
+    offsets = pool.offsets.tolist()
+    counts = pool.pairs_per_user()
+    C = int(counts.max())
+    cand = torch.full((U, C), -1, dtype=torch.int64)
+    for u in range(U):
+        cand[u, : counts[u]] = torch.arange(offsets[u], offsets[u] + int(counts[u]))
+    Q = P[cand.clamp(min=0).to(P.device)].expand(T, U, C, K).reshape(T * U, C, K)
+    free = (cand >= 0).expand(T, U, C).reshape(T * U, C).to(P.device)
+    rows = torch.full((T * U, max(shots, default=0)), -1, dtype=torch.int64)
+    W = _fit_trials(P, rows[:, :0].reshape(T, U, 0), steps=steps, lr=lr, tau=tau,
+                    reduction=reduction, seed=seed, prior=prior, logits=True).reshape(T * U, K)
+    weights, done = {}, 0
+    for n in shots:
+        if n > done:
+            picked_rows = rows[:, :done]
+            owner = torch.arange(T * U).repeat_interleave(done)
+            flat = picked_rows.reshape(-1)
+            keep = flat >= 0
+            H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W, tau, prior)
+            picks, _ = greedy_information_gain(Q, W, covariance(H), tau, n - done, available=free)
+            picks = picks.cpu()
+            ok = picks >= 0
+            b = torch.arange(T * U)[:, None].expand_as(picks)
+            free[b[ok], picks[ok]] = False
+            rows[:, done:n] = torch.where(ok, cand.repeat(T, 1)[b, picks.clamp(min=0)],
+                                          torch.full_like(picks, -1))
+            done = n
+            W = _fit_trials(P, rows[:, :n].reshape(T, U, n), steps=steps, lr=lr, tau=tau,
+                            reduction=reduction, seed=seed + n, prior=prior,
+                            logits=True).reshape(T * U, K)
+        weights[n] = torch.softmax(W, dim=1).reshape(T, U, K)
+    return {"rows": rows.reshape(T, U, -1), "weights": weights}
 
 
 def _shot_accuracy(P: torch.Tensor, rows: torch.Tensor, S: torch.Tensor) -> torch.Tensor:

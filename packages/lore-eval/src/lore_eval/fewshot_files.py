@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 from lore_train.results import load_document, write_results
 from lore_train.tables import model_label
 
-CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "shots", "trials", "n_users",
+CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "shots", "trials", "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
                "unseen_prompts_mean", "unseen_prompts_std", "unseen_prompts_users", "fit_seconds")
 
@@ -36,6 +36,7 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
             for p in curve["points"]:
                 writer.writerow([
                     curve.get("checkpoint", ""), curve["K"], curve["kept_rank"], curve["alpha"],
+                    curve.get("prior", "none"), curve.get("strategy", "random"),
                     p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
                     p["fewshot_train"]["mean"], p["fewshot_train"]["std"],
                     p["unseen_prompts"]["mean"], p["unseen_prompts"]["std"],
@@ -48,6 +49,16 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
 def load_fewshot(path: str | Path) -> dict[str, Any]:
     return load_document(path, "fewshot.json", "curves", "few-shot",
                          " (run `lore-eval fewshot` first)")
+
+
+def curve_label(curve: dict[str, Any]) -> str:
+    """The model's label plus how new users were fitted: "K=3, population prior, active"."""
+    name = model_label(curve["K"], curve.get("alpha"))
+    if curve.get("prior", "none") != "none":
+        name += ", population prior"
+    if curve.get("strategy", "random") != "random":
+        name += f", {curve['strategy']}"
+    return name
 
 
 def _shot_ticks(doc: dict[str, Any]) -> tuple[list[int], list[str]]:
@@ -80,10 +91,10 @@ def plot_accuracy_vs_shots(doc: dict[str, Any], path: str | Path) -> Path:
             xs = [p["shots"] for p in pts]
             means = [p[key]["mean"] for p in pts]
             stds = [p[key]["std"] for p in pts]
-            line, = ax.plot(xs, means, marker="o", label=model_label(curve["K"], curve.get("alpha")))
+            line, = ax.plot(xs, means, marker="o", label=curve_label(curve))
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)],
                             [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.15)
-        ax.set_xscale("log")
+        ax.set_xscale("symlog", linthresh=1)  # 0 shots (the prior alone) stays on the axis
         ax.set_xticks(*_shot_ticks(doc))
         ax.minorticks_off()
         ax.set_xlabel("pairs per unseen user (shots)")

@@ -45,6 +45,7 @@ def format_markdown(results: dict[str, Any], fewshot: dict[str, Any] | None = No
                  *[""] * (len(SETTINGS) - 1), ""]))
         out += [_md_run(r) for r in sorted(cells, key=lambda r: r["K"]) if r["K"] >= 2]
         out.append("")
+    out += _md_calibration(runs)
     if "selection" in results:
         out += ["## Model selection (no test pairs)", "", format_selection(results["selection"],
                                                                            markdown=True), ""]
@@ -62,7 +63,8 @@ def _md_fewshot(doc: dict[str, Any]) -> list[str]:
            "at the same number of shots.", ""]
     for curve in doc["curves"]:
         alpha = "-" if curve["alpha"] is None else f"{curve['alpha']:g}"
-        out += [f"### {model_label(curve['K'])}, alpha={alpha} ({curve.get('checkpoint', '')})", "",
+        how = f"prior {curve.get('prior', 'none')}, {curve.get('strategy', 'random')} pairs"
+        out += [f"### {model_label(curve['K'])}, alpha={alpha}, {how} ({curve.get('checkpoint', '')})", "",
                 _md_row(("shots", "users", "short", "few-shot pairs", "unseen prompts (users)")),
                 _md_row(("---:", "---:", "---:", "---", "---"))]
         for p in curve["points"]:
@@ -72,6 +74,29 @@ def _md_fewshot(doc: dict[str, Any]) -> list[str]:
                                 f"({p['unseen_prompts']['n_users']})")))
         out.append("")
     return out
+
+
+def _md_calibration(runs: list[dict[str, Any]]) -> list[str]:
+    """Log-loss / Brier / ECE per setting at the fitted temperature (runs that have them)."""
+    cells = [r for r in runs if r.get("calibration")]
+    if not cells:
+        return []
+    out = ["## Calibration of P(chosen preferred)", "",
+           "Cells: log-loss / Brier / ECE over pairs, at the temperature T fitted on the "
+           "validation split of seen_train (a model refitted on the rest).", "",
+           _md_row(("K", "alpha", "T", *(SETTING_LABELS[k] for k in SETTINGS))),
+           _md_row(("---:", "---", "---:", *["---"] * len(SETTINGS)))]
+    for run in sorted(cells, key=lambda r: (r["alpha"], r["K"])):
+        cal = run["calibration"]
+        out.append(_md_row((str(run["K"]), f"{run['alpha']:g}", f"{cal['temperature']:.3g}",
+                            *(_calibration_cell(cal[key]["calibrated"]) for key in SETTINGS))))
+    return [*out, ""]
+
+
+def _calibration_cell(c: dict[str, Any]) -> str:
+    if c["log_loss"] is None:
+        return "n/a"
+    return f"{c['log_loss']:.3f} / {c['brier']:.3f} / {c['ece']:.3f}"
 
 
 def _md_run(run: dict[str, Any]) -> str:

@@ -5,8 +5,9 @@
 results files and checkpoints store ``to_dict()``, and ``from_dict`` reads
 that back. The defaults reproduce the reference `run()` entry point (joint
 Adam, lr 0.5, 1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps
-at lr 0.1); `PRESETS` names the reference's other setting, the PRISM
-`run_regularized()`.
+at lr 0.1), except that new users are fitted MAP under the population prior
+(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS`
+names the reference's other setting, the PRISM `run_regularized()`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ Reduction = Literal["user_mean", "pair_mean"]
 WInit = Literal["normal", "uniform", "zeros"]
 Anchor = Literal["auto", "v_ref", "population"]
 AlphaSchedule = Literal["ramp", "constant"]
+FewshotPrior = Literal["none", "population"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class TrainConfig:
     fewshot_steps: int = field(default=500, metadata={
         "help": "Adam steps fitting a new user's weights on the frozen basis"})
     fewshot_lr: float = field(default=0.1, metadata={"help": "learning rate of those steps"})
+    fewshot_prior: FewshotPrior = field(default="population", metadata={
+        "help": "new users' weights: MAP under a Dirichlet fitted to the seen users' "
+        "(population) or maximum likelihood as in the reference (none)"})
     seed: int = field(default=0, metadata={"help": "seeds every initialization"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
@@ -123,7 +128,7 @@ class TrainConfig:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
                            ("val_split_by", ValSplitBy), ("anchor", Anchor),
-                           ("alpha_schedule", AlphaSchedule)):
+                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior)):
             allowed = get_args(kind)  # the choices are the Literal's, written once
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
@@ -159,7 +164,8 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The reference `run()`: the dataclass defaults.
+    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" for its
+    # maximum-likelihood few-shot fit).
     "reference": {},
     # The reference `run_regularized()` (PRISM at HEAD): alternating W/V Adam
     # steps, U[0,1) logits, global-mean loss, cosine pull toward v_ref with

@@ -8,6 +8,7 @@ from typing import Any
 
 from lore_datasets import Benchmark
 
+from .calibration import evaluate_calibration
 from .config import TrainConfig
 from .metrics import evaluate
 from .plots import can_plot, plot_accuracy_vs_rank, plot_loss_curves
@@ -29,6 +30,7 @@ def run_rank_sweep(
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png``,
     ``loss_curves.png`` (early-stopped fits only) and ``checkpoints/K{K}_alpha{alpha}/``
@@ -37,7 +39,9 @@ def run_rank_sweep(
     settings there).
 
     results.json is rewritten after every cell, so a long sweep that stops
-    early still leaves what it finished.
+    early still leaves what it finished. ``calibrate`` adds each cell's
+    ``calibration`` (temperature, log-loss, Brier, ECE; `evaluate_calibration`),
+    at the cost of one more fit per cell.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,10 @@ def run_rank_sweep(
                 if key in run.model.meta:
                     entry[key] = run.model.meta[key]
             entry.update(evaluate(run.model, benchmark))
+            if calibrate:
+                entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
+                                                            progress=progress)
+                run.model.meta["temperature"] = entry["calibration"]["temperature"]
             run.model.meta.update(
                 dataset=benchmark.meta.get("source"), embedder=benchmark.meta.get("embedder")
             )

@@ -12,7 +12,7 @@ autograd through the reference op.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,7 @@ from lore_kernels.reference import bt_terms_reference
 from ._util import progress_bar, seeded_generator
 from .config import TrainConfig
 from .objective import row_weights
+from .prior import log_prior_grad, prior_logits
 
 if TYPE_CHECKING:  # the model imports this module; this one only needs its type
     from .model import PersonalRewardModel
@@ -40,6 +41,7 @@ def fit_few_shot(
     reduction: str | None = None,
     seed: int = 0,
     progress: bool = False,
+    prior: torch.Tensor | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
@@ -51,6 +53,10 @@ def fit_few_shot(
     (uniform weights) rather than a random draw. K <= 1 needs no fitting
     (softmax of one logit is 1). ``on_step(t, W)`` sees the logits after
     update t (1-based), e.g. to track a best step per user.
+
+    ``prior``: a Dirichlet concentration [K] (`lore_train.prior`); the fit is
+    then MAP, each user's log-prior weighted like one of their rows' loss,
+    starting from the prior mean, and a user with no pairs gets the prior mean.
     """
     steps = DEFAULTS.fewshot_steps if steps is None else steps
     lr = DEFAULTS.fewshot_lr if lr is None else lr
@@ -59,14 +65,26 @@ def fit_few_shot(
     N, K = pairs.num_users, V.shape[1]
     device = V.device
     counts = pairs.pairs_per_user().to(device)
-    if K <= 1 or pairs.num_pairs == 0:
+    if prior is not None and prior.shape != (K,):
+        raise ValueError(f"prior has shape {tuple(prior.shape)}, the basis K={K}")
+    # -- begin population prior (issue 12) --
+    if prior is not None and K > 1:
+        prior = prior.to(device, torch.float32)
+        W = prior_logits(prior).expand(N, K).clone()
+        if pairs.num_pairs == 0:
+            return W
+    # -- end population prior --
+    elif K <= 1 or pairs.num_pairs == 0:
         return torch.zeros(N, K, device=device)
-    W = torch.randn(N, K, generator=seeded_generator(seed)).to(device)
-    W[counts == 0] = 0.0
+    else:
+        W = torch.randn(N, K, generator=seeded_generator(seed)).to(device)
+        W[counts == 0] = 0.0
     with torch.no_grad():
         P = lore_kernels.project(pairs.features.to(device), V.detach())
     user = pairs.user.to(device)
     c = row_weights(pairs, reduction).to(device)
+    if prior is not None:  # each user's prior weighs like one of their rows (c is constant per user)
+        c_user = torch.zeros(N, device=device).index_add_(0, user, c) / counts.clamp(min=1)
     # The problem is tiny (M x K), so autograd and torch.optim overhead would
     # dominate: the op's dS goes through the softmax Jacobian by hand and
     # Adam (torch's defaults: betas 0.9/0.999, eps 1e-8, no weight decay) is
@@ -77,6 +95,8 @@ def fit_few_shot(
     with progress_bar(steps, f"few-shot K={K}", progress) as bar:
         for t in range(1, steps + 1):
             grad = logit_gradient(P, user, c, W, tau)
+            if prior is not None:
+                grad.sub_(c_user[:, None] * log_prior_grad(W, prior))
             m1.lerp_(grad, 1 - beta1)
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
@@ -112,26 +132,29 @@ def personalize(
         from .stopping import personalize_early_stopped  # it builds on fit_few_shot
 
         return personalize_early_stopped(model, pairs, config, progress=progress)
-    W = fit_few_shot(
-        model.V.detach(),
-        pairs,
-        steps=config.fewshot_steps,
-        lr=config.fewshot_lr,
-        tau=config.tau,
-        reduction=config.reduction,
-        seed=config.seed + 1,
-        progress=progress,
-    )
+    W = fit_few_shot(model.V.detach(), pairs, **fewshot_settings(model, config),
+                     progress=progress)
     return model.with_users(pairs.user_ids, W)
 
 
-def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor, dim: int) -> PreferencePairs:
+def fewshot_settings(model: PersonalRewardModel, config: TrainConfig) -> dict[str, Any]:
+    """`fit_few_shot`'s settings for adding users to ``model`` under ``config``: its
+    few-shot steps, lr, tau, reduction, seed (config.seed + 1) and prior."""
+    return dict(steps=config.fewshot_steps, lr=config.fewshot_lr, tau=config.tau,
+                reduction=config.reduction, seed=config.seed + 1,
+                prior=model.population_prior() if config.fewshot_prior == "population" else None)
+
+
+def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor | None, dim: int) -> PreferencePairs:
     """One user's rows as a single-user `PreferencePairs`, checked (for adapting one user).
 
     ``data`` is a `PreferencePairs` (the user's rows, or all rows when it
-    holds a single user) or a raw [n, d] tensor of chosen-minus-rejected rows.
+    holds a single user), a raw [n, d] tensor of chosen-minus-rejected rows,
+    or None (no rows: a new user gets the population prior's mean).
     """
-    if isinstance(data, PreferencePairs):
+    if data is None:
+        features = torch.zeros(0, dim)
+    elif isinstance(data, PreferencePairs):
         if user in data.user_ids:
             data = data.select_users([user])
         elif data.num_users != 1:
@@ -146,8 +169,6 @@ def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor, dim: int)
         raise TypeError(f"adapt() takes PreferencePairs or an [n, d] tensor, not {type(data).__name__}")
     if features.ndim != 2 or features.shape[1] != dim:
         raise ValueError(f"user {user!r}: rows must be [n, {dim}], got {tuple(features.shape)}")
-    if features.shape[0] == 0:
-        raise ValueError(f"user {user!r}: no pairs to adapt on")
     if not bool(torch.isfinite(features).all()):
         raise ValueError(f"user {user!r}: the rows contain NaN or Inf")
     n = features.shape[0]

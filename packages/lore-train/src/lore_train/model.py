@@ -24,8 +24,11 @@ from torch import nn
 import lore_kernels
 from lore_datasets import PreferencePairs
 
+from . import posterior as posterior_lib
+from . import prior as prior_lib
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import TrainConfig
+from .elicitation import greedy_information_gain
 from .export import write_reward_head
 from .fewshot import fit_few_shot, single_user_pairs
 
@@ -77,6 +80,7 @@ class PersonalRewardModel(nn.Module):
         self.seen = [True] * len(self.user_ids) if seen is None else [bool(s) for s in seen]
         self.meta = dict(meta or {})
         self.train_config = train_config
+        self._posteriors: dict[str, torch.Tensor] = {}  # user -> Laplace precision [K, K]
         self.register_buffer(
             "v_ref", None if v_ref is None else v_ref.detach().to(torch.float32).clone()
         )
@@ -131,13 +135,116 @@ class PersonalRewardModel(nn.Module):
         return lore_kernels.lowrank_margin(Z, rows, self.V.detach(), S)
 
     @torch.no_grad()
-    def score(self, embeddings: torch.Tensor, user: str) -> torch.Tensor:
-        """Rewards phi . V softmax(W_u) of a batch of response embeddings [B, d] -> [B]."""
+    def score(
+        self, embeddings: torch.Tensor, user: str, *, return_std: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Rewards phi . V softmax(W_u) of a batch of response embeddings [B, d] -> [B].
+
+        ``return_std=True`` also returns each reward's std under the user's
+        posterior (see `posterior`), as ``(rewards, std)``.
+        """
+        embeddings = self._embeddings(embeddings)
+        rewards = embeddings @ self.user_head(user)
+        if not return_std:
+            return rewards
+        draws = self.posterior(user)
+        _, std = posterior_lib.reward_moments(embeddings @ self.V.detach(), draws,
+                                              torch.zeros(len(embeddings), dtype=torch.int64))
+        return rewards, std.to(rewards)
+
+    # -- cold start (issue 12): prior, posterior, preference probability, elicitation --
+    def population_prior(self) -> torch.Tensor:
+        """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`)."""
+        seen = torch.tensor(self.seen, dtype=torch.bool, device=self.W.device)
+        if not bool(seen.any()):
+            raise ValueError("the model has no seen users to fit a population prior to")
+        return prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
+
+    @torch.no_grad()
+    def fit_posterior(self, pairs: PreferencePairs, *, prior: str = "population") -> PersonalRewardModel:
+        """Laplace posteriors of ``pairs``' users at their current weights (say, the
+        seen users from their training pairs); kept in memory. Returns ``self``."""
+        alpha = self.population_prior() if prior == "population" else None
+        P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
+        index = self.user_index(pairs.user_ids)
+        H = posterior_lib.laplace_precision(P, pairs.user.to(self.V.device), self.W.detach()[index],
+                                            self.tau, alpha)
+        for u, h in zip(pairs.user_ids, H):
+            self._posteriors[str(u)] = h
+        return self
+
+    def posterior(self, user: str, *, samples: int = posterior_lib.DEFAULT_SAMPLES,
+                  seed: int = 0) -> torch.Tensor:
+        """Seeded draws [1, samples, K] of ``user``'s weights from their Laplace posterior."""
+        idx = self.user_index([user])
+        if str(user) not in self._posteriors:
+            raise ValueError(f"no posterior for user {user!r}: adapt() them, or call "
+                             "fit_posterior(pairs) with their pairs")
+        cov = posterior_lib.covariance(self._posteriors[str(user)][None])
+        return posterior_lib.logit_draws(self.W.detach()[idx], cov, samples, seed=seed)
+
+    @torch.no_grad()
+    def preference_probability(
+        self, chosen: torch.Tensor, rejected: torch.Tensor, user: str, *, temperature: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(``user`` prefers chosen[i] to rejected[i]) [B] and its std under the posterior.
+
+        The probability is sigmoid(tau / T * margin) averaged over posterior
+        draws; T defaults to the calibration temperature in ``meta`` (1 if none).
+        """
+        T = float(self.meta.get("temperature", 1.0)) if temperature is None else float(temperature)
+        if T <= 0:
+            raise ValueError(f"temperature must be > 0, got {T}")
+        Q = (self._embeddings(chosen) - self._embeddings(rejected)) @ self.V.detach()
+        mean, std = posterior_lib.preference_moments(Q, self.posterior(user), torch.zeros(
+            len(Q), dtype=torch.int64), self.tau / T)
+        return mean.to(torch.float32), std.to(torch.float32)
+
+    @torch.no_grad()
+    def suggest_pairs(
+        self, user: str, candidates: torch.Tensor | tuple[torch.Tensor, torch.Tensor], n: int
+    ) -> torch.Tensor:
+        """Indices [<= n] of the candidate comparisons that would teach most about ``user``.
+
+        ``candidates``: a pair (emb_a [C, d], emb_b [C, d]) or their
+        differences [C, d]. Greedy expected information gain under the user's
+        posterior, each pick shrinking it (`lore_train.elicitation`), so the n
+        are not redundant. A user the model does not know yet is a new user:
+        the population prior is their posterior.
+        """
+        if isinstance(candidates, tuple):
+            Z = self._embeddings(candidates[0]) - self._embeddings(candidates[1])
+        else:
+            Z = self._embeddings(candidates)
+        Q = Z @ self.V.detach()
+        if str(user) in self._index:
+            idx = self.user_index([user])
+            if str(user) not in self._posteriors:
+                self.posterior(user)  # raises the explanatory error
+            W, H = self.W.detach()[idx], self._posteriors[str(user)][None]
+        else:
+            alpha = self.population_prior()
+            W = prior_lib.prior_logits(alpha)[None]
+            H = posterior_lib.laplace_precision(Q[:0], torch.zeros(0, dtype=torch.int64), W,
+                                                self.tau, alpha)
+        picks, _ = greedy_information_gain(Q[None], W, posterior_lib.covariance(H), self.tau,
+                                           min(int(n), len(Q)))
+        return picks[0][picks[0] >= 0].cpu()
+
+    def _store_posterior(self, pairs: PreferencePairs, alpha: torch.Tensor | None) -> None:
+        user = pairs.user_ids[0]
+        P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
+        W = self.W.detach()[self.user_index([user])]
+        self._posteriors[user] = posterior_lib.laplace_precision(
+            P, pairs.user.to(self.V.device), W, self.tau, alpha)[0]
+
+    def _embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim == 1:
             embeddings = embeddings[None]
         if embeddings.shape[-1] != self.dim:
             raise ValueError(f"embeddings have dim {embeddings.shape[-1]}, the model {self.dim}")
-        return embeddings.to(self.V.device, torch.float32) @ self.user_head(user)
+        return embeddings.to(self.V.device, torch.float32)
+    # -- end cold start --
 
     # -- users --------------------------------------------------------------
     def with_users(self, user_ids: Sequence[str], W: torch.Tensor) -> PersonalRewardModel:
@@ -160,29 +267,37 @@ class PersonalRewardModel(nn.Module):
     def adapt(
         self,
         user: str,
-        data: PreferencePairs | torch.Tensor,
+        data: PreferencePairs | torch.Tensor | None,
         *,
         steps: int | None = None,
         lr: float | None = None,
         seed: int = 0,
         replace: bool = False,
+        prior: str | None = None,
     ) -> PersonalRewardModel:
         """Fit ``user``'s K logits on the frozen basis and add them to this model, in place.
 
         ``data`` is the user's pairs: a `PreferencePairs` (their rows, or all
         rows when it holds a single user) or a raw [n, d] tensor of
-        chosen-minus-rejected rows. ``steps``/``lr`` default to the few-shot
-        settings the model was trained with, so an adapted user is fitted
-        exactly like the unseen users of an evaluation. A user already in
-        the model is refitted only with ``replace=True``. Returns ``self``;
-        ``save()`` stores the new row.
+        chosen-minus-rejected rows; None or no rows gives the population's
+        mean user (the prior mean). ``steps``/``lr``/``prior`` ("none" or
+        "population") default to the few-shot settings the model was trained
+        with ("none" for a model built by hand), so an adapted user is fitted
+        exactly like the unseen users of an evaluation. A user already in the
+        model is refitted only with ``replace=True``. Returns ``self``;
+        ``save()`` stores the new row; the user's posterior (for
+        ``return_std`` and ``preference_probability``) is kept in memory.
         """
         user = str(user)
         if user in self._index and not replace:
             kind = "trained jointly with V" if self.seen[self._index[user]] else "already adapted"
             raise ValueError(f"user {user!r} is {kind}; pass replace=True to refit their weights")
         pairs = single_user_pairs(user, data, self.dim)
-        trained = self.train_config or TrainConfig()
+        trained = self.train_config or TrainConfig(fewshot_prior="none")
+        prior = trained.fewshot_prior if prior is None else prior
+        if prior not in ("none", "population"):
+            raise ValueError(f"prior must be 'none' or 'population', got {prior!r}")
+        alpha = self.population_prior() if prior == "population" or pairs.num_pairs == 0 else None
         W = fit_few_shot(
             self.V.detach(),
             pairs,
@@ -190,6 +305,7 @@ class PersonalRewardModel(nn.Module):
             lr=trained.fewshot_lr if lr is None else lr,
             tau=self.tau,
             seed=seed,
+            prior=alpha,
         ).to(self.W)
         with torch.no_grad():
             if user in self._index:
@@ -201,6 +317,7 @@ class PersonalRewardModel(nn.Module):
                 self._index[user] = len(self.user_ids)
                 self.user_ids.append(user)
                 self.seen.append(False)
+        self._store_posterior(pairs, alpha)
         return self
 
     def export_reward_head(

@@ -69,7 +69,7 @@ def write_results(results: dict[str, Any], path: str | Path) -> Path:
 
 
 RESULTS_CSV_COLUMNS = ("K", "alpha", "kept_rank", "setting", "mean", "std", "n_users",
-                       "train_seconds", "skipped")
+                       "train_seconds", "skipped", "temperature", "log_loss", "brier", "ece")
 
 
 def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
@@ -81,12 +81,18 @@ def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
         writer.writerow(RESULTS_CSV_COLUMNS)
         for run in results["runs"]:
             if run.get("skipped"):
-                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"]])
+                writer.writerow([run["K"], run["alpha"], "", "", "", "", "", "", run["skipped"],
+                                 *[""] * 4])
                 continue
+            calibration = run.get("calibration")
             for key in SETTINGS:
                 cell = run[key]
+                cal = [""] * 4
+                if calibration:  # calibrated scores (at the fitted temperature)
+                    c = calibration[key]["calibrated"]
+                    cal = [calibration["temperature"], c["log_loss"], c["brier"], c["ece"]]
                 writer.writerow([run["K"], run["alpha"], run["kept_rank"], key, cell["mean"],
-                                 cell["std"], cell["n_users"], run["train_seconds"], ""])
+                                 cell["std"], cell["n_users"], run["train_seconds"], "", *cal])
     return path
 
 

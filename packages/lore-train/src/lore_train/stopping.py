@@ -29,7 +29,7 @@ from lore_datasets import PreferencePairs, split_validation
 from lore_kernels.reference import bt_terms_reference
 
 from .config import TrainConfig
-from .fewshot import fit_few_shot
+from .fewshot import fewshot_settings, fit_few_shot
 from .model import PersonalRewardModel
 from .objective import row_weights
 from .trainer import FitHistory, finish, fit_steps
@@ -149,8 +149,7 @@ def personalize_early_stopped(
     """
     V = model.V.detach()
     K, steps = V.shape[1], config.fewshot_steps
-    fewshot = dict(steps=steps, lr=config.fewshot_lr, tau=config.tau,
-                   reduction=config.reduction, seed=config.seed + 1)
+    fewshot = fewshot_settings(model, config)  # the same fit as `personalize`, prior included
     if K <= 1 or pairs.num_pairs == 0 or steps == 0:
         return model.with_users(pairs.user_ids, fit_few_shot(V, pairs, **fewshot))
     split = split_validation(pairs, config.val_fraction, seed=config.seed + 1, split_by="pair")

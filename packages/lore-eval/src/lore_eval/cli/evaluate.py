@@ -19,10 +19,9 @@ from lore_datasets.settings import add_arguments, given, to_dict
 from lore_train import UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
-from lore_train.tables import model_label
 
-from ..fewshot import DEFAULT_SHOTS, find_checkpoints, run_fewshot
-from ..fewshot_files import load_fewshot, plot_accuracy_vs_shots, write_fewshot
+from ..fewshot import DEFAULT_SHOTS, PRIORS, STRATEGIES, find_checkpoints, run_fewshot
+from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
 from ..report import format_markdown
 
 
@@ -52,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = f.add_argument_group("experiment")
     exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
     exp.add_argument("--trials", type=int, default=20)
+    exp.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["random"],
+                     help="how a user's pairs are chosen: random draws, or active (greatest "
+                     "expected information gain under the posterior, batch-aware); one curve each")
+    exp.add_argument("--prior", nargs="+", choices=PRIORS, default=["population"],
+                     help="few-shot fit: none (maximum likelihood) or population (MAP under a "
+                     "Dirichlet fitted to the seen users' weights); one curve each")
     exp.add_argument("--seed", type=int, default=0, help="seeds the draws and the initializations")
     exp.add_argument("--steps", type=int, help="few-shot steps (default: the checkpoint's)")
     exp.add_argument("--lr", type=float, help="few-shot learning rate (default: the checkpoint's)")
@@ -88,7 +93,8 @@ def _fewshot(args: argparse.Namespace) -> int:
           f"{args.trials} trials", file=sys.stderr)
     doc = run_fewshot(checkpoints, benchmark, args.shots, args.trials, seed=args.seed,
                       steps=args.steps, lr=args.lr, device=device,
-                      config={"data": to_dict(source), "split": split})
+                      config={"data": to_dict(source), "split": split},
+                      priors=args.prior, strategies=args.strategy)
     out = args.out or args.run or Path("runs") / "fewshot"
     paths = write_fewshot(doc, out)
     print(_fewshot_table(doc))
@@ -119,14 +125,14 @@ def _data_settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any]
 
 
 def _fewshot_table(doc: dict[str, Any]) -> str:
-    lines = [f"{'model':<18} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
+    lines = [f"{'model':<36} {'shots':>5} {'users':>5} {'short':>5}  {'few-shot pairs':<15}  "
              "unseen prompts (mean ± std over trials)"]
     for curve in doc["curves"]:
-        name = model_label(curve["K"], curve.get("alpha"))
+        name = curve_label(curve)
         for p in curve["points"]:
             train, test = p["fewshot_train"], p["unseen_prompts"]
             cell = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
-            lines.append(f"{name:<18} {p['shots']:>5} {p['n_users']:>5} "
+            lines.append(f"{name:<36} {p['shots']:>5} {p['n_users']:>5} "
                          f"{p['short_users']['count']:>5}  {cell(train):<15}  {cell(test)}")
     return "\n".join(lines)
 
