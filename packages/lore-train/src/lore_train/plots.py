@@ -59,7 +59,8 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
         title = results.get("dataset", {}).get("source", "")
         ax.set_title(f"{title} accuracy vs rank (alpha={alpha:g})".strip())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # every cell skipped: nothing to label
+            ax.legend(fontsize="small")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=150)
