@@ -86,6 +86,19 @@ def test_cli_report_writes_report_md_and_redraws_the_plots(tmp_path, capsys, wit
     assert ("| 5 | 3 | 1 | 0.900 ± 0.050 | 0.700 ± 0.020 (3) |" in out) == with_fewshot
 
 
+def test_cli_report_redraws_loss_curves_only_for_early_stopped_runs(tmp_path, capsys):
+    write_results(fake_results([run(2, 0.0, 0.8)]), tmp_path / "results.json")
+    assert main(["report", str(tmp_path)]) == 0
+    assert not (tmp_path / "loss_curves.png").exists()
+    curves = {"best_step": 20, "train_steps": [0, 10, 20, 30], "train_loss": [0.7, 0.6, 0.5, 0.4],
+              "val_steps": [0, 10, 20, 30], "val_loss": [0.7, 0.65, 0.62, 0.64]}
+    write_results(fake_results([{**run(2, 0.0, 0.8), "early_stopping": curves}]),
+                  tmp_path / "results.json")
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "loss_curves.png").stat().st_size > 10_000
+    assert "loss_curves.png" in capsys.readouterr().err
+
+
 def test_cli_report_on_a_directory_without_results_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err

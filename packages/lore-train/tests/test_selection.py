@@ -13,6 +13,7 @@ from lore_train.cli import main as train_main
 from lore_train.selection import (
     Candidate,
     Selection,
+    choice_test_numbers,
     choose,
     select_model,
     validation_split,
@@ -111,3 +112,51 @@ def test_lore_train_select_writes_the_choice_into_results_json(tmp_path, capsys)
     run = next(r for r in results["runs"] if r["K"] == chosen)
     assert selection["test"]["seen_test"]["mean"] == run["seen_test"]["mean"]
     assert f"selected K={chosen}" in capsys.readouterr().out
+
+
+class Untouchable:
+    """Stands in for a split selection must never read: any attribute access fails."""
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr: str):
+        raise AssertionError(f"selection read {self._name}.{attr}")
+
+
+def test_selection_never_reads_test_or_unseen_pairs():
+    """Every selection path -- by-prompt validation, early stopping, the population
+    anchor, a variant -- touches seen_train only (and v_ref)."""
+    bench, _ = synthetic_benchmark(seed=0, dim=6, num_users=24, pairs_per_user=30, rank=2)
+    for name in ("seen_test", "unseen_fewshot", "unseen_test"):
+        setattr(bench, name, Untouchable(name))
+    config = TrainConfig(steps=60, lr=5.0, lr_w=0.05, w_init="zeros", early_stopping=True,
+                         eval_every=5, patience=20, alpha_schedule="constant")
+    selection = select_model(bench, [1, 2], [0.0, 1.0], config,
+                             variants=({}, {"v_l2": 0.01}))
+    assert len(selection.candidates) == 8
+    assert all(c.validation is not None and c.best_step is not None
+               for c in selection.candidates)
+    assert selection.validation_split["split_by"] == "prompt"
+
+
+def test_a_chosen_variant_outside_the_sweep_is_refitted_for_its_test_numbers():
+    bench, _ = synthetic_benchmark(seed=0, dim=6, num_users=24, pairs_per_user=30, rank=2)
+    config = TrainConfig(steps=40, lr=5.0, lr_w=0.05, w_init="zeros")
+    chosen = Candidate(2, 0.0, variant={"v_l2": 0.01},
+                       validation={"mean": 0.7, "std": 0.1, "n_users": 18})
+    selection = Selection([chosen], chosen, 0.2, 0, 10, 40)
+    doc = choice_test_numbers(selection, bench, config, {"runs": []})
+    assert doc["refit"].startswith("full seen_train (refitted")
+    assert doc["chosen"]["variant"] == {"v_l2": 0.01}
+    assert 0.5 < doc["test"]["seen_test"]["mean"] <= 1.0
+
+
+def test_lore_train_without_a_selectable_cell_says_so_and_still_writes_the_sweep(tmp_path,
+                                                                                capsys):
+    out = tmp_path / "run"  # synthetic data has no v_ref: K = 0 is skipped, nothing to select
+    assert train_main(["--dataset", "synthetic", "--K", "0", "--out", str(out), "--no-progress",
+                       "--device", "cpu"]) == 0
+    assert "lore-train: no selection: every candidate was skipped: K=0" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert "selection" not in results and results["runs"][0]["skipped"]

@@ -79,8 +79,9 @@ def test_alternating_mode_with_alpha_pulls_columns_toward_v_ref():
     pulled, _ = fit(pairs, base.with_(alpha=100.0), v_ref=v_ref, progress=False)
     assert cosine_penalty(pulled.V, v_ref) < 0.1
     assert cosine_penalty(pulled.V, v_ref) < cosine_penalty(free.V, v_ref)
-    with pytest.raises(ValueError, match="v_ref"):
-        fit(pairs, base.with_(alpha=1.0), progress=False)
+    # without v_ref the default anchor is the population head; anchor="v_ref" insists
+    with pytest.raises(ValueError, match="anchor='v_ref'"):
+        fit(pairs, base.with_(alpha=1.0, anchor="v_ref"), progress=False)
 
 
 def test_pruning_drops_unused_columns_and_renormalizes():

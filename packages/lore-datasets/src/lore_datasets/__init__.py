@@ -15,8 +15,9 @@ reads one rank's share), and
 
 ``load_generic`` reads a directory (comparisons.csv, responses.jsonl,
 embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
-``Benchmark``; ``synthetic_benchmark`` plants low-rank users and returns the
-``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
+``Benchmark``; ``split_validation`` carves a seeded validation split from
+training pairs (whole prompts where there are enough); ``synthetic_benchmark``
+plants low-rank users and returns the ``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
 ``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
 results files, turned into command flags by ``lore_datasets.settings``);
 ``lore_datasets.cli_common`` is the error handling and device choice every
@@ -33,6 +34,7 @@ from .splits import SplitConfig, split_benchmark
 from .storage import read_benchmark_users, read_rank, read_users, user_offsets
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
 from .synthetic_stream import write_synthetic
+from .validation import ValidationSplit, split_validation
 
 __all__ = [
     "DATASETS",
@@ -45,6 +47,7 @@ __all__ = [
     "Oracle",
     "PreferencePairs",
     "SplitConfig",
+    "ValidationSplit",
     "balanced_user_blocks",
     "block_pairs",
     "load_dataset",
@@ -54,6 +57,7 @@ __all__ = [
     "read_rank",
     "read_users",
     "split_benchmark",
+    "split_validation",
     "synthetic_benchmark",
     "user_offsets",
     "write_synthetic",

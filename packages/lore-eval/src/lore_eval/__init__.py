@@ -12,9 +12,9 @@ so older imports keep working.
 
 from lore_train.experiment import run_rank_sweep
 from lore_train.metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
-from lore_train.plots import plot_accuracy_vs_rank
+from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results, write_results
-from lore_train.selection import Selection, select_model, validation_split
+from lore_train.selection import Selection, choice_test_numbers, select_model, validation_split
 from lore_train.tables import format_selection, format_table
 
 from .fewshot import fewshot_curve, run_fewshot
@@ -25,6 +25,7 @@ __all__ = [
     "SETTINGS",
     "Selection",
     "accuracy",
+    "choice_test_numbers",
     "evaluate",
     "fewshot_curve",
     "format_markdown",
@@ -35,6 +36,7 @@ __all__ = [
     "per_user_accuracy",
     "plot_accuracy_vs_rank",
     "plot_accuracy_vs_shots",
+    "plot_loss_curves",
     "run_fewshot",
     "run_rank_sweep",
     "select_model",

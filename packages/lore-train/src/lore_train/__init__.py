@@ -12,7 +12,8 @@
 
 Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
-(new users on a frozen basis), ``checkpoint`` and ``export`` (files),
+(new users on a frozen basis), ``stopping`` (early stopping on validation
+pairs), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
 ``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
 ``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
 processes), ``launch`` (the command under torchrun) and ``cli`` (the
@@ -26,7 +27,7 @@ from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
 from .results import load_results, write_results
-from .selection import Selection, select_model, validation_split
+from .selection import Selection, choice_test_numbers, select_model, validation_split
 from .sweep import SweepRun, sweep
 from .tables import format_selection, format_table, model_label
 from .trainer import FitHistory, fit, prune_columns
@@ -41,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "UnknownUserError",
     "accuracy",
+    "choice_test_numbers",
     "evaluate",
     "fit",
     "fit_few_shot",

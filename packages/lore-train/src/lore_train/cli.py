@@ -28,7 +28,7 @@ from .experiment import check_resumable, run_rank_sweep
 from .model import UnknownUserError
 from .plots import can_plot
 from .results import write_results
-from .selection import VAL_FRACTION, select_model, with_test_numbers
+from .selection import NothingToSelect, choice_test_numbers, select_model
 from .sweep import check_sweep
 from .tables import format_selection, format_table
 from .trainer import CHECKPOINT_EVERY
@@ -59,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the preset's alpha)")
     add_arguments(model, TrainConfig, exclude=SWEPT + BY_COMMAND,
                   default_note="; presets may change it")
-    select = p.add_argument_group("model selection")
-    select.add_argument("--select", action="store_true",
-                        help="also choose (K, alpha) on a validation split of the seen users' "
-                        "training pairs (never test pairs) and report the choice's test numbers")
-    select.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                        help="fraction of each seen user's training pairs held out for --select "
-                        f"(default: {VAL_FRACTION})")
+    select = p.add_argument_group("model selection (--val-fraction and --val-split-by "
+                                  "above say what is held out)")
+    select.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
+                        help="choose (K, alpha, v_l2) on a validation split of the seen users' "
+                        "training pairs (never test pairs) and report the choice's test numbers "
+                        "(default: on; one process only)")
+    select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
+                        help="v_l2 values --select also tries (default: just --v-l2)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                      help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
@@ -109,11 +110,12 @@ def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], Tra
     return source, split_changes, config, args.out or Path("runs") / Path(source.dataset).name
 
 
-def _run_config(args: argparse.Namespace, source: DataSource, benchmark: Benchmark | None,
-                split_changes: dict[str, Any], out: Path) -> dict[str, Any]:
+def _run_config(args: argparse.Namespace, source: DataSource, config: TrainConfig,
+                benchmark: Benchmark | None, split_changes: dict[str, Any],
+                out: Path) -> dict[str, Any]:
     """The run's settings for results.json (without the split before the data is loaded)."""
     run_config = {"preset": args.preset, "data": to_dict(source),
-                  "select": {"val_fraction": args.val_fraction} if args.select else None,
+                  "select": _select_record(args, config),
                   "out": str(out)}
     if benchmark is not None:  # the split as resolved (a reference loader changes only the seed)
         run_config["split"] = (benchmark.meta.get("split", {}).get("config")
@@ -128,13 +130,13 @@ def _train(args: argparse.Namespace) -> int:
     out = check_run_dir(out, overwrite=args.overwrite, resume=args.resume)
     if args.resume:  # what can be compared before the data is loaded
         check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
-                              **_run_config(args, source, None, split_changes, out)})
+                              **_run_config(args, source, config, None, split_changes, out)})
     benchmark = source.load(split=split_changes)
     check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
     results = run_rank_sweep(
         benchmark, args.K, alphas, config, out,
-        run_config=_run_config(args, source, benchmark, split_changes, out),
+        run_config=_run_config(args, source, config, benchmark, split_changes, out),
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
         checkpoint_every=args.checkpoint_every,
     )
@@ -143,8 +145,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_distributed(args: argparse.Namespace) -> int:
     """One process of a torchrun launch (lore_train.launch); process 0 reports."""
-    if args.select:
-        raise ValueError("--select runs in one process; run it without torchrun")
+    if args.select:  # on by default; choosing needs every user's validation pairs in one place
+        args.select = False
+        if collectives.rank() == 0:
+            print("lore-train: no selection under torchrun (--select runs in one process)",
+                  file=sys.stderr)
     if args.resume:
         raise ValueError("--resume runs in one process; run it without torchrun")
     source, split_changes, config, out = _settings(args)
@@ -160,7 +165,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
                   f"({process.backend}): {_describe(part)}", file=sys.stderr)
         results = launch.run_distributed_sweep(
             process, part, args.K, alphas, config, out,
-            run_config=_run_config(args, source, part, split_changes, out),
+            run_config=_run_config(args, source, config, part, split_changes, out),
             progress=not args.no_progress,
         )
     finally:
@@ -174,11 +179,15 @@ def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
             config: TrainConfig, results: dict[str, Any], out: Path) -> int:
     print(format_table(results))
     if args.select:
-        print(_select(benchmark, args.K, alphas, config, results, args.val_fraction, out,
-                      progress=not args.no_progress))
-    plot = f"{out / 'accuracy_vs_rank.png'}, " if can_plot() else ""
+        try:
+            print(_select(benchmark, args.K, alphas, config, results, _variants(args, config),
+                          out, progress=not args.no_progress))
+        except NothingToSelect as err:  # the sweep's table stands on its own
+            print(f"lore-train: no selection: {err}", file=sys.stderr)
+    names = ("accuracy_vs_rank.png", "loss_curves.png") if can_plot() else ()
+    plot = "".join(f"{out / name}, " for name in names if (out / name).exists())
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {plot}{out / 'checkpoints'}/")
-    if not plot:
+    if not can_plot():
         print("lore-train: no plot (matplotlib is not installed; `lore-eval report` draws it)",
               file=sys.stderr)
     return 0
@@ -192,18 +201,32 @@ def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list
                 config.with_(K=K, alpha=alpha)
             except ValueError as err:
                 raise ValueError(f"--K {K} --alpha {alpha}: {err}") from None
-    if not 0 < args.val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
 
 
+def _variants(args: argparse.Namespace, config: TrainConfig) -> list[dict[str, Any]]:
+    """The config as given, then one variant per extra ``--select-v-l2`` value."""
+    extra = [v for v in dict.fromkeys(args.select_v_l2 or []) if v != config.v_l2]
+    return [{}] + [{"v_l2": v} for v in extra]
+
+
+def _select_record(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | None:
+    """What results.json's ``config.select`` stores: how the choice was made, or None."""
+    if not args.select:
+        return None
+    return {"val_fraction": config.val_fraction, "val_split_by": config.val_split_by,
+            "variants": _variants(args, config)}
+
+
 def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,
-            results: dict[str, Any], val_fraction: float, out: Path, *, progress: bool) -> str:
-    """Pick (K, alpha) on validation, store it in results.json, and say what was chosen."""
-    selection = select_model(benchmark, Ks, alphas, config, val_fraction=val_fraction,
-                             progress=progress)
-    results["selection"] = with_test_numbers(selection, results)
+            results: dict[str, Any], variants: list[dict[str, Any]], out: Path, *,
+            progress: bool) -> str:
+    """Pick (K, alpha, variant) on validation, store it in results.json, and say what was
+    chosen."""
+    selection = select_model(benchmark, Ks, alphas, config, variants=variants, progress=progress)
+    results["selection"] = choice_test_numbers(selection, benchmark, config, results,
+                                               progress=progress)
     write_results(results, out / "results.json")
     return "\n" + format_selection(results["selection"])
 

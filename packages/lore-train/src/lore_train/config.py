@@ -19,10 +19,13 @@ from typing import Any, Literal, get_args
 import torch
 
 from lore_datasets.settings import from_dict
+from lore_datasets.validation import ValSplitBy
 
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
 WInit = Literal["normal", "uniform", "zeros"]
+Anchor = Literal["auto", "v_ref", "population"]
+AlphaSchedule = Literal["ramp", "constant"]
 FewshotPrior = Literal["none", "population"]
 
 
@@ -41,6 +44,33 @@ class TrainConfig:
         ``w_init="zeros"``) fits planted data much better (see the README).
     prune_threshold: drop columns whose largest user weight is below it
         (the kept weights are renormalized); None keeps every column.
+
+    The fields from ``early_stopping`` on make accuracy hold on pairs the fit
+    did not see (docs/accuracy.md measures what each buys):
+
+    early_stopping: choose the training length on held-out pairs. The joint
+        fit carves a validation split from its training pairs (whole prompts
+        where there are enough, see ``val_split_by``), trains on the rest,
+        keeps the step with the lowest validation loss, then refits on all
+        pairs for that many steps. Few-shot fits pick a best step per user on
+        a by-pair split of that user's few-shot pairs the same way.
+    val_fraction: share of training pairs (or prompts) held out for early
+        stopping and for model selection.
+    val_split_by: "auto" holds out whole prompts when the training pairs
+        cover >= 20 distinct prompts, else pairs within each user.
+    eval_every: steps between validation losses (the curve's resolution).
+    patience: stop after this many steps without a better validation loss;
+        0 never stops early (the best step of the full run is still kept).
+    anchor: what the cosine penalty pulls V's columns toward. "v_ref" is
+        the reward model's head; "population" is the population
+        Bradley-Terry head (K = 1, alpha = 0) fitted on the same training
+        pairs, so alpha works on data without a reward-model head; "auto"
+        uses v_ref when there is one, else the population head.
+    alpha_schedule: "ramp" is the reference's 20%-80% linear ramp;
+        "constant" applies alpha from step 0 (with early stopping a fit may
+        end before the ramp starts).
+    v_l2: weight of tau^2 * mean_j |V[:, j]|^2, a norm control on the basis
+        (tau * V is what scales the logits).
     """
 
     K: int = field(default=2, metadata={"help": "number of basis columns (0: reference head, "
@@ -68,6 +98,25 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seeds every initialization"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
+    early_stopping: bool = field(default=False, metadata={
+        "help": "choose the training length (joint and per few-shot user) on validation loss"})
+    val_fraction: float = field(default=0.2, metadata={
+        "help": "share of the training pairs (or prompts) held out for early stopping and "
+        "model selection"})
+    val_split_by: ValSplitBy = field(default="auto", metadata={
+        "help": "hold out whole prompts or pairs within each user (auto: prompts when the "
+        "training pairs cover >= 20)"})
+    eval_every: int = field(default=10, metadata={
+        "help": "steps between validation losses when early stopping"})
+    patience: int = field(default=200, metadata={
+        "help": "stop after this many steps without a better validation loss (0: never)"})
+    anchor: Anchor = field(default="auto", metadata={
+        "help": "what alpha pulls V's columns toward: v_ref, or the population BT head fitted "
+        "on the same pairs (auto: v_ref when the data has one)"})
+    alpha_schedule: AlphaSchedule = field(default="ramp", metadata={
+        "help": "alpha ramped from 0 at 20% to alpha at 80% of the steps (the reference), or constant"})
+    v_l2: float = field(default=0.0, metadata={
+        "help": "norm control on the basis: weight of tau^2 mean_j |V_j|^2"})
 
     def __post_init__(self) -> None:
         for f in fields(self):  # NaN passes every comparison below, so refuse it first
@@ -93,13 +142,22 @@ class TrainConfig:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
-                           ("fewshot_prior", FewshotPrior)):
+                           ("val_split_by", ValSplitBy), ("anchor", Anchor),
+                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior)):
             allowed = get_args(kind)  # the choices are the Literal's, written once
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
                                  f"got {getattr(self, name)!r}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be strictly between 0 and 1, got {self.val_fraction}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.v_l2 < 0:
+            raise ValueError(f"v_l2 must be >= 0, got {self.v_l2}")
         try:
             torch.device(self.device)
         except (RuntimeError, ValueError):

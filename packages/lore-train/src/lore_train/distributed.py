@@ -91,6 +91,12 @@ def fit_distributed(
                 "a TrainConfig or feature dim (every setting but device must agree)")
     if config.K == 0:  # the reference head: nothing to train, nothing to share
         return fit(pairs, config, v_ref=v_ref, progress=False)
+    if config.early_stopping:
+        raise ValueError("fit_distributed does not do early stopping; use lore_train.fit")
+    if config.alpha > 0 and v_ref is None:
+        raise ValueError("across processes, alpha > 0 needs the data's v_ref: the population "
+                         "head that anchors V otherwise is fitted in one process (run without "
+                         "torchrun, or with alpha 0)")
     block = user_block(pairs)
     V0, W0 = initial_params(pairs, config, first_user=block.first_user,
                             total_users=block.total_users)

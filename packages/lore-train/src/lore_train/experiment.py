@@ -15,7 +15,7 @@ from .calibration import evaluate_calibration
 from .config import TrainConfig
 from .metrics import evaluate
 from .model import PersonalRewardModel
-from .plots import can_plot, plot_accuracy_vs_rank
+from .plots import can_plot, plot_accuracy_vs_rank, plot_loss_curves
 from .results import load_results, new_results, write_results, write_results_csv
 from .sweep import SweepRun, check_sweep, sweep
 from .train_state import remove_state
@@ -43,10 +43,11 @@ def run_rank_sweep(
     resume: bool = False,
     checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict[str, Any]:
-    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png`` and
-    ``checkpoints/K{K}_alpha{alpha}/`` into ``out_dir`` (the plot only when
-    matplotlib is installed). ``run_config`` adds entries to the results'
-    ``config`` (the command stores its data and split settings there).
+    """Sweep K x alpha and write ``results.json``, ``results.csv``, ``accuracy_vs_rank.png``,
+    ``loss_curves.png`` (early-stopped fits only) and ``checkpoints/K{K}_alpha{alpha}/``
+    into ``out_dir`` (the plots only when matplotlib is installed). ``run_config``
+    adds entries to the results' ``config`` (the command stores its data and split
+    settings there).
 
     Nothing is trained when a K exceeds the data's dimension or every cell
     would be skipped (an error). A non-empty ``out_dir`` is refused unless
@@ -120,6 +121,11 @@ def cell_entry(run: SweepRun) -> dict[str, Any]:
     entry["train_seconds"] = run.train_seconds
     entry["fewshot_seconds"] = run.fewshot_seconds
     entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
+    if run.history and run.history.early_stopping:  # the chosen step and curves
+        entry["early_stopping"] = run.history.early_stopping
+    for key in ("fewshot_early_stopping", "anchor"):
+        if key in run.model.meta:
+            entry[key] = run.model.meta[key]
     return entry
 
 
@@ -132,11 +138,15 @@ def save_cell(model: PersonalRewardModel, dataset_meta: dict[str, Any], out_dir:
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
-    """results.json, results.csv and (with matplotlib) accuracy_vs_rank.png."""
+    """results.json, results.csv and (with matplotlib) accuracy_vs_rank.png and, for
+    early-stopped fits, loss_curves.png."""
     write_results(results, out_dir / "results.json")
     write_results_csv(results, out_dir / "results.csv")
+    curves = out_dir / "loss_curves.png"
+    curves.unlink(missing_ok=True)  # never a stale run's curves
     if can_plot():
         plot_accuracy_vs_rank(results, out_dir / "accuracy_vs_rank.png")
+        plot_loss_curves(results, curves)
 
 
 def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str, Any] | None:

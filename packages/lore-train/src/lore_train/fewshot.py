@@ -11,7 +11,8 @@ autograd through the reference op.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +44,7 @@ def fit_few_shot(
     prior: torch.Tensor | None = None,
     first_user: int = 0,
     total_users: int | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -105,6 +107,8 @@ def fit_few_shot(
             m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             torch.div(m2, 1 - beta2**t, out=update).sqrt_().add_(eps)
             W.addcdiv_(m1, update, value=-lr / (1 - beta1**t))
+            if on_step is not None:
+                on_step(t, W)
             bar.update()
     return W
 
@@ -131,27 +135,31 @@ def personalize(
     population: torch.Tensor | None = None,
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
-    (``first_user``/``total_users``: see `fit_few_shot`). With
-    ``config.fewshot_prior == "population"`` the prior is ``population`` when
-    given (the whole population's, when ``model`` holds only some seen users),
-    else the one fitted to ``model``'s seen users."""
+    (``first_user``/``total_users``: see `fit_few_shot`; ``population``: see
+    `fewshot_settings`). With ``config.early_stopping`` each user stops at
+    their own best step (`lore_train.stopping.personalize_early_stopped`)."""
+    if config.early_stopping:
+        if first_user or total_users is not None:
+            raise ValueError("early stopping of few-shot users runs in one process")
+        from .stopping import personalize_early_stopped  # it builds on fit_few_shot
+
+        return personalize_early_stopped(model, pairs, config, progress=progress)
+    W = fit_few_shot(model.V.detach(), pairs, **fewshot_settings(model, config, population),
+                     progress=progress, first_user=first_user, total_users=total_users)
+    return model.with_users(pairs.user_ids, W)
+
+
+def fewshot_settings(model: PersonalRewardModel, config: TrainConfig,
+                     population: torch.Tensor | None = None) -> dict[str, Any]:
+    """`fit_few_shot`'s settings for adding users to ``model`` under ``config``: its
+    few-shot steps, lr, tau, reduction, seed (config.seed + 1) and prior. The
+    prior is ``population`` when given (the whole population's, when ``model``
+    holds only some seen users), else the one fitted to ``model``'s seen users."""
     prior = None
     if config.fewshot_prior == "population":
         prior = population if population is not None else model.population_prior()
-    W = fit_few_shot(
-        model.V.detach(),
-        pairs,
-        steps=config.fewshot_steps,
-        lr=config.fewshot_lr,
-        tau=config.tau,
-        reduction=config.reduction,
-        seed=config.seed + 1,
-        progress=progress,
-        prior=prior,
-        first_user=first_user,
-        total_users=total_users,
-    )
-    return model.with_users(pairs.user_ids, W)
+    return dict(steps=config.fewshot_steps, lr=config.fewshot_lr, tau=config.tau,
+                reduction=config.reduction, seed=config.seed + 1, prior=prior)
 
 
 def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor | None, dim: int) -> PreferencePairs:

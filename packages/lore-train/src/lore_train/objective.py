@@ -1,8 +1,10 @@
 """The pieces of the training objective around the fused Bradley-Terry op.
 
 The loss is sum_m c_m softplus(-tau margin_m) (computed by
-`lore_kernels.lowrank_bt`); these are its row weights c and the optional
-cosine pull of V's columns toward the reference head v_ref.
+`lore_kernels.lowrank_bt`); these are its row weights c, the optional
+cosine pull of V's columns toward an anchor (the reference head v_ref, or
+the population head: `lore_train.anchor`) with its alpha schedule, and the
+optional norm control on V.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ def row_weights(pairs: PreferencePairs, reduction: str, *, total_pairs: int | No
     raise ValueError(f"unknown reduction {reduction!r}")
 
 
-def alpha_at(step: int, steps: int, alpha: float) -> float:
-    """The regularization ramp: 0 before int(0.2T), alpha from int(0.8T), linear between."""
+def alpha_at(step: int, steps: int, alpha: float, schedule: str = "ramp") -> float:
+    """The cosine weight at ``step``. "ramp" (the reference): 0 before int(0.2T),
+    alpha from int(0.8T), linear between; "constant": alpha throughout."""
+    if schedule == "constant":
+        return alpha
+    if schedule != "ramp":
+        raise ValueError(f"unknown alpha schedule {schedule!r}")
     start, end = int(0.2 * steps), int(0.8 * steps)
     if step < start:
         return 0.0
@@ -46,3 +53,8 @@ def alpha_at(step: int, steps: int, alpha: float) -> float:
 def cosine_penalty(V: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
     """mean_j (1 - cos(V[:, j], v_ref))."""
     return (1.0 - F.cosine_similarity(V, v_ref[:, None].to(V), dim=0)).mean()
+
+
+def basis_norm_penalty(V: torch.Tensor, tau: float) -> torch.Tensor:
+    """mean_j |tau V[:, j]|^2: tau V is what scales the logits, so this bounds them."""
+    return (tau * V).square().sum(dim=0).mean()

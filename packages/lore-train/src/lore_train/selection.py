@@ -1,10 +1,14 @@
-"""Choosing K and alpha without looking at test pairs.
+"""Choosing K, alpha and the regularizer without looking at test pairs.
 
-A validation set is carved from the seen users' *training* pairs: per user,
-a seeded ``val_fraction`` of their rows (at least one when they have two or
-more; a user with a single pair keeps it for training). Every (K, alpha) is
-fitted on the rest and scored on it (macro accuracy over users); the best
-wins, ties going to the smaller K, then the smaller alpha.
+A validation set is carved from the seen users' *training* pairs with
+`lore_datasets.split_validation` (``config.val_fraction``, ``config.seed``,
+``config.val_split_by``): whole prompts where the training pairs cover
+enough of them, else a seeded fraction of each user's pairs. Every
+(variant, alpha, K) -- a variant is a set of TrainConfig changes such as
+``{"v_l2": 0.1}`` -- is fitted on the rest and scored on it (macro accuracy
+over users); with ``config.early_stopping`` the same validation pairs pick
+each candidate's best step. The best wins, ties going to the smaller K,
+then the smaller alpha, then the earlier variant.
 
 The chosen cell is then refitted on the *full* ``seen_train`` with the same
 config: the validation rows were only held back to rank the candidates, and
@@ -12,33 +16,34 @@ the larger fit is the model a user would deploy. In ``lore-train --select``
 that refit is exactly the sweep's cell for (K, alpha) (same data, config and
 seed), so its test numbers are read from there instead of fitting twice.
 
-The validation rows are drawn per pair within each user, not per prompt: a
-seen user's validation pairs may share prompts with their training pairs,
-so validation accuracy runs a little optimistic against ``seen_test`` when
-that is split by prompt. It is used only to rank candidates.
+A variant outside the sweep's own config has no sweep cell: its refit on
+the full ``seen_train`` is fitted and evaluated here (`choice_test_numbers`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
-from lore_datasets import Benchmark, PreferencePairs
+from lore_datasets import Benchmark, PreferencePairs, split_validation
+from lore_datasets.validation import ValSplitBy
 
 from .config import TrainConfig
-from .metrics import SETTINGS, accuracy
+from .fewshot import personalize
+from .metrics import SETTINGS, accuracy, evaluate
+from .sweep import skip_reason
 from .trainer import fit
 
-VAL_FRACTION = 0.2  # the default share of each seen user's training pairs held out
 TIE_TOLERANCE = 1e-12
 RULE = ("max macro validation accuracy over seen users; ties (within 1e-12) -> smaller K, "
-        "then smaller alpha; the chosen cell is refitted on the full seen_train")
-_STREAM = 0x5E1EC7  # keeps these draws apart from the split's own streams
+        "then smaller alpha, then the earlier variant; the chosen cell is refitted on the "
+        "full seen_train")
+
+
+class NothingToSelect(ValueError):
+    """No candidate could be scored: no validation pairs, or every cell was skipped."""
 
 
 @dataclass
@@ -47,7 +52,9 @@ class Candidate:
 
     K: int
     alpha: float
+    variant: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] | None = None
+    best_step: int | None = None
     kept_rank: int | None = None
     train_seconds: float = 0.0
     skipped: str | None = None
@@ -64,12 +71,15 @@ class Selection:
     validation_pairs: int
     training_pairs: int
     rule: str = RULE
+    validation_split: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "chosen": {"K": self.chosen.K, "alpha": self.chosen.alpha,
+                       "variant": self.chosen.variant, "best_step": self.chosen.best_step,
                        "validation": self.chosen.validation},
             "rule": self.rule,
+            "validation_split": self.validation_split,
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "validation_pairs": self.validation_pairs,
@@ -79,22 +89,15 @@ class Selection:
 
 
 def validation_split(
-    pairs: PreferencePairs, fraction: float = VAL_FRACTION, *, seed: int = 0
+    pairs: PreferencePairs,
+    fraction: float = TrainConfig.val_fraction,
+    *,
+    seed: int = 0,
+    split_by: ValSplitBy = "auto",
 ) -> tuple[PreferencePairs, PreferencePairs]:
-    """(train, validation) over the same user list: per user, round(fraction * n)
-    seeded random rows, clipped to [1, n - 1]; users with one pair get none."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be strictly between 0 and 1, got {fraction}")
-    row_user = pairs.user.cpu().numpy()
-    counts = np.bincount(row_user, minlength=pairs.num_users)
-    n_val = np.where(counts >= 2, np.clip(np.round(fraction * counts), 1, counts - 1), 0)
-    keys = np.random.default_rng([_STREAM, seed]).random(row_user.size)
-    order = np.lexsort((keys, row_user))  # rows shuffled within each user
-    position = np.empty(row_user.size, dtype=np.int64)
-    position[order] = np.arange(row_user.size) - pairs.offsets.numpy()[row_user[order]]
-    is_val = torch.from_numpy(position < n_val[row_user])
-    rows = torch.arange(row_user.size)
-    return pairs.select_rows(rows[~is_val]), pairs.select_rows(rows[is_val])
+    """(train, validation) of `lore_datasets.split_validation` over the same user list."""
+    split = split_validation(pairs, fraction, seed=seed, split_by=split_by)
+    return split.train, split.val
 
 
 def select_model(
@@ -103,48 +106,54 @@ def select_model(
     alphas: Sequence[float],
     config: TrainConfig,
     *,
-    val_fraction: float = VAL_FRACTION,
-    seed: int | None = None,
+    variants: Sequence[dict[str, Any]] = ({},),
     progress: bool = False,
 ) -> Selection:
-    """Fit every (K, alpha) on the training part of ``seen_train`` and pick by validation.
+    """Fit every (variant, alpha, K) on the training part of ``seen_train`` and pick by
+    validation.
 
     Only ``seen_train`` is read (and ``v_ref``); test pairs and unseen users
-    play no part. ``seed`` (default ``config.seed``) draws the validation rows.
+    play no part. The split follows ``config`` (fraction, seed, by prompt or pair).
     """
-    seed = config.seed if seed is None else seed
-    train, val = validation_split(benchmark.seen_train, val_fraction, seed=seed)
+    split = split_validation(benchmark.seen_train, config.val_fraction, seed=config.seed,
+                             split_by=config.val_split_by)
+    train, val = split.train, split.val
     if val.num_pairs == 0:
-        raise ValueError("no seen user has two or more training pairs: nothing to validate on")
+        raise NothingToSelect("no seen user has two or more training pairs: nothing to "
+                              "validate on")
     candidates = []
-    for alpha in alphas:
-        for K in Ks:
-            cand = Candidate(K=K, alpha=alpha)
-            candidates.append(cand)
-            if benchmark.v_ref is None and (K == 0 or alpha > 0):
-                cand.skipped = ("no reference head (v_ref) in this data" if K == 0
-                                else "alpha > 0 needs v_ref; this data has none")
-                continue
-            start = time.perf_counter()
-            model, _ = fit(train, config.with_(K=K, alpha=alpha), v_ref=benchmark.v_ref,
-                           progress=progress)
-            cand.train_seconds = time.perf_counter() - start
-            cand.kept_rank = model.kept_rank
-            scores = accuracy(model, val)
-            cand.validation = {k: scores[k] for k in ("mean", "std", "n_users")}
-    return Selection(candidates, choose(candidates), val_fraction, seed, val.num_pairs,
-                     train.num_pairs)
+    for variant in variants:
+        for alpha in alphas:
+            for K in Ks:
+                cand = Candidate(K=K, alpha=alpha, variant=dict(variant))
+                candidates.append(cand)
+                cell = config.with_(K=K, alpha=alpha, **variant)
+                cand.skipped = skip_reason(cell, has_v_ref=benchmark.v_ref is not None)
+                if cand.skipped:
+                    continue
+                start = time.perf_counter()
+                model, history = fit(train, cell, v_ref=benchmark.v_ref, validation=val,
+                                     progress=progress)
+                cand.train_seconds = time.perf_counter() - start
+                cand.kept_rank = model.kept_rank
+                if history.early_stopping:
+                    cand.best_step = history.early_stopping["best_step"]
+                scores = accuracy(model, val)
+                cand.validation = {k: scores[k] for k in ("mean", "std", "n_users")}
+    return Selection(candidates, choose(candidates), config.val_fraction, config.seed,
+                     val.num_pairs, train.num_pairs, validation_split=split.describe())
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate:
-    """The best validation accuracy; among ties, the smaller K, then the smaller alpha."""
+    """The best validation accuracy; among ties, the smaller K, then the smaller alpha,
+    then the earlier variant."""
     scored = [c for c in candidates if c.validation is not None]
     if not scored:
-        raise ValueError("every candidate was skipped: " + "; ".join(
+        raise NothingToSelect("every candidate was skipped: " + "; ".join(
             f"K={c.K} alpha={c.alpha:g}: {c.skipped}" for c in candidates))
     best = max(c.validation["mean"] for c in scored)
     return min((c for c in scored if c.validation["mean"] >= best - TIE_TOLERANCE),
-               key=lambda c: (c.K, c.alpha))
+               key=lambda c: (c.K, c.alpha, candidates.index(c)))
 
 
 def with_test_numbers(selection: Selection, results: dict[str, Any]) -> dict[str, Any]:
@@ -154,8 +163,29 @@ def with_test_numbers(selection: Selection, results: dict[str, Any]) -> dict[str
     """
     chosen = selection.chosen
     for run in results["runs"]:
-        if run["K"] == chosen.K and run["alpha"] == chosen.alpha and not run.get("skipped"):
+        if (run["K"] == chosen.K and run["alpha"] == chosen.alpha and not chosen.variant
+                and not run.get("skipped")):
             test = {key: {k: run[key][k] for k in ("mean", "std", "n_users")} for key in SETTINGS}
             return {**selection.to_dict(), "refit": "full seen_train (the sweep's cell)",
                     "checkpoint": run.get("checkpoint"), "test": test}
-    raise ValueError(f"the sweep has no trained cell K={chosen.K} alpha={chosen.alpha:g}")
+    raise ValueError(f"the sweep has no trained cell K={chosen.K} alpha={chosen.alpha:g}"
+                     + (f" variant={chosen.variant}" if chosen.variant else ""))
+
+
+def choice_test_numbers(selection: Selection, benchmark: Benchmark, config: TrainConfig,
+                        results: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
+    """`with_test_numbers`, or -- for a variant the sweep did not run -- the chosen
+    cell refitted on the full ``seen_train`` (plus few-shot users) and evaluated.
+
+    This is the only place test pairs are read, after the choice is fixed.
+    """
+    chosen = selection.chosen
+    if not chosen.variant:
+        return with_test_numbers(selection, results)
+    cell = config.with_(K=chosen.K, alpha=chosen.alpha, **chosen.variant)
+    model, _ = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
+    model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
+    scores = evaluate(model, benchmark)
+    test = {key: {k: scores[key][k] for k in ("mean", "std", "n_users")} for key in SETTINGS}
+    return {**selection.to_dict(), "refit": "full seen_train (refitted for the variant)",
+            "checkpoint": None, "test": test}

@@ -38,15 +38,6 @@ class SweepRun:
         return None if self.model is None else self.model.kept_rank
 
 
-def skip_reason(K: int, alpha: float, benchmark: Benchmark) -> str | None:
-    """Why the cell (K, alpha) cannot run on ``benchmark``, or None when it can."""
-    if K == 0 and benchmark.v_ref is None:
-        return "no reference head (v_ref) in this data"
-    if alpha > 0 and benchmark.v_ref is None and K > 0:
-        return "alpha > 0 needs v_ref; this data has none"
-    return None
-
-
 def check_sweep(benchmark: Benchmark, Ks: Iterable[int], alphas: Iterable[float],
                 config: TrainConfig, *, source: str = "the data") -> None:
     """Refuse a sweep before it trains anything: K > d, or every cell would be skipped.
@@ -60,7 +51,9 @@ def check_sweep(benchmark: Benchmark, Ks: Iterable[int], alphas: Iterable[float]
         raise ValueError("nothing to train: give at least one K and one alpha")
     for K in Ks:
         config.with_(K=K).check_dim(benchmark.dim, source=source)
-    reasons = {skip_reason(K, a, benchmark) for a in alphas for K in Ks}
+    has_v_ref = benchmark.v_ref is not None
+    reasons = {skip_reason(config.with_(K=K, alpha=a), has_v_ref=has_v_ref)
+               for a in alphas for K in Ks}
     if None not in reasons:
         raise DataError(f"{source}: nothing can train, every (K, alpha) cell would be skipped: "
                         + "; ".join(sorted(r for r in reasons if r)))
@@ -78,13 +71,13 @@ def sweep(
 ) -> Iterator[SweepRun]:
     """Yield one `SweepRun` per (alpha, K), alpha outer, K inner (the reference's order).
 
-    K = 0 without a reference head is skipped with the reason, not an error.
-    Cells are yielded as they finish so a caller can report or save each.
-    ``fit_options`` go to every `fit` (say, a training-state directory).
-    ``distributed``: ``benchmark`` is this process's block of seen and of
-    unseen users (`lore_datasets.read_rank`); V is fitted with
-    `fit_distributed` and each process fits its own unseen users, so every
-    model holds V and this process's users only.
+    A cell the data cannot support (`skip_reason`) is yielded skipped with the
+    reason, not raised. Cells are yielded as they finish so a caller can
+    report or save each. ``fit_options`` go to every `fit` (say, a
+    training-state directory). ``distributed``: ``benchmark`` is this
+    process's block of seen and of unseen users (`lore_datasets.read_rank`);
+    V is fitted with `fit_distributed` and each process fits its own unseen
+    users, so every model holds V and this process's users only.
     """
     config = config or TrainConfig()
     fit_cell = fit_distributed if distributed else fit
@@ -97,8 +90,8 @@ def sweep(
     for alpha in alphas:
         for K in Ks:
             cell = config.with_(K=K, alpha=alpha)
-            reason = skip_reason(K, alpha, benchmark)
-            if reason is not None:
+            reason = skip_reason(cell, has_v_ref=benchmark.v_ref is not None)
+            if reason:
                 yield SweepRun(K, alpha, None, None, skipped=reason)
                 continue
             start = time.perf_counter()
@@ -116,3 +109,18 @@ def sweep(
                 population=population,
             )
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)
+
+
+def skip_reason(cell: TrainConfig, *, has_v_ref: bool) -> str | None:
+    """Why ``cell`` cannot be fitted on data with or without a reference head (None: it can).
+
+    K = 0 *is* the reference head; alpha > 0 needs v_ref only when the anchor
+    insists on it (the default falls back to the population head).
+    """
+    if has_v_ref:
+        return None
+    if cell.K == 0:
+        return "no reference head (v_ref) in this data"
+    if cell.alpha > 0 and cell.anchor == "v_ref":
+        return "anchor 'v_ref' (alpha > 0) needs v_ref; this data has none"
+    return None

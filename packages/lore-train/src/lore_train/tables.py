@@ -59,20 +59,24 @@ def format_table(results: dict[str, Any]) -> str:
 def format_selection(selection: dict[str, Any], *, markdown: bool = False) -> str:
     """The candidates' validation accuracy, the choice and its test numbers."""
     chosen = selection["chosen"]
+    split = selection.get("validation_split") or {}
+    by = f"by {split['split_by']}, {split.get('reason', '')}" if split else "per user"
     lines = [
-        f"selected K={chosen['K']}, alpha={chosen['alpha']:g} by validation accuracy "
-        f"{cell(chosen['validation'])} on {selection['validation_pairs']} held-out training "
-        f"pairs of seen users ({selection['val_fraction']:g} per user, seed {selection['seed']}); "
+        f"selected K={chosen['K']}, alpha={chosen['alpha']:g}{variant_text(chosen.get('variant'))} "
+        f"by validation accuracy {cell(chosen['validation'])} on "
+        f"{selection['validation_pairs']} held-out training pairs of seen users "
+        f"({selection['val_fraction']:g} held out {by}; seed {selection['seed']}); "
         f"rule: {selection['rule']}.",
         "",
     ]
-    header = ("K", "alpha", "kept", "validation", "train s")
-    body = [[str(c["K"]), f"{c['alpha']:g}",
+    header = ("K", "alpha", "variant", "kept", "best step", "validation", "train s")
+    body = [[str(c["K"]), f"{c['alpha']:g}", variant_text(c.get("variant")).strip(", ") or "-",
              "-" if c["kept_rank"] is None else str(c["kept_rank"]),
+             "-" if c.get("best_step") is None else str(c["best_step"]),
              f"skipped: {c['skipped']}" if c["skipped"] else cell(c["validation"]),
              f"{c['train_seconds']:.1f}"] for c in selection["candidates"]]
     if markdown:
-        lines += [md_row(header), md_row(["---:", "---", "---:", "---", "---:"])]
+        lines += [md_row(header), md_row(["---:", "---", "---", "---:", "---:", "---", "---:"])]
         lines += [md_row(r) for r in body]
     else:
         widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
@@ -83,6 +87,12 @@ def format_selection(selection: dict[str, Any], *, markdown: bool = False) -> st
         lines += [f"{'- ' if markdown else '  '}{SETTING_LABELS[k]}: {cell(v)}"
                   for k, v in selection["test"].items()]
     return "\n".join(lines)
+
+
+def variant_text(variant: dict[str, Any] | None) -> str:
+    """A selection variant (TrainConfig changes) as ", v_l2=0.01, ..."; "" for none."""
+    return "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
+                   for k, v in (variant or {}).items())
 
 
 def md_row(cells) -> str:

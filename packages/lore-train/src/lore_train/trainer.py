@@ -19,9 +19,10 @@ import lore_kernels
 from lore_datasets import PreferencePairs
 
 from ._util import progress_bar, seeded_generator
+from .anchor import cosine_anchor
 from .config import TrainConfig
 from .model import PersonalRewardModel
-from .objective import alpha_at, cosine_penalty, row_weights
+from .objective import alpha_at, basis_norm_penalty, cosine_penalty, row_weights
 from .train_state import TrainState, fingerprint, load_state, save_state
 
 CHECKPOINT_EVERY = 100  # steps between training-state saves when a checkpoint_dir is given
@@ -34,6 +35,7 @@ class FitHistory:
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    early_stopping: dict | None = None  # best step, validation curve (config.early_stopping)
 
 
 def fit(
@@ -41,6 +43,7 @@ def fit(
     config: TrainConfig,
     *,
     v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -49,7 +52,10 @@ def fit(
 ) -> tuple[PersonalRewardModel, FitHistory]:
     """Fit V and the logits W of ``pairs``' users; return the model and its loss curve.
 
-    K = 0 returns the reference head (needs ``v_ref``) without training.
+    K = 0 returns the reference head (needs ``v_ref``) without training. With
+    ``config.early_stopping`` the length is chosen on held-out pairs
+    (`lore_train.stopping.fit_early_stopped`; ``validation``: held-out pairs
+    over the same users, None carves them from ``pairs``).
 
     With ``checkpoint_dir``, the training state (V, W, Adam moments, step,
     random state; see `lore_train.train_state`) is saved there every
@@ -73,17 +79,51 @@ def fit(
             v_ref[:, None], torch.zeros(N, 1), pairs.user_ids, tau=config.tau, K=0, v_ref=v_ref
         )
         return model.to(device), history
-    V0, W0 = initial_params(pairs, config)
-    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=K, v_ref=v_ref)
-    model = model.to(device)
-    c = row_weights(pairs, config.reduction)
+    if config.early_stopping:
+        if checkpoint_dir is not None:
+            raise ValueError("early stopping refits from the start; it keeps no training state "
+                             "to resume (drop checkpoint_dir, or early_stopping)")
+        from .stopping import fit_early_stopped  # it builds on this module's fit_steps
+
+        return fit_early_stopped(pairs, config, v_ref=v_ref, validation=validation,
+                                 progress=progress)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint = Checkpointing(Path(checkpoint_dir), checkpoint_every, config, fingerprint(pairs))
     start = checkpoint.load() if checkpoint is not None and resume else None
-    history = optimize(model.V, model.W, pairs, c, v_ref, config, progress=progress,
-                       checkpoint=checkpoint, start=start, on_step=on_step)
+    model, history = fit_steps(pairs, config, v_ref=v_ref, progress=progress,
+                               checkpoint=checkpoint, start=start, on_step=on_step)
     return finish(model, config), history
+
+
+def fit_steps(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
+    progress: bool = True,
+    checkpoint: Checkpointing | None = None,
+    start: TrainState | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """One plain fit with K >= 1 (no pruning): init, resolve the cosine anchor, optimize.
+
+    ``monitor(step, V, W)`` runs after every step; True stops the fit there.
+    ``validation`` only reaches the population anchor's own early stopping.
+    ``checkpoint``/``start``/``on_step``: see `fit` and `optimize`.
+    """
+    anchor, anchor_name = cosine_anchor(pairs, config, v_ref, validation=validation)
+    V0, W0 = initial_params(pairs, config)
+    model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=config.K, v_ref=v_ref)
+    model = model.to(torch.device(config.device))
+    if anchor_name is not None:
+        model.meta["anchor"] = anchor_name
+    c = row_weights(pairs, config.reduction)
+    history = optimize(model.V, model.W, pairs, c, anchor, config, progress=progress,
+                       monitor=monitor, checkpoint=checkpoint, start=start, on_step=on_step)
+    return model, history
 
 
 @dataclass
@@ -140,17 +180,21 @@ def optimize(
     checkpoint: Checkpointing | None = None,
     start: TrainState | None = None,
     on_step: Callable[[int], None] | None = None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
 ) -> FitHistory:
     """Adam on the leaf tensors V and W (on one device) in place; the loss curve.
 
     ``pairs`` and the row weights ``c`` may be one shard of the users (W its
     rows): ``all_reduce`` then sums V's gradient and the logged loss over the
     shards before they are used, and ``penalize`` says whether this shard adds
-    the cosine penalty (exactly one must). ``start`` continues from a saved
+    the penalties on V (exactly one must). ``v_ref`` is the cosine anchor
+    (`lore_train.anchor.cosine_anchor`). ``start`` continues from a saved
     training state; ``checkpoint`` saves one periodically (see `fit`).
+    ``monitor(step, V, W)``, called after every step, stops the loop by
+    returning True (the alpha ramp still follows ``config.steps``).
     """
-    if config.alpha > 0 and v_ref is None:
-        raise ValueError("alpha > 0 pulls V toward v_ref, but this data has no v_ref")
+    if penalize and config.alpha > 0 and v_ref is None:
+        raise ValueError("alpha > 0 pulls V toward an anchor, but none was given (no v_ref)")
     device, K = V.device, V.shape[1]
     Z = pairs.features.to(device)
     user = pairs.user.to(device)
@@ -162,8 +206,13 @@ def optimize(
         return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
-        a = alpha_at(step, config.steps, config.alpha) if penalize else 0.0
-        return a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if not penalize:
+            return 0.0
+        a = alpha_at(step, config.steps, config.alpha, config.alpha_schedule)
+        total = a * cosine_penalty(V, ref) if a > 0 else 0.0
+        if config.v_l2 > 0:
+            total = total + config.v_l2 * basis_norm_penalty(V, config.tau)
+        return total
 
     def weights() -> torch.Tensor:
         return torch.softmax(W, dim=1)
@@ -216,6 +265,11 @@ def optimize(
                                            torch.get_rng_state()))
             if on_step is not None:
                 on_step(done)
+            if monitor is not None and monitor(step, V, W):
+                if history.steps[-1:] != [step]:
+                    history.steps.append(step)
+                    history.loss.append(float(loss.detach()))
+                break
     history.seconds = time.perf_counter() - started
     return history
 

@@ -19,7 +19,7 @@ from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
 from lore_datasets.outputs import atomic_write_text, check_output_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 from lore_train import PersonalRewardModel, UnknownUserError
-from lore_train.plots import plot_accuracy_vs_rank
+from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
 
 from ..fewshot import DEFAULT_SHOTS, PRIORS, STRATEGIES, find_checkpoints, run_fewshot
@@ -166,6 +166,8 @@ def _report(args: argparse.Namespace) -> int:
     written = [args.run_dir / "report.md"]
     if not args.no_plots:
         written.append(plot_accuracy_vs_rank(results, args.run_dir / "accuracy_vs_rank.png"))
+        curves = plot_loss_curves(results, args.run_dir / "loss_curves.png")  # None: no curves
+        written += [curves] if curves else []
         if fewshot is not None:
             written.append(plot_accuracy_vs_shots(fewshot, args.run_dir / "accuracy_vs_shots.png"))
     print("\nwrote " + ", ".join(str(p) for p in written), file=sys.stderr)
