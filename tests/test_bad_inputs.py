@@ -166,7 +166,7 @@ TRAIN_VALUES = [
     (["--alpha", "nan"], r"alpha must be a finite number, got nan"),
     (["--alpha", "-1"], r"alpha must be >= 0, got -1"),
     (["--prune-threshold", "2"], r"prune_threshold must be in \[0, 1\)"),
-    (["--select", "--val-fraction", "1.5"], r"--val-fraction must be in \(0, 1\), got 1.5"),
+    (["--select", "--val-fraction", "1.5"], r"val_fraction must be strictly between 0 and 1, got 1.5"),
     (["--checkpoint-every", "0"], r"--checkpoint-every must be >= 1, got 0"),
     (["--steps", "many"], r"--steps: invalid int value: 'many'"),
     (["--mode", "sideways"], r"--mode: invalid choice: 'sideways'"),
@@ -178,8 +178,9 @@ TRAIN_VALUES = [
     (["--preset", "fastest"], r"--preset: invalid choice: 'fastest'"),
     # found only once the data is loaded (d = 12), still before anything trains
     (["--K", "2", "13"], r"K=13 exceeds the embedding dimension d=12 of .*good"),
-    (["--K", "0", "1", "--alpha", "1"], r"good: nothing can train, every \(K, alpha\) cell would "
-     r"be skipped: alpha > 0 needs v_ref.*; no reference head"),
+    (["--K", "0", "1", "--alpha", "1", "--anchor", "v_ref"],
+     r"good: nothing can train, every \(K, alpha\) cell would be skipped: anchor 'v_ref' "
+     r"\(alpha > 0\) needs v_ref.*; no reference head"),
     (["--K", "0"], r"nothing can train.*no reference head"),
     (["--overwrite", "--resume"], r"--overwrite and --resume contradict each other"),
     (["--unseen-fraction", "nan"], r"unseen_user_fraction must be strictly between 0 and 1, got nan"),
@@ -526,8 +527,8 @@ def test_sweep_api_refuses_all_skipped_and_leaves_the_output_alone(corpus, tmp_p
     out = old_run(corpus, tmp_path)
     before = snapshot(out)
     with pytest.raises(DataError, match="nothing can train"):
-        run_rank_sweep(bench, [0, 2], [1.0], TrainConfig(steps=2), out, overwrite=True,
-                       progress=False)
+        run_rank_sweep(bench, [0, 2], [1.0], TrainConfig(steps=2, anchor="v_ref"), out,
+                       overwrite=True, progress=False)
     with pytest.raises(DataError, match="not empty"):
         run_rank_sweep(bench, [2], [0.0], TrainConfig(steps=2), out, progress=False)
 

@@ -12,6 +12,7 @@ from lore_train import TrainConfig
 from lore_train.cli import main as train_main
 from lore_train.selection import (
     Candidate,
+    NothingToSelect,
     Selection,
     choice_test_numbers,
     choose,
@@ -152,11 +153,9 @@ def test_a_chosen_variant_outside_the_sweep_is_refitted_for_its_test_numbers():
     assert 0.5 < doc["test"]["seen_test"]["mean"] <= 1.0
 
 
-def test_lore_train_without_a_selectable_cell_says_so_and_still_writes_the_sweep(tmp_path,
-                                                                                capsys):
-    out = tmp_path / "run"  # synthetic data has no v_ref: K = 0 is skipped, nothing to select
-    assert train_main(["--dataset", "synthetic", "--K", "0", "--out", str(out), "--no-progress",
-                       "--device", "cpu"]) == 0
-    assert "lore-train: no selection: every candidate was skipped: K=0" in capsys.readouterr().err
-    results = json.loads((out / "results.json").read_text())
-    assert "selection" not in results and results["runs"][0]["skipped"]
+def test_selection_with_only_skipped_candidates_says_why():
+    # synthetic data has no v_ref: K = 0 is skipped, nothing to select (the command
+    # refuses such a sweep before training; the API says why selection cannot choose)
+    bench, _ = synthetic_benchmark(seed=0, num_users=8, pairs_per_user=20, dim=6, rank=2)
+    with pytest.raises(NothingToSelect, match="every candidate was skipped: K=0"):
+        select_model(bench, [0], [0.0], TrainConfig(steps=2, fewshot_steps=2))

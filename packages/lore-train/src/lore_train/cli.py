@@ -145,11 +145,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_distributed(args: argparse.Namespace) -> int:
     """One process of a torchrun launch (lore_train.launch); process 0 reports."""
-    if args.select:  # on by default; choosing needs every user's validation pairs in one place
-        args.select = False
-        if collectives.rank() == 0:
-            print("lore-train: no selection under torchrun (--select runs in one process)",
-                  file=sys.stderr)
+    # --select is on by default; choosing needs every user's validation pairs in one place
+    selecting, args.select = args.select, False
     if args.resume:
         raise ValueError("--resume runs in one process; run it without torchrun")
     source, split_changes, config, out = _settings(args)
@@ -163,6 +160,9 @@ def _train_distributed(args: argparse.Namespace) -> int:
         if process.rank == 0:
             print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
                   f"({process.backend}): {_describe(part)}", file=sys.stderr)
+            if selecting:
+                print("lore-train: no selection under torchrun (--select runs in one process)",
+                      file=sys.stderr)
         results = launch.run_distributed_sweep(
             process, part, args.K, alphas, config, out,
             run_config=_run_config(args, source, config, part, split_changes, out),

@@ -88,8 +88,9 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
               calibrate: bool) -> dict[str, Any]:
     """Train, evaluate and checkpoint one (K, alpha); its results entry."""
     state_dir = out_dir / STATE_DIR / checkpoint_name(K, alpha)
-    fit_options = {"checkpoint_dir": state_dir, "resume": resume,
-                   "checkpoint_every": checkpoint_every}
+    # an early-stopped fit refits from the start: it keeps no state to resume from
+    fit_options = {} if config.early_stopping else {
+        "checkpoint_dir": state_dir, "resume": resume, "checkpoint_every": checkpoint_every}
     run = next(sweep(benchmark, [K], [alpha], config, progress=progress, fit_options=fit_options))
     entry = cell_entry(run)
     if run.model is None:
