@@ -63,11 +63,7 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # every cell skipped: nothing to label
             ax.legend(fontsize="small")
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path, dpi=150)
 
 
 def plot_loss_curves(results: dict[str, Any], path: str | Path) -> Path | None:
@@ -97,8 +93,13 @@ def plot_loss_curves(results: dict[str, Any], path: str | Path) -> Path | None:
         ax.set_ylabel("loss (mean over users)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
+    return _save(plt, fig, path, dpi=120)
+
+
+def _save(plt: Any, fig: Any, path: str | Path, *, dpi: int) -> Path:
+    """Lay out, write atomically as PNG, and close the figure whatever happens."""
     fig.tight_layout()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
