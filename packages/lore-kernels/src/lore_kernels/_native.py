@@ -8,6 +8,7 @@ one line and runs on the torch backend.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def has_kernel(device_type: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("lore::lowrank_bt", key)
 
 
+@functools.cache  # asked on every op call; the loaded library does not change
 def has_op(name: str) -> bool:
     """True when the loaded extension defines ``torch.ops.lore.<name>`` (an older build may not)."""
     if LOAD_ERROR is not None:
