@@ -38,16 +38,17 @@ bool check_users(const at::Tensor& user, int64_t n, const char* op) {
 template <typename T>
 cpu::BtInputs<T> bt_inputs(const at::Tensor& Z, const at::Tensor& user, const T* weight,
                            const at::Tensor& V, const at::Tensor& S, double tau,
-                           const BtShapes& sh, bool sorted) {
+                           double noise, const BtShapes& sh, bool sorted) {
   return {z_view(Z), user.data_ptr<int64_t>(), weight, V.data_ptr<T>(), S.data_ptr<T>(),
-          sh.m, sh.d, sh.k, sh.n, T(tau), sorted};
+          sh.m, sh.d, sh.k, sh.n, T(tau), T(noise), sorted};
 }
 
 template <typename T>
 void run_bt(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weight,
-            const at::Tensor& V, const at::Tensor& S, double tau, const BtShapes& sh,
-            bool sorted, at::Tensor& loss, at::Tensor& margin, at::Tensor& dV, at::Tensor& dS) {
-  const auto in = bt_inputs<T>(Z, user, weight.data_ptr<T>(), V, S, tau, sh, sorted);
+            const at::Tensor& V, const at::Tensor& S, double tau, double noise,
+            const BtShapes& sh, bool sorted, at::Tensor& loss, at::Tensor& margin,
+            at::Tensor& dV, at::Tensor& dS) {
+  const auto in = bt_inputs<T>(Z, user, weight.data_ptr<T>(), V, S, tau, noise, sh, sorted);
   cpu::BtOutputs<T> out{loss.data_ptr<T>(), margin.data_ptr<T>(), dV.data_ptr<T>(),
                         dS.data_ptr<T>()};
   cpu::lowrank_bt<T>(in, out, at::get_num_threads());
@@ -55,9 +56,10 @@ void run_bt(const at::Tensor& Z, const at::Tensor& user, const at::Tensor& weigh
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cpu(
     const at::Tensor& Z_in, const at::Tensor& user_in, const at::Tensor& weight_in,
-    const at::Tensor& V_in, const at::Tensor& S_in, double tau) {
+    const at::Tensor& V_in, const at::Tensor& S_in, double tau, double label_noise) {
   const char* op = "lore::lowrank_bt";
   const BtShapes sh = check_bt_inputs(Z_in, user_in, weight_in, V_in, S_in, op);
+  check_label_noise(label_noise, op);
   const at::Tensor Z = rows_view(Z_in);
   const at::Tensor user = user_in.contiguous(), weight = weight_in.contiguous();
   const at::Tensor V = V_in.contiguous(), S = S_in.contiguous();
@@ -67,9 +69,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cpu(
   at::Tensor loss = at::empty({}, opts), margin = at::empty({sh.m}, opts);
   at::Tensor dV = at::empty({sh.d, sh.k}, opts), dS = at::empty({sh.n, sh.k}, opts);
   if (sh.acc == at::kDouble)
-    run_bt<double>(Z, user, weight, V, S, tau, sh, sorted, loss, margin, dV, dS);
+    run_bt<double>(Z, user, weight, V, S, tau, label_noise, sh, sorted, loss, margin, dV, dS);
   else
-    run_bt<float>(Z, user, weight, V, S, tau, sh, sorted, loss, margin, dV, dS);
+    run_bt<float>(Z, user, weight, V, S, tau, label_noise, sh, sorted, loss, margin, dV, dS);
   return {loss, margin, dV, dS};
 }
 
@@ -83,10 +85,10 @@ at::Tensor lowrank_margin_cpu(const at::Tensor& Z_in, const at::Tensor& user_in,
   const bool sorted = check_users(user, sh.n, op);
   at::Tensor margin = at::empty({sh.m}, Z.options().dtype(sh.acc));
   if (sh.acc == at::kDouble)
-    cpu::lowrank_margin<double>(bt_inputs<double>(Z, user, nullptr, V, S, 0.0, sh, sorted),
+    cpu::lowrank_margin<double>(bt_inputs<double>(Z, user, nullptr, V, S, 0.0, 0.0, sh, sorted),
                                 margin.data_ptr<double>(), at::get_num_threads());
   else
-    cpu::lowrank_margin<float>(bt_inputs<float>(Z, user, nullptr, V, S, 0.0, sh, sorted),
+    cpu::lowrank_margin<float>(bt_inputs<float>(Z, user, nullptr, V, S, 0.0, 0.0, sh, sorted),
                                margin.data_ptr<float>(), at::get_num_threads());
   return margin;
 }
@@ -116,7 +118,8 @@ std::vector<int64_t> cpu_last_call() {
 
 TORCH_LIBRARY(lore, m) {
   m.def(
-      "lowrank_bt(Tensor Z, Tensor user, Tensor weight, Tensor V, Tensor S, float tau)"
+      "lowrank_bt(Tensor Z, Tensor user, Tensor weight, Tensor V, Tensor S, float tau,"
+      " float label_noise=0.0)"
       " -> (Tensor loss, Tensor margin, Tensor dV, Tensor dS)");
   m.def("lowrank_margin(Tensor Z, Tensor user, Tensor V, Tensor S) -> Tensor");
   m.def("project(Tensor Z, Tensor V) -> Tensor");

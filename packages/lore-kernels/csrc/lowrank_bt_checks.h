@@ -85,6 +85,11 @@ inline BtShapes check_bt_inputs(const at::Tensor& Z, const at::Tensor& user,
   return sh;
 }
 
+// The label-noise likelihood needs 0 <= eps < 0.5 (at 0.5 labels carry nothing).
+inline void check_label_noise(double eps, const char* op) {
+  TORCH_CHECK(eps >= 0.0 && eps < 0.5, op, ": label_noise must be in [0, 0.5), got ", eps);
+}
+
 // Names the first row whose user id does not index a row of S.
 [[noreturn]] inline void fail_user_range(int64_t row, int64_t u, int64_t n, const char* op) {
   TORCH_CHECK(false, op, ": user[", row, "] = ", u, " is out of range [0, ", n,

@@ -7,6 +7,13 @@
 //   y      = -tau * margin
 //   loss_m = c_m * softplus(y)          g_m = -c_m * tau * sigmoid(y)
 // softplus and sigmoid share one exp(-|y|), which never overflows.
+//
+// With label noise eps > 0 (each label flipped with probability eps whatever
+// the margin) the likelihood is p = eps + (1 - 2 eps) sigmoid(-y), so
+//   loss_m = -c_m log p                 g_m = -c_m tau (1 - 2 eps) e / ((1 + e) q)
+// with e = exp(-|y|) and q = p (1 + e) = eps + (1 - eps) e when y > 0, else
+// 1 - eps + eps e; q >= eps, so the log is finite. A mislabelled pair costs at
+// most -log eps instead of growing with the margin.
 #pragma once
 
 #include <math.h>
@@ -67,11 +74,18 @@ LORE_HD float lore_exp(float x) { return expf(x); }
 LORE_HD double lore_exp(double x) { return exp(x); }
 LORE_HD float lore_log1p(float x) { return log1pf(x); }
 LORE_HD double lore_log1p(double x) { return log1p(x); }
+LORE_HD float lore_log(float x) { return logf(x); }
+LORE_HD double lore_log(double x) { return log(x); }
 
 template <typename T>
-LORE_HD RowTerms<T> row_terms(T margin, T c, T tau) {
+LORE_HD RowTerms<T> row_terms(T margin, T c, T tau, T noise) {
   const T y = -tau * margin;
   const T e = lore_exp(y > T(0) ? -y : y);  // exp(-|y|) in (0, 1]
+  if (noise > T(0)) {
+    const T q = y > T(0) ? noise + (T(1) - noise) * e : T(1) - noise + noise * e;
+    const T loss = lore_log1p(e) - lore_log(q);
+    return {c * loss, -c * tau * (T(1) - T(2) * noise) * e / ((T(1) + e) * q)};
+  }
   const T softplus = (y > T(0) ? y : T(0)) + lore_log1p(e);
   const T sigmoid = y >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
   return {c * softplus, -c * tau * sigmoid};

@@ -46,12 +46,14 @@ def emu(tmp_path_factory):
     lib.emu_configure.argtypes = [ctypes.c_int] * 3
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.emu_rows.argtypes = [ctypes.c_int, ptr, i64, ctypes.c_int, ptr, ptr, ptr, i64, i64,
-                             ctypes.c_double, ctypes.c_int, ptr, ptr, ptr, ptr]  # fmt: skip
+                             ctypes.c_double, ctypes.c_double, ctypes.c_int, ptr, ptr, ptr,
+                             ptr]  # fmt: skip
     lib.emu_project.argtypes = [ctypes.c_int, ptr, i64, ctypes.c_int, ptr, i64, i64, i64, ptr]
     return lib
 
 
-def run_bt(lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01):
+def run_bt(lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01,
+           label_noise=0.0):
     """The registration's job, by hand: sort rows by user, H = S V^T, the row pass,
     dV = G^T S and dS = G V, margins back in the caller's order."""
     lib.emu_configure(sms, optin, blocks_per_sm)
@@ -68,7 +70,8 @@ def run_bt(lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, ta
     info = (ctypes.c_int * 1)()
     rc = lib.emu_rows(
         int(acc == torch.float64), Zs.data_ptr(), Zs.stride(0) if M > 1 else d, ZTYPE[Z.dtype],
-        us.data_ptr(), ws.data_ptr(), H.data_ptr(), M, d, tau, int(grad), margin.data_ptr(),
+        us.data_ptr(), ws.data_ptr(), H.data_ptr(), M, d, tau, label_noise, int(grad),
+        margin.data_ptr(),
         G.data_ptr(), loss.data_ptr(), info,
     )  # fmt: skip
     assert rc == 0, f"cudaError {rc}"
@@ -120,6 +123,15 @@ def test_emulated_kernel_is_deterministic(emu):
     second, _ = run_bt(emu, case)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_emulated_kernel_label_noise(emu, dtype):
+    """The noisy likelihood's row terms on the GPU path (shared with the CPU kernel)."""
+    case = make_case(200, 24, 4, 5, dtype=dtype, users="shuffled")
+    out, _ = run_bt(emu, case, tau=0.5, label_noise=0.1)
+    ref = lowrank_bt_reference(*case.args(0.5), 0.1, dtype=torch.float64)
+    assert_outputs_close(out, ref, rtol=2e-5 if dtype == torch.float32 else 1e-12)
 
 
 def test_emulated_kernel_fp64(emu):

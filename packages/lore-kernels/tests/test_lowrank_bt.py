@@ -395,3 +395,118 @@ def test_users_cut_by_thread_boundaries(threads, users):
     assert_outputs_close(first, lowrank_bt_reference(*case.args()), rtol=2e-5)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+# -- the label-noise likelihood: P = eps + (1 - 2 eps) sigmoid(tau margin) -------
+NOISY_SHAPES = [s for s in SHAPES if s.id in ("M-prime-d-odd-K1", "K64-d-odd", "shuffled-users",
+                                               "one-pair-user", "M0", "two-chunks",
+                                               "K25-shuffled")]
+
+
+def test_label_noise_reference_matches_autograd():
+    """The oracle's noisy loss and gradients equal autograd through the plain formula,
+    with logits large enough (|tau margin| up to ~40) that a naive log would fail."""
+    case = make_case(60, 20, 3, 4, dtype=torch.float64, users="shuffled")
+    for eps, tau in ((0.05, 0.5), (0.3, 2.0)):
+        V = case.V.clone().requires_grad_()
+        S = case.S.clone().requires_grad_()
+        margin = lowrank_margin_reference(case.Z, case.user, V, S)
+        p = eps + (1 - 2 * eps) * torch.sigmoid(tau * margin)
+        loss = -(case.weight * torch.log(p)).sum()
+        loss.backward()
+        loss_ref, _, dV, dS = lowrank_bt_reference(*case.args(tau), eps)
+        torch.testing.assert_close(loss_ref, loss.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(dV, V.grad, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(dS, S.grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+@pytest.mark.parametrize(("M", "d", "K", "N", "users"), NOISY_SHAPES)
+def test_label_noise_fp32_matches_reference(device, eps, M, d, K, N, users):
+    case = make_case(M, d, K, N, users=users).to(device)
+    out = torch.ops.lore.lowrank_bt(*case.args(0.5), eps)
+    assert_outputs_close(out, lowrank_bt_reference(*case.args(0.5), eps), rtol=2e-5)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_label_noise_low_precision_error_within_2x_torch(device, dtype):
+    case = make_case(333, 64, 25, 40, dtype=dtype, users="shuffled").to(device)
+    truth = lowrank_bt_reference(*case.args(0.5), 0.1, dtype=torch.float64)
+    torch_low = lowrank_bt_reference(*case.args(0.5), 0.1, dtype=dtype)
+    out = torch.ops.lore.lowrank_bt(*case.args(0.5), 0.1)
+    for name, a, t, b in zip(("loss", "margin", "dV", "dS"), out, truth, torch_low, strict=True):
+        err = (a.double() - t).abs().max().item()
+        err_torch = (b.double() - t).abs().max().item()
+        assert err <= 2 * err_torch + 1e-12, f"{name}: {err:.3e} > 2 x {err_torch:.3e}"
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_label_noise_bounds_the_loss_of_huge_margins(device):
+    """At logits in the thousands every row costs at most c * -log(eps), gradients
+    vanish, nothing overflows; eps = 0 keeps the unbounded Bradley-Terry loss."""
+    case = make_case(64, 48, 4, 3, users="shuffled").to(device)
+    eps, tau = 0.05, 200.0
+    loss, margin, dV, dS = torch.ops.lore.lowrank_bt(*case.args(tau), eps)
+    assert all(torch.isfinite(t).all() for t in (loss, margin, dV, dS))
+    bound = -(case.weight.sum() * torch.log(torch.tensor(eps))).item()
+    assert 0 < loss.item() <= bound * (1 + 1e-6)
+    # at such logits a row's gradient moves by |logit| x its margin's rounding
+    # error (~1e-4 here), for torch's fp32 as for the kernel: checked against fp64
+    truth = lowrank_bt_reference(*case.args(tau), eps, dtype=torch.float64)
+    assert_outputs_close((loss, margin, dV, dS), truth, rtol=1e-3)
+    plain = torch.ops.lore.lowrank_bt(*case.args(tau))[0]
+    assert plain.item() > 10 * bound
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_label_noise_zero_is_the_plain_op(device):
+    case = make_case(97, 33, 3, 5).to(device)
+    default = torch.ops.lore.lowrank_bt(*case.args())
+    explicit = torch.ops.lore.lowrank_bt(*case.args(), 0.0)
+    for a, b in zip(default, explicit, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_label_noise_gradcheck_fp64(device):
+    case = make_case(23, 7, 3, 4, dtype=torch.float64, users="shuffled").to(device)
+    V = case.V.clone().requires_grad_()
+    S = case.S.clone().requires_grad_()
+
+    def loss_of(V, S):
+        return torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight, V, S, 0.5, 0.1)[0]
+
+    assert torch.autograd.gradcheck(loss_of, (V, S))
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("eps", [-0.1, 0.5, float("nan")])
+def test_bad_label_noise_is_an_error(device, eps):
+    case = make_case(10, 6, 2, 3).to(device)
+    with pytest.raises(RuntimeError, match="label_noise must be in"):
+        torch.ops.lore.lowrank_bt(*case.args(), eps)
+    with pytest.raises(ValueError, match="label_noise must be in"):
+        lore_kernels.lowrank_bt(*case.args(), eps)
+
+
+@needs_cpu_kernel
+def test_label_noise_every_cpu_instruction_set(monkeypatch):
+    isas = _isas()
+    case = make_case(203, 96, 9, 6, dtype=torch.bfloat16, users="shuffled")
+    ref = lowrank_bt_reference(*case.args(0.5), 0.05)
+    for name in ("generic", "avx2", "avx512"):
+        if name in isas:
+            monkeypatch.setenv("LORE_CPU_ISA", name)
+            assert_outputs_close(torch.ops.lore.lowrank_bt(*case.args(0.5), 0.05), ref, rtol=2e-5)
+
+
+def test_label_probability_and_log_likelihood_agree():
+    logit = torch.linspace(-800, 800, 2001, dtype=torch.float64)
+    for eps in (0.0, 0.01, 0.2):
+        p = lore_kernels.label_probability(logit, eps)
+        log_p = lore_kernels.label_log_likelihood(logit, eps)
+        assert torch.isfinite(log_p).all()
+        torch.testing.assert_close(log_p.exp(), p, rtol=1e-12, atol=1e-300)
+        assert (p >= eps).all() and (p <= 1 - eps).all()

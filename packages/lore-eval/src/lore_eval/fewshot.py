@@ -88,7 +88,8 @@ def fewshot_curve(
     counts = pool.pairs_per_user().numpy()
     test_counts = test.pairs_per_user().numpy()
     alpha = model.population_prior() if prior == "population" else None
-    fit_kw = dict(steps=steps, lr=lr, tau=model.tau, reduction=reduction, prior=alpha)
+    fit_kw = dict(steps=steps, lr=lr, tau=model.tau, reduction=reduction, prior=alpha,
+                  label_noise=model.label_noise)
     shot_list = sorted({int(s) for s in shots})
     active = (_active_sequences(P_pool, pool, shot_list, trials, seed=seed, **fit_kw)
               if strategy == "active" else None)
@@ -234,6 +235,7 @@ def draw_shots(
 def _fit_trials(
     P: torch.Tensor, rows: torch.Tensor, *, steps: int, lr: float, tau: float,
     reduction: str, seed: int, prior: torch.Tensor | None = None, logits: bool = False,
+    label_noise: float = 0.0,
 ) -> torch.Tensor:
     """Simplex weights [T, U, K] (or their logits): each (trial, user) fitted on its
     rows of P (``rows`` [T, U, n]; -1 marks no row)."""
@@ -246,13 +248,14 @@ def _fit_trials(
                             [str(i) for i in range(T * U)])
     identity = torch.eye(K, device=P.device)  # project(P, I) = P: the pool is already projected
     W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed,
-                     prior=prior)
+                     prior=prior, label_noise=label_noise)
     return (W if logits else torch.softmax(W, dim=1)).reshape(T, U, K)
 
 
 def _active_sequences(
     P: torch.Tensor, pool: PreferencePairs, shots: Sequence[int], trials: int, *, seed: int,
     steps: int, lr: float, tau: float, reduction: str, prior: torch.Tensor | None,
+    label_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Actively chosen rows [T, U, max shots] of every pool user, and the weights
     [T, U, K] fitted after each shot count (one round per shot count: the
@@ -269,7 +272,8 @@ def _active_sequences(
     free = (cand >= 0).expand(T, U, C).reshape(T * U, C).to(P.device)
     rows = torch.full((T * U, max(shots, default=0)), -1, dtype=torch.int64)
     W = _fit_trials(P, rows[:, :0].reshape(T, U, 0), steps=steps, lr=lr, tau=tau,
-                    reduction=reduction, seed=seed, prior=prior, logits=True).reshape(T * U, K)
+                    reduction=reduction, seed=seed, prior=prior, logits=True,
+                    label_noise=label_noise).reshape(T * U, K)
     weights, done = {}, 0
     for n in shots:
         if n > done:
@@ -277,8 +281,10 @@ def _active_sequences(
             owner = torch.arange(T * U).repeat_interleave(done)
             flat = picked_rows.reshape(-1)
             keep = flat >= 0
-            H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W, tau, prior)
-            picks, _ = greedy_information_gain(Q, W, covariance(H), tau, n - done, available=free)
+            H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W, tau, prior,
+                                  label_noise)
+            picks, _ = greedy_information_gain(Q, W, covariance(H), tau, n - done, available=free,
+                                               label_noise=label_noise)
             picks = picks.cpu()
             ok = picks >= 0
             b = torch.arange(T * U)[:, None].expand_as(picks)
@@ -288,7 +294,7 @@ def _active_sequences(
             done = n
             W = _fit_trials(P, rows[:, :n].reshape(T, U, n), steps=steps, lr=lr, tau=tau,
                             reduction=reduction, seed=seed + n, prior=prior,
-                            logits=True).reshape(T * U, K)
+                            logits=True, label_noise=label_noise).reshape(T * U, K)
         weights[n] = torch.softmax(W, dim=1).reshape(T, U, K)
     return {"rows": rows.reshape(T, U, -1), "weights": weights}
 

@@ -20,6 +20,7 @@ struct BtInputs {
   const T* s;           // [n, k] row-major
   int64_t m, d, k, n;
   T tau;
+  T noise;  // label noise eps of the likelihood (lowrank_bt_row.h); 0: plain BT
   bool sorted;  // user[] is non-decreasing (the data contract; any order is correct)
 };
 
@@ -37,7 +38,7 @@ struct BtOutputs {
 template <typename T>
 void lowrank_bt(const BtInputs<T>& in, const BtOutputs<T>& out, int threads);
 
-// margin[m] = Z_m . V S_{user_m} through per-user heads (in.weight, in.tau unused).
+// margin[m] = Z_m . V S_{user_m} through per-user heads (in.weight, in.tau, in.noise unused).
 template <typename T>
 void lowrank_margin(const BtInputs<T>& in, T* margin, int threads);
 

@@ -102,6 +102,7 @@ struct RowsArgs {
   const T* heads;       // H [n, d]
   int64_t m, d;
   T tau;
+  T noise;
   bool vec16;           // rows are 16-byte aligned whole chunks
   T* margin;            // [m]
   T* g;                 // G [n, d] (lowrank_bt), zeroed by the caller
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(kThreads) bt_rows_kernel(const RowsArgs<T, ZT>
         for (int w = 0; w < kWarps; ++w) mrg += red_s[w * kTileRows + tid];
         a.margin[t + tid] = mrg;
         if (kGrad) {
-          const RowTerms<T> terms = row_terms<T>(mrg, a.weight[t + tid], a.tau);
+          const RowTerms<T> terms = row_terms<T>(mrg, a.weight[t + tid], a.tau, a.noise);
           g_rows[tid] = terms.g;
           loss_rows[tid] = terms.loss;
         }
@@ -529,6 +530,7 @@ cudaError_t launch_rows(const RowsCall<T>& c, const Plan& plan, void* workspace,
     ra.m = c.m;
     ra.d = c.d;
     ra.tau = c.tau;
+    ra.noise = c.noise;
     ra.vec16 = rows_are_vec16<ZT>(c.z, c.d);
     ra.margin = c.margin;
     if (!c.grad)

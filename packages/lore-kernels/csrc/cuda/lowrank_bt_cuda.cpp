@@ -52,7 +52,8 @@ SortedRows sorted_rows(const at::Tensor& Z, const at::Tensor& user, const at::Te
 
 // The row pass of lowrank_bt (G defined) or lowrank_margin over H = S V^T.
 template <typename T>
-void run_rows(const SortedRows& rows, const at::Tensor& H, double tau, at::Tensor& margin,
+void run_rows(const SortedRows& rows, const at::Tensor& H, double tau, double noise,
+              at::Tensor& margin,
               at::Tensor* G, at::Tensor* loss, const char* op) {
   cuda::RowsCall<T> c{};
   c.z = z_view(rows.Z);
@@ -62,6 +63,7 @@ void run_rows(const SortedRows& rows, const at::Tensor& H, double tau, at::Tenso
   c.m = rows.Z.size(0);
   c.d = rows.Z.size(1);
   c.tau = T(tau);
+  c.noise = T(noise);
   c.grad = G != nullptr;
   c.margin = margin.data_ptr<T>();
   c.g = G ? G->data_ptr<T>() : nullptr;
@@ -82,9 +84,10 @@ void run_rows(const SortedRows& rows, const at::Tensor& H, double tau, at::Tenso
 // Per-user heads H = S V^T, and the row pass (see lowrank_bt.cu).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cuda(
     const at::Tensor& Z_in, const at::Tensor& user_in, const at::Tensor& weight_in,
-    const at::Tensor& V_in, const at::Tensor& S_in, double tau) {
+    const at::Tensor& V_in, const at::Tensor& S_in, double tau, double label_noise) {
   const char* op = "lore::lowrank_bt";
   const BtShapes sh = check_bt_inputs(Z_in, user_in, weight_in, V_in, S_in, op);
+  check_label_noise(label_noise, op);
   const c10::cuda::CUDAGuard guard(Z_in.device());
   const at::Tensor V = V_in.contiguous(), S = S_in.contiguous();
   check_user_range(user_in, sh.n, op);
@@ -96,9 +99,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lowrank_bt_cuda(
   at::Tensor G = at::zeros({sh.n, sh.d}, opts);
   at::Tensor loss = at::empty({}, opts), margin = at::empty({sh.m}, opts);
   if (sh.acc == at::kDouble)
-    run_rows<double>(rows, H, tau, margin, &G, &loss, op);
+    run_rows<double>(rows, H, tau, label_noise, margin, &G, &loss, op);
   else
-    run_rows<float>(rows, H, tau, margin, &G, &loss, op);
+    run_rows<float>(rows, H, tau, label_noise, margin, &G, &loss, op);
   if (rows.inverse.defined()) margin = margin.index_select(0, rows.inverse);
   return {loss, margin, at::mm(G.t(), S), at::mm(G, V)};
 }
@@ -113,9 +116,9 @@ at::Tensor lowrank_margin_cuda(const at::Tensor& Z_in, const at::Tensor& user_in
   const at::Tensor H = at::mm(S_in.contiguous(), V_in.contiguous().t());
   at::Tensor margin = at::empty({sh.m}, Z_in.options().dtype(sh.acc));
   if (sh.acc == at::kDouble)
-    run_rows<double>(rows, H, 0.0, margin, nullptr, nullptr, op);
+    run_rows<double>(rows, H, 0.0, 0.0, margin, nullptr, nullptr, op);
   else
-    run_rows<float>(rows, H, 0.0, margin, nullptr, nullptr, op);
+    run_rows<float>(rows, H, 0.0, 0.0, margin, nullptr, nullptr, op);
   return rows.inverse.defined() ? margin.index_select(0, rows.inverse) : margin;
 }
 

@@ -24,6 +24,7 @@ struct RowsCall {
   const T* heads;       // H = S V^T [n, d]
   int64_t m, d;
   T tau;
+  T noise;  // label noise of the likelihood (grad only; lowrank_bt_row.h)
   bool grad;
   T* margin;  // [m]
   T* g;       // G [n, d], zeroed by the caller (grad only)

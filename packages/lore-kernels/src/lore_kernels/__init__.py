@@ -1,6 +1,8 @@
 """lore_kernels: the per-user low-rank Bradley-Terry loss and its gradients.
 
     loss, margin, dV, dS = lowrank_bt(Z, user, weight, V, S, tau)   # one pass
+    lowrank_bt(..., tau, label_noise=0.05)   # labels flipped at rate 0.05
+    label_probability(tau * margin, label_noise)   # P(label) of that likelihood
     loss, margin = lowrank_bt_loss(Z, user, weight, V, S, tau)      # autograd
     margin = lowrank_margin(Z, user, V, S)                          # evaluation
     P = project(Z, V)
@@ -11,10 +13,18 @@ on the pure-torch reference. LORE_BACKEND=torch|cpu|cuda forces a backend.
 """
 
 from .ops import backend, lowrank_bt, lowrank_bt_loss, lowrank_margin, project
-from .reference import lowrank_bt_reference, lowrank_margin_reference, project_reference
+from .reference import (
+    label_log_likelihood,
+    label_probability,
+    lowrank_bt_reference,
+    lowrank_margin_reference,
+    project_reference,
+)
 
 __all__ = [
     "backend",
+    "label_log_likelihood",
+    "label_probability",
     "lowrank_bt",
     "lowrank_bt_loss",
     "lowrank_bt_reference",

@@ -21,6 +21,7 @@ import torch
 from . import _native
 from .reference import (
     acc_dtype,
+    check_label_noise,
     lowrank_bt_reference,
     lowrank_margin_reference,
     project_reference,
@@ -85,21 +86,23 @@ def _ops(device: torch.device, name: str):
     return getattr(torch.ops.lore_ref, name)
 
 
-def lowrank_bt(Z, user, weight, V, S, tau: float):
+def lowrank_bt(Z, user, weight, V, S, tau: float, label_noise: float = 0.0):
     """Fused loss, margin and both gradients in one pass over Z (no autograd).
 
     Returns ``(loss [], margin [M], dV [d, K], dS [N, K])`` in float32 (float64
-    when Z is float64).
+    when Z is float64). ``label_noise`` eps > 0 uses the likelihood
+    eps + (1 - 2 eps) sigmoid(tau margin) (labels flipped with probability eps).
     """
-    return _ops(Z.device, "lowrank_bt")(Z, user, weight, V, S, float(tau))
+    check_label_noise(label_noise)
+    return _ops(Z.device, "lowrank_bt")(Z, user, weight, V, S, float(tau), float(label_noise))
 
 
-def lowrank_bt_loss(Z, user, weight, V, S, tau: float):
+def lowrank_bt_loss(Z, user, weight, V, S, tau: float, label_noise: float = 0.0):
     """Differentiable (loss, margin): gradients flow to V and S through the loss only.
 
     The margin is returned for logging and accuracy; it carries no gradient.
     """
-    loss, margin, _, _ = lowrank_bt(Z, user, weight, V, S, tau)
+    loss, margin, _, _ = lowrank_bt(Z, user, weight, V, S, tau, label_noise)
     return loss, margin
 
 
@@ -130,8 +133,9 @@ def _lowrank_bt_ref(
     V: torch.Tensor,
     S: torch.Tensor,
     tau: float,
+    label_noise: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return lowrank_bt_reference(Z, user, weight, V, S, tau)
+    return lowrank_bt_reference(Z, user, weight, V, S, tau, label_noise)
 
 
 @torch.library.custom_op("lore_ref::lowrank_margin", mutates_args=())
@@ -146,7 +150,7 @@ def _project_ref(Z: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     return project_reference(Z, V)
 
 
-def _bt_fake(Z, user, weight, V, S, tau):
+def _bt_fake(Z, user, weight, V, S, tau, label_noise=0.0):
     torch._check(Z.dim() == 2, lambda: "lowrank_bt: Z must be 2-D")
     torch._check(V.dim() == 2 and V.shape[0] == Z.shape[1], lambda: "V must be [d, K]")
     torch._check(S.dim() == 2 and S.shape[1] == V.shape[1], lambda: "S must be [N, K]")
@@ -185,7 +189,7 @@ def _bt_backward(ctx, grad_loss, grad_margin, grad_dV, grad_dS):
     dV, dS = ctx.saved_tensors
     gV = grad_loss * dV if ctx.needs_input_grad[3] else None
     gS = grad_loss * dS if ctx.needs_input_grad[4] else None
-    return None, None, None, gV, gS, None
+    return None, None, None, gV, gS, None, None
 
 
 def _project_setup_context(ctx, inputs, output):

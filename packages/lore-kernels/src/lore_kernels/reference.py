@@ -6,12 +6,18 @@ For row m of user u = user[m] (docs/architecture.md, "The op"):
     g_m      = -c_m tau sigmoid(-tau margin_m)
     dV = Z^T (g . S[user])          dS[u] = sum_{m: user_m = u} g_m (Z V)_m
 
+With label noise eps > 0 the per-row likelihood is
+p_m = eps + (1 - 2 eps) sigmoid(tau margin_m) (a label flipped with
+probability eps whatever the margin): loss = -sum_m c_m log p_m.
+
 Written the plain per-row way (two skinny matmuls with Z), not the per-user
 head way the kernels use, so that the oracle shares no algorithm with them.
 Accumulation in fp32 whatever Z's storage dtype (fp64 stays fp64).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +50,56 @@ def lowrank_margin_reference(
 
 
 def bt_terms_reference(
-    margin: torch.Tensor, weight: torch.Tensor, tau: float
+    margin: torch.Tensor, weight: torch.Tensor, tau: float, label_noise: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row Bradley-Terry loss c softplus(-tau margin) and its margin gradient g."""
+    """Per-row loss c * -log P(label | margin) and its margin gradient g.
+
+    P = sigmoid(tau margin) (Bradley-Terry), or with ``label_noise`` eps > 0
+    eps + (1 - 2 eps) sigmoid(tau margin), which bounds a mislabelled pair's
+    loss by -log eps.
+    """
     logit = tau * margin
     c = weight.to(margin.dtype)
-    return c * F.softplus(-logit), -c * tau * torch.sigmoid(-logit)
+    if label_noise == 0.0:
+        return c * F.softplus(-logit), -c * tau * torch.sigmoid(-logit)
+    log_p = label_log_likelihood(logit, label_noise)
+    slope = torch.exp(F.logsigmoid(logit) + F.logsigmoid(-logit) - log_p)
+    return -c * log_p, -c * tau * (1.0 - 2.0 * label_noise) * slope
+
+
+def label_log_likelihood(logit: torch.Tensor, label_noise: float) -> torch.Tensor:
+    """log P(label) = log(eps + (1 - 2 eps) sigmoid(logit)), stable for any logit."""
+    check_label_noise(label_noise)
+    if label_noise == 0.0:
+        return F.logsigmoid(logit)
+    floor = torch.full_like(logit, math.log(label_noise))
+    return torch.logaddexp(floor, F.logsigmoid(logit) + math.log1p(-2.0 * label_noise))
+
+
+def label_probability(logit: torch.Tensor, label_noise: float) -> torch.Tensor:
+    """P(label) = eps + (1 - 2 eps) sigmoid(logit): the likelihood's probability."""
+    check_label_noise(label_noise)
+    return label_noise + (1.0 - 2.0 * label_noise) * torch.sigmoid(logit)
+
+
+def label_fisher(logit: torch.Tensor, label_noise: float) -> torch.Tensor:
+    """Fisher information of one label about its logit: p'^2 / (p (1 - p)).
+
+    sigmoid(x) sigmoid(-x) for plain Bradley-Terry; with label noise a sure
+    prediction teaches less, since its label may be one of the flipped ones.
+    """
+    check_label_noise(label_noise)
+    slope = torch.sigmoid(logit) * torch.sigmoid(-logit)
+    if label_noise == 0.0:
+        return slope
+    p = label_probability(logit, label_noise)
+    return (1.0 - 2.0 * label_noise) ** 2 * slope * slope / (p * (1.0 - p))
+
+
+def check_label_noise(label_noise: float) -> None:
+    """The label-noise likelihood needs 0 <= eps < 0.5 (at 0.5 a label says nothing)."""
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
 
 
 def lowrank_bt_reference(
@@ -59,6 +109,7 @@ def lowrank_bt_reference(
     V: torch.Tensor,
     S: torch.Tensor,
     tau: float,
+    label_noise: float = 0.0,
     *,
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,7 +124,7 @@ def lowrank_bt_reference(
     P = Zf @ V.to(Zf.dtype)
     S_rows = Sf[user]
     margin = (P * S_rows).sum(dim=1)
-    losses, g = bt_terms_reference(margin, weight, tau)
+    losses, g = bt_terms_reference(margin, weight, tau, label_noise)
     dV = Zf.T @ (g[:, None] * S_rows)
     dS = torch.zeros_like(Sf).index_add_(0, user, g[:, None] * P)
     return losses.sum(), margin, dV, dS

@@ -12,8 +12,8 @@ namespace {
 
 template <typename T>
 int run_rows(const void* z, int64_t ldz, int ztype, const int64_t* user, const void* weight,
-             const void* heads, int64_t m, int64_t d, double tau, int grad, void* margin, void* g,
-             void* loss, int* info) {
+             const void* heads, int64_t m, int64_t d, double tau, double noise, int grad,
+             void* margin, void* g, void* loss, int* info) {
   lore::cuda::RowsCall<T> c{};
   c.z = lore::ZView{z, ldz, static_cast<lore::ZType>(ztype)};
   c.user = user;
@@ -22,6 +22,7 @@ int run_rows(const void* z, int64_t ldz, int ztype, const int64_t* user, const v
   c.m = m;
   c.d = d;
   c.tau = T(tau);
+  c.noise = T(noise);
   c.grad = grad != 0;
   c.margin = static_cast<T*>(margin);
   c.g = static_cast<T*>(g);
@@ -45,12 +46,13 @@ void emu_configure(int sms, int smem_optin, int blocks_per_sm) {
 }
 
 int emu_rows(int acc_double, const void* z, int64_t ldz, int ztype, const int64_t* user,
-             const void* weight, const void* heads, int64_t m, int64_t d, double tau, int grad,
+             const void* weight, const void* heads, int64_t m, int64_t d, double tau, double noise,
+             int grad,
              void* margin, void* g, void* loss, int* info) {
   if (acc_double)
-    return run_rows<double>(z, ldz, ztype, user, weight, heads, m, d, tau, grad, margin, g, loss,
+    return run_rows<double>(z, ldz, ztype, user, weight, heads, m, d, tau, noise, grad, margin, g, loss,
                             info);
-  return run_rows<float>(z, ldz, ztype, user, weight, heads, m, d, tau, grad, margin, g, loss,
+  return run_rows<float>(z, ldz, ztype, user, weight, heads, m, d, tau, noise, grad, margin, g, loss,
                          info);
 }
 

@@ -2,7 +2,8 @@
 
 A row of `PreferencePairs` is chosen-minus-rejected, so its label is always
 "first preferred" and the model's probability of that is
-p = sigmoid(tau * margin / T). All three scores are pooled over pairs
+p = sigmoid(tau * margin / T) (with the model's label noise eps,
+eps + (1 - 2 eps) sigmoid(tau * margin / T)). All three scores are pooled over pairs
 (micro), and do not depend on which way round a pair is shown:
 
 - log-loss: mean -log p;
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from lore_datasets import Benchmark
-from lore_kernels.reference import bt_terms_reference
+from lore_kernels.reference import bt_terms_reference, label_probability
 
 from .config import TrainConfig
 from .metrics import SETTINGS
@@ -37,9 +38,11 @@ ECE_BINS = 10
 TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
-def probabilities(margin: torch.Tensor, tau: float, temperature: float = 1.0) -> torch.Tensor:
-    """P(first preferred) = sigmoid(tau * margin / T), float64."""
-    return torch.sigmoid(margin.detach().to(torch.float64).cpu() * (tau / temperature))
+def probabilities(margin: torch.Tensor, tau: float, temperature: float = 1.0,
+                  label_noise: float = 0.0) -> torch.Tensor:
+    """P(first preferred) = sigmoid(tau * margin / T) (see the module doc), float64."""
+    return label_probability(margin.detach().to(torch.float64).cpu() * (tau / temperature),
+                             label_noise)
 
 
 def log_loss(prob: torch.Tensor) -> float:
@@ -68,12 +71,12 @@ def scores(prob: torch.Tensor) -> dict[str, Any]:
             "ece": expected_calibration_error(prob), "n_pairs": int(prob.numel())}
 
 
-def fit_temperature(margin: torch.Tensor, tau: float) -> float:
-    """The T minimizing the log-loss of sigmoid(tau * margin / T) on these (held-out) rows.
+def fit_temperature(margin: torch.Tensor, tau: float, label_noise: float = 0.0) -> float:
+    """The T minimizing the log-loss of `probabilities` on these (held-out) rows.
 
-    The loss is convex in 1/T, so its derivative is bisected in log(1/T)
-    over ``TEMPERATURE_RANGE``; separable rows (the optimum at T -> 0) give
-    the range's lower end.
+    The loss is convex in 1/T (quasi-convex with label noise), so its
+    derivative is bisected in log(1/T) over ``TEMPERATURE_RANGE``; separable
+    rows (the optimum at T -> 0) give the range's lower end.
     """
     x = tau * margin.detach().to(torch.float64).cpu()
     if x.numel() == 0:
@@ -81,7 +84,7 @@ def fit_temperature(margin: torch.Tensor, tau: float) -> float:
     one = torch.ones(1, dtype=torch.float64)
 
     def slope(beta: float) -> float:  # d/d(beta) of mean softplus(-beta x)
-        _, g = bt_terms_reference(x, one, beta)  # g = -beta sigmoid(-beta x) per unit margin
+        _, g = bt_terms_reference(x, one, beta, label_noise)  # d loss / d x = g, at logit beta x
         return float((g / beta * x).mean())
 
     lo, hi = math.log(1 / TEMPERATURE_RANGE[1]), math.log(1 / TEMPERATURE_RANGE[0])
@@ -119,12 +122,13 @@ def evaluate_calibration(
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
     held_out, _ = fit(train, train_config, v_ref=benchmark.v_ref, progress=progress)
-    T = fit_temperature(held_out.margin(val), model.tau)
+    T = fit_temperature(held_out.margin(val), model.tau, model.label_noise)
     out: dict[str, Any] = {"temperature": T, "fitted_on": "validation split of seen_train "
                            "(model refitted on the rest)", "val_fraction": val_fraction,
                            "val_pairs": val.num_pairs, "ece_bins": ECE_BINS}
     for key in SETTINGS:
         margin = model.margin(benchmark.split(key))
-        out[key] = {"calibrated": scores(probabilities(margin, model.tau, T)),
-                    "uncalibrated": scores(probabilities(margin, model.tau))}
+        out[key] = {"calibrated": scores(probabilities(margin, model.tau, T, model.label_noise)),
+                    "uncalibrated": scores(probabilities(margin, model.tau,
+                                                         label_noise=model.label_noise))}
     return out

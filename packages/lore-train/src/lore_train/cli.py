@@ -62,11 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     select = p.add_argument_group("model selection (--val-fraction and --val-split-by "
                                   "above say what is held out)")
     select.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
-                        help="choose (K, alpha, v_l2) on a validation split of the seen users' "
+                        help="choose (K, alpha, v_l2, label_noise) on a validation split of the "
+                        "seen users' "
                         "training pairs (never test pairs) and report the choice's test numbers "
                         "(default: on; one process only)")
     select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
                         help="v_l2 values --select also tries (default: just --v-l2)")
+    select.add_argument("--select-label-noise", type=float, nargs="+", default=None,
+                        help="label_noise values --select also tries, with every v_l2 value "
+                        "(default: just --label-noise)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                      help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
@@ -203,12 +207,27 @@ def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list
                 raise ValueError(f"--K {K} --alpha {alpha}: {err}") from None
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    for variant in _variants(args, config):
+        try:
+            config.with_(**variant)
+        except ValueError as err:
+            flags = " ".join(f"--select-{k.replace('_', '-')} {v}" for k, v in variant.items())
+            raise ValueError(f"{flags}: {err}") from None
 
 
 def _variants(args: argparse.Namespace, config: TrainConfig) -> list[dict[str, Any]]:
-    """The config as given, then one variant per extra ``--select-v-l2`` value."""
-    extra = [v for v in dict.fromkeys(args.select_v_l2 or []) if v != config.v_l2]
-    return [{}] + [{"v_l2": v} for v in extra]
+    """The config as given, then every other combination of the ``--select-v-l2``
+    and ``--select-label-noise`` values with the config's own."""
+    grid = {"v_l2": args.select_v_l2, "label_noise": args.select_label_noise}
+    levels = {name: list(dict.fromkeys([getattr(config, name), *(values or [])]))
+              for name, values in grid.items()}
+    variants = []
+    for v_l2 in levels["v_l2"]:
+        for noise in levels["label_noise"]:
+            changes = {name: value for name, value in (("v_l2", v_l2), ("label_noise", noise))
+                       if value != getattr(config, name)}
+            variants.append(changes)
+    return variants
 
 
 def _select_record(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | None:

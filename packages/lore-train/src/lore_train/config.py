@@ -71,6 +71,12 @@ class TrainConfig:
         end before the ramp starts).
     v_l2: weight of tau^2 * mean_j |V[:, j]|^2, a norm control on the basis
         (tau * V is what scales the logits).
+    label_noise: the share eps of labels taken to be flipped whatever the
+        margin. The likelihood becomes eps + (1 - 2 eps) sigmoid(tau margin),
+        so a pair the model is sure is mislabelled costs at most -log eps
+        instead of pulling V ever harder; 0 is plain Bradley-Terry (the
+        reference). Used by the joint and few-shot fits, early stopping,
+        posteriors and the probabilities the model reports.
     """
 
     K: int = field(default=2, metadata={"help": "number of basis columns (0: reference head, "
@@ -117,6 +123,9 @@ class TrainConfig:
         "help": "alpha ramped from 0 at 20% to alpha at 80% of the steps (the reference), or constant"})
     v_l2: float = field(default=0.0, metadata={
         "help": "norm control on the basis: weight of tau^2 mean_j |V_j|^2"})
+    label_noise: float = field(default=0.0, metadata={
+        "help": "share of labels taken as flipped at random: likelihood eps + (1 - 2 eps) "
+        "sigmoid(tau margin) (0: plain Bradley-Terry)"})
 
     def __post_init__(self) -> None:
         for f in fields(self):  # NaN passes every comparison below, so refuse it first
@@ -158,6 +167,9 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.v_l2 < 0:
             raise ValueError(f"v_l2 must be >= 0, got {self.v_l2}")
+        if not 0.0 <= self.label_noise < 0.5:
+            raise ValueError(f"label_noise must be in [0, 0.5) (at 0.5 a label says nothing), "
+                             f"got {self.label_noise}")
         try:
             torch.device(self.device)
         except (RuntimeError, ValueError):

@@ -25,7 +25,8 @@ USAGE = (
     "model.score.weight.data.copy_(safetensors.torch.load_file("
     "'reward_head.safetensors')['score.weight']). Valid only if this model's "
     "embeddings were that backbone's hidden states. P(y1 preferred to y2) = "
-    "sigmoid(tau * (reward(x, y1) - reward(x, y2)))."
+    "sigmoid(tau * (reward(x, y1) - reward(x, y2))), or with label_noise eps > 0 "
+    "eps + (1 - 2 eps) times that sigmoid (the ranking is the same)."
 )
 
 

@@ -39,6 +39,7 @@ def fit_few_shot(
     lr: float | None = None,
     tau: float | None = None,
     reduction: str | None = None,
+    label_noise: float = 0.0,
     seed: int = 0,
     progress: bool = False,
     prior: torch.Tensor | None = None,
@@ -49,7 +50,8 @@ def fit_few_shot(
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
     ``steps``, ``lr``, ``tau`` and ``reduction`` default to `TrainConfig`'s
-    (``fewshot_steps``, ``fewshot_lr``, ...). Users are independent
+    (``fewshot_steps``, ``fewshot_lr``, ...); ``label_noise`` is the
+    likelihood's (`TrainConfig.label_noise`), which should be the basis's. Users are independent
     problems, so one Adam over all rows equals separate fits. Logits start
     at N(0, 1) like the reference; a user with no pairs keeps zero logits
     (uniform weights) rather than a random draw. K <= 1 needs no fitting
@@ -100,7 +102,7 @@ def fit_few_shot(
     update = torch.empty_like(W)
     with progress_bar(steps, f"few-shot K={K}", progress) as bar:
         for t in range(1, steps + 1):
-            grad = logit_gradient(P, user, c, W, tau)
+            grad = logit_gradient(P, user, c, W, tau, label_noise)
             if prior is not None:
                 grad.sub_(c_user[:, None] * log_prior_grad(W, prior))
             m1.lerp_(grad, 1 - beta1)
@@ -114,12 +116,13 @@ def fit_few_shot(
 
 
 def logit_gradient(
-    P: torch.Tensor, user: torch.Tensor, c: torch.Tensor, W: torch.Tensor, tau: float
+    P: torch.Tensor, user: torch.Tensor, c: torch.Tensor, W: torch.Tensor, tau: float,
+    label_noise: float = 0.0,
 ) -> torch.Tensor:
     """d loss / d W [N, K] for projected rows P = Z V (the loss of `lore_kernels.lowrank_bt`)."""
     S = torch.softmax(W, dim=1)
     margin = (P * S[user]).sum(dim=1)  # z . V s_u, with z V precomputed
-    g = bt_terms_reference(margin, c, tau)[1]  # d loss / d margin
+    g = bt_terms_reference(margin, c, tau, label_noise)[1]  # d loss / d margin
     dS = torch.zeros_like(S).index_add_(0, user, P * g[:, None])
     return S * (dS - (dS * S).sum(dim=1, keepdim=True))  # softmax Jacobian
 
@@ -152,14 +155,15 @@ def personalize(
 def fewshot_settings(model: PersonalRewardModel, config: TrainConfig,
                      population: torch.Tensor | None = None) -> dict[str, Any]:
     """`fit_few_shot`'s settings for adding users to ``model`` under ``config``: its
-    few-shot steps, lr, tau, reduction, seed (config.seed + 1) and prior. The
+    few-shot steps, lr, tau, reduction, label noise, seed (config.seed + 1) and prior. The
     prior is ``population`` when given (the whole population's, when ``model``
     holds only some seen users), else the one fitted to ``model``'s seen users."""
     prior = None
     if config.fewshot_prior == "population":
         prior = population if population is not None else model.population_prior()
     return dict(steps=config.fewshot_steps, lr=config.fewshot_lr, tau=config.tau,
-                reduction=config.reduction, seed=config.seed + 1, prior=prior)
+                reduction=config.reduction, label_noise=config.label_noise,
+                seed=config.seed + 1, prior=prior)
 
 
 def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor | None, dim: int) -> PreferencePairs:

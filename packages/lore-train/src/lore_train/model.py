@@ -92,6 +92,11 @@ class PersonalRewardModel(nn.Module):
         return self.V.shape[0]
 
     @property
+    def label_noise(self) -> float:
+        """The likelihood's label noise (`TrainConfig.label_noise`; 0 without a config)."""
+        return self.train_config.label_noise if self.train_config is not None else 0.0
+
+    @property
     def kept_rank(self) -> int:
         """Number of basis columns after pruning (K without pruning, 1 for K = 0)."""
         return self.V.shape[1]
@@ -169,7 +174,7 @@ class PersonalRewardModel(nn.Module):
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         index = self.user_index(pairs.user_ids)
         H = posterior_lib.laplace_precision(P, pairs.user.to(self.V.device), self.W.detach()[index],
-                                            self.tau, alpha)
+                                            self.tau, alpha, self.label_noise)
         for u, h in zip(pairs.user_ids, H):
             self._posteriors[str(u)] = h
         return self
@@ -190,15 +195,15 @@ class PersonalRewardModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """P(``user`` prefers chosen[i] to rejected[i]) [B] and its std under the posterior.
 
-        The probability is sigmoid(tau / T * margin) averaged over posterior
-        draws; T defaults to the calibration temperature in ``meta`` (1 if none).
+        The probability is sigmoid(tau / T * margin) (eps + (1 - 2 eps) times
+        that with label noise eps) averaged over posterior draws; T defaults to the calibration temperature in ``meta`` (1 if none).
         """
         T = float(self.meta.get("temperature", 1.0)) if temperature is None else float(temperature)
         if T <= 0:
             raise ValueError(f"temperature must be > 0, got {T}")
         Q = (self._embeddings(chosen) - self._embeddings(rejected)) @ self.V.detach()
         mean, std = posterior_lib.preference_moments(Q, self.posterior(user), torch.zeros(
-            len(Q), dtype=torch.int64), self.tau / T)
+            len(Q), dtype=torch.int64), self.tau / T, self.label_noise)
         return mean.to(torch.float32), std.to(torch.float32)
 
     @torch.no_grad()
@@ -227,9 +232,9 @@ class PersonalRewardModel(nn.Module):
             alpha = self.population_prior()
             W = prior_lib.prior_logits(alpha)[None]
             H = posterior_lib.laplace_precision(Q[:0], torch.zeros(0, dtype=torch.int64), W,
-                                                self.tau, alpha)
+                                                self.tau, alpha, self.label_noise)
         picks, _ = greedy_information_gain(Q[None], W, posterior_lib.covariance(H), self.tau,
-                                           min(int(n), len(Q)))
+                                           min(int(n), len(Q)), label_noise=self.label_noise)
         return picks[0][picks[0] >= 0].cpu()
 
     def _store_posterior(self, pairs: PreferencePairs, alpha: torch.Tensor | None) -> None:
@@ -237,7 +242,7 @@ class PersonalRewardModel(nn.Module):
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         W = self.W.detach()[self.user_index([user])]
         self._posteriors[user] = posterior_lib.laplace_precision(
-            P, pairs.user.to(self.V.device), W, self.tau, alpha)[0]
+            P, pairs.user.to(self.V.device), W, self.tau, alpha, self.label_noise)[0]
 
     def _embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim == 1:
@@ -305,6 +310,7 @@ class PersonalRewardModel(nn.Module):
             steps=trained.fewshot_steps if steps is None else steps,
             lr=trained.fewshot_lr if lr is None else lr,
             tau=self.tau,
+            label_noise=self.label_noise,
             seed=seed,
             prior=alpha,
         ).to(self.W)
@@ -344,6 +350,7 @@ class PersonalRewardModel(nn.Module):
             "K": self.K,
             "kept_rank": self.kept_rank,
             "tau": self.tau,
+            "label_noise": self.label_noise,
         }
         return write_reward_head(self.user_head(user), directory, dtype=dtype, description=description)
 

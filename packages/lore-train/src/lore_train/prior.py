@@ -90,7 +90,8 @@ def sample_dirichlet(alpha: torch.Tensor, n: int, *, seed: int = 0) -> torch.Ten
 
 
 def empirical_log_weights(
-    P: torch.Tensor, user: torch.Tensor, num_users: int, particles: torch.Tensor, tau: float
+    P: torch.Tensor, user: torch.Tensor, num_users: int, particles: torch.Tensor, tau: float,
+    label_noise: float = 0.0,
 ) -> torch.Tensor:
     """Log posterior weights [N, n] of each particle s_p [n, K] for each user.
 
@@ -102,7 +103,7 @@ def empirical_log_weights(
     from lore_kernels.reference import bt_terms_reference
 
     margins = P.to(torch.float64) @ particles.to(torch.float64).T  # [M, n]
-    nll, _ = bt_terms_reference(margins, torch.ones(1, dtype=torch.float64), tau)
+    nll, _ = bt_terms_reference(margins, torch.ones(1, dtype=torch.float64), tau, label_noise)
     logw = torch.zeros(num_users, particles.shape[0], dtype=torch.float64, device=P.device)
     logw.index_add_(0, user.to(P.device), -nll)
     return logw - torch.logsumexp(logw, dim=1, keepdim=True)

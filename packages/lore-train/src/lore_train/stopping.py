@@ -101,7 +101,8 @@ def fit_early_stopped(
         if step % config.eval_every and step != config.steps - 1:
             return False
         with torch.no_grad():
-            loss = lore_kernels.lowrank_bt_loss(Z, user, c, V, torch.softmax(W, 1), config.tau)[0]
+            loss = lore_kernels.lowrank_bt_loss(Z, user, c, V, torch.softmax(W, 1), config.tau,
+                                                 config.label_noise)[0]
         return tracker.update(step, float(loss), V, W)
 
     model, first = fit_steps(train, config, v_ref=v_ref, validation=val, monitor=monitor,
@@ -166,7 +167,7 @@ def personalize_early_stopped(
         if t % config.eval_every and t != steps:
             return
         margin = (P * torch.softmax(W, 1)[user]).sum(1)
-        rows = bt_terms_reference(margin, c, config.tau)[0]
+        rows = bt_terms_reference(margin, c, config.tau, config.label_noise)[0]
         loss = torch.zeros(N, device=V.device).index_add_(0, user, rows)
         better = (counts > 0) & (loss < best_loss)
         best_loss[better] = loss[better]

@@ -203,7 +203,7 @@ def optimize(
     sync = all_reduce or (lambda t: None)
 
     def nll(V: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau)[0]
+        return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau, config.label_noise)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
         if not penalize:
