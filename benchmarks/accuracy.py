@@ -4,20 +4,27 @@ For each data set (planted synthetic users, LLMFAO, UKPConvArg1) and split
 seed 0, 1, 2 it fits
 
 - K = 1 with the reference defaults (1000 Adam steps at lr 0.5),
-- LoRe K = 3 with the reference defaults (alpha = 0, no early stopping),
+- LoRe K = 3 with the reference defaults (alpha = 0, no early stopping,
+  maximum-likelihood few-shot fits as in the reference),
 - the configuration `select_model` picks on a validation split of the seen
-  users' training pairs (never test pairs) from a small grid: K in
-  {1, 2, 3, 4}, alpha in {0, 1, 10} toward the population head,
-  variants {reference optimizer, v_l2 = 0.01, lr 5 / lr_w 0.05 / zero
-  logits}, all early-stopped (joint and few-shot), then refits it
-  on the full seen_train (UKPConvArg1, ten times larger, gets the small grid
-  K in {1, 2, 3}, alpha in {0, 1}, no v_l2 variant),
+  users' training pairs (never test pairs) from the grid K in {1, 2, 3, 4},
+  alpha in {0, 1} toward the population head, variants {reference
+  optimizer, lr 5 / lr_w 0.05 / zero logits with label_noise 0, 0.05, 0.1,
+  0.2}, all early-stopped (joint and few-shot), with lore's default
+  few-shot prior (the population Dirichlet), then refitted on the full
+  seen_train,
+- the same choice with label_noise set to 0 (what the likelihood buys on
+  test pairs, given the rest of the choice),
 
-and scores the four settings. Each (data set, seed) is written to
+and scores the four settings. For planted users it also scores two
+ceilings on unseen users / unseen prompts: the oracle (planted basis, each
+user's true weights) and the Bayes-optimal few-shot prediction (planted
+basis, true Dirichlet prior and flip rate, each user's few-shot pairs), the
+best any method can do from those pairs even knowing the basis. Each (data set, seed) is written to
 ``benchmarks/results/accuracy/<dataset>-seed<s>.json`` as it finishes, the
 summary (mean ± std over seeds) to ``benchmarks/results/accuracy.md``.
 
-    .venv/bin/python benchmarks/accuracy.py                 # everything (~20 min, 1 thread)
+    .venv/bin/python benchmarks/accuracy.py                 # everything (~15 min, 1 thread)
     .venv/bin/python benchmarks/accuracy.py --datasets llmfao --seeds 0
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,8 @@ import numpy as np
 import torch
 
 from lore_datasets import Benchmark, SplitConfig, load_dataset, synthetic_benchmark
+from lore_datasets.synthetic import Oracle, make_synthetic
+from lore_eval import annotator_consistency
 from lore_train import (
     SETTINGS,
     TrainConfig,
@@ -46,26 +56,53 @@ from lore_train import (
 
 OUT = Path(__file__).parent / "results"
 RANKS = (1, 2, 3, 4)
-ALPHAS = (0.0, 1.0, 10.0)
-# the reference optimizer; with a basis norm control; the faster-converging
-# optimizer settings the README describes for planted data
-VARIANTS = ({}, {"v_l2": 0.01}, {"lr": 5.0, "lr_w": 0.05, "w_init": "zeros"})
-# UKPConvArg1 is ten times larger: on a shared 2-core machine it gets this grid
-SMALL = ((1, 2, 3), (0.0, 1.0), (VARIANTS[0], VARIANTS[2]))
-# The per-seed files in results/accuracy/ were written before two settings took
-# their split's name; `upgrade` reads them with the current names.
-OLD_NAMES = {"seen_unseen_prompts": "seen_test", "unseen_unseen_prompts": "unseen_test"}
+ALPHAS = (0.0, 1.0)
+# the reference optimizer; the faster-converging optimizer settings the README
+# describes for planted data, with the label-noise likelihood at three rates
+FAST = {"lr": 5.0, "lr_w": 0.05, "w_init": "zeros"}
+VARIANTS = ({}, FAST, *({**FAST, "label_noise": e} for e in (0.05, 0.1, 0.2)))
+# a grid for data sets too large for the machine's time (none by default)
+SMALL = ((1, 2, 3), (0.0,), VARIANTS)
 LABELS = {"bt": "K = 1 (reference defaults)", "lore_ref": "LoRe K = 3 (reference defaults)",
-          "selected": "selected (validation only)"}
+          "selected": "selected (validation only)",
+          "selected_no_noise": "selected, label_noise set to 0"}
+BAYES_DRAWS = 200_000  # prior draws of the Bayes-optimal few-shot prediction
 
 
-def load(name: str, seed: int) -> tuple[Benchmark, float | None]:
-    """The benchmark, and for planted users the oracle's macro accuracy on unseen_test."""
+def load(name: str, seed: int) -> tuple[Benchmark, dict[str, float] | None]:
+    """The benchmark, and for planted users the two ceilings on unseen_test
+    (oracle and Bayes-optimal few-shot; see the module doc)."""
     if name != "synthetic":
         return load_dataset(name, split={"seed": seed}), None
     bench, oracle = synthetic_benchmark(SplitConfig(seed=seed))  # load_dataset's data
     test = bench.unseen_test
-    return bench, summarize(per_user_accuracy(oracle.margins(test), test))["mean"]
+    return bench, {"oracle": summarize(per_user_accuracy(oracle.margins(test), test))["mean"],
+                   "bayes_fewshot": bayes_fewshot_accuracy(bench, oracle)}
+
+
+def bayes_fewshot_accuracy(bench: Benchmark, oracle: Oracle) -> float:
+    """Macro accuracy on unseen_test of the Bayes-optimal prediction from each unseen
+    user's few-shot pairs, knowing the planted basis, Dirichlet prior and flip rate.
+
+    The posterior over a user's weights is the prior's draws reweighted by the
+    likelihood of their few-shot labels (each label agrees with the sign of
+    the true margin with probability 1 - flip rate); a test pair is predicted
+    by the posterior majority of the draws' signs.
+    """
+    gen = make_synthetic.__kwdefaults__  # the generator behind `synthetic_benchmark`
+    draws = torch.from_numpy(np.random.default_rng(0).dirichlet(
+        np.full(oracle.V.shape[1], gen["dirichlet_alpha"]), size=BAYES_DRAWS)).float()
+    flip = gen["label_noise"]
+    fewshot, test = bench.unseen_fewshot, bench.unseen_test
+    predictions = torch.empty(test.num_pairs)
+    for u in range(fewshot.num_users):
+        agree = ((fewshot.features[fewshot.user == u] @ oracle.V) @ draws.T > 0).float()
+        log_w = (agree * math.log(1 - flip) + (1 - agree) * math.log(flip)).sum(0)
+        weight = torch.softmax(log_w, 0)
+        rows = test.user == u
+        vote = ((test.features[rows] @ oracle.V) @ draws.T > 0).float() @ weight
+        predictions[rows] = vote - 0.5  # > 0: the first response is predicted preferred
+    return summarize(per_user_accuracy(predictions, test))["mean"]
 
 
 def scores(model, bench: Benchmark) -> dict[str, float]:
@@ -85,13 +122,16 @@ def fit_eval(bench: Benchmark, config: TrainConfig) -> dict[str, Any]:
 
 
 def run_one(name: str, seed: int, small: bool = False) -> dict[str, Any]:
-    bench, oracle = load(name, seed)
-    ref = TrainConfig(seed=seed, fewshot_prior="none")  # as measured: maximum-likelihood few-shot
-    doc: dict[str, Any] = {"dataset": name, "seed": seed, "oracle_unseen_test": oracle,
+    bench, ceilings = load(name, seed)
+    ref = TrainConfig(seed=seed, fewshot_prior="none")  # the reference: maximum-likelihood few-shot
+    doc: dict[str, Any] = {"dataset": name, "seed": seed, "ceilings_unseen_test": ceilings,
                            "split": bench.meta["split"]["split_by"], "rows": {}}
+    if ceilings is None:  # real users: is there a personal signal that carries to new prompts?
+        doc["consistency"] = annotator_consistency(bench.seen_train, bench.seen_test)
     doc["rows"]["bt"] = fit_eval(bench, ref.with_(K=1))
     doc["rows"]["lore_ref"] = fit_eval(bench, ref.with_(K=3))
-    base = ref.with_(early_stopping=True, alpha_schedule="constant")
+    # early stopping chooses the length, so the budget only has to be long enough
+    base = TrainConfig(seed=seed, steps=3000, early_stopping=True, alpha_schedule="constant")
     start = time.perf_counter()
     grid = SMALL if small else (RANKS, ALPHAS, VARIANTS)
     selection = select_model(bench, *grid[:2], base, variants=grid[2])
@@ -104,16 +144,10 @@ def run_one(name: str, seed: int, small: bool = False) -> dict[str, Any]:
                                         "best_step": x.best_step, "skipped": x.skipped,
                                         "validation": x.validation and x.validation["mean"]}
                                        for x in selection.candidates]}
-    doc["rows"]["selected"] = fit_eval(bench, base.with_(K=c.K, alpha=c.alpha, **c.variant))
-    return doc
-
-
-def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
-    """A per-seed file with the current setting names (older files used `OLD_NAMES`)."""
-    for row in doc["rows"].values():
-        row["scores"] = {OLD_NAMES.get(k, k): v for k, v in row["scores"].items()}
-    if "oracle_unseen_unseen_prompts" in doc:
-        doc["oracle_unseen_test"] = doc.pop("oracle_unseen_unseen_prompts")
+    chosen = base.with_(K=c.K, alpha=c.alpha, **c.variant)
+    doc["rows"]["selected"] = fit_eval(bench, chosen)
+    doc["rows"]["selected_no_noise"] = (doc["rows"]["selected"] if chosen.label_noise == 0
+                                        else fit_eval(bench, chosen.with_(label_noise=0.0)))
     return doc
 
 
@@ -136,14 +170,36 @@ def summary(docs: list[dict[str, Any]]) -> str:
         out.append("| selected − K = 1 | | {:+.1f} ± {:.1f} pt | | {:+.1f} ± {:.1f} pt |".format(
             100 * gain["seen_test"].mean(), 100 * gain["seen_test"].std(),
             100 * gain["unseen_test"].mean(), 100 * gain["unseen_test"].std()))
-        if runs[0]["oracle_unseen_test"] is not None:
-            o = np.array([d["oracle_unseen_test"] for d in runs])
-            out.append(f"| oracle (planted V, true weights) | | | | {o.mean():.3f} ± {o.std():.3f} |")
+        if runs[0]["ceilings_unseen_test"] is not None:
+            for key, label in (("bayes_fewshot", "Bayes-optimal few-shot (planted V, true prior)"),
+                               ("oracle", "oracle (planted V, true weights)")):
+                o = np.array([d["ceilings_unseen_test"][key] for d in runs])
+                out.append(f"| {label} | | | | {o.mean():.3f} ± {o.std():.3f} |")
         out += ["", "Choices: " + "; ".join(
             f"seed {d['seed']}: K={d['selection']['K']}, alpha={d['selection']['alpha']:g}"
             + "".join(f", {k}={v}" for k, v in d["selection"]["variant"].items())
             + f" (best step {d['rows']['selected'].get('best_step')}, "
             f"val {d['selection']['validation']:.3f})" for d in runs), ""]
+    return "\n".join(out)
+
+
+def consistency(docs: list[dict[str, Any]]) -> str:
+    """Co-annotator agreement on seen users' training vs test pairs (mean over seeds)."""
+    out = ["### Is there a personal signal? Co-annotator agreement, training vs test pairs "
+           "(`lore_eval.annotator_consistency`, mean over seeds)", "",
+           "| data set | co-annotator pairs agreeing | flip rate if all noise | users | "
+           "per-user agreement sd on test (sampling alone) | corr(train, test) across users |",
+           "|---|---|---|---|---|---|"]
+    for ds in dict.fromkeys(d["dataset"] for d in docs if "consistency" in d):
+        c = [d["consistency"] for d in docs if d["dataset"] == ds]
+        if any("correlation" not in x for x in c):
+            continue
+        mean = lambda f: float(np.mean([f(x) for x in c]))  # noqa: E731
+        out.append(f"| {ds} | {mean(lambda x: x['pair_agreement']['first']):.3f} | "
+                   f"{mean(lambda x: x['flip_rate_if_noise']):.3f} | {mean(lambda x: x['users']):.0f} | "
+                   f"{mean(lambda x: x['agreement_second']['std']):.3f} "
+                   f"({mean(lambda x: x['sampling_std_second']):.3f}) | "
+                   f"{mean(lambda x: x['correlation']):+.2f} |")
     return "\n".join(out)
 
 
@@ -177,8 +233,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--summarize", action="store_true",
                    help="only rebuild accuracy.md from the per-seed files already written")
-    p.add_argument("--small-grid", nargs="*", default=["ukpconvarg1"],
-                   help="data sets that get the small grid (K 1-3, alpha 0/1, no v_l2 variant)")
+    p.add_argument("--small-grid", nargs="*", default=[],
+                   help="data sets that get the small grid (K 1-3, alpha 0)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     folder = OUT / "accuracy"
@@ -193,10 +249,10 @@ def main() -> None:
             print(f"{name} seed {seed}: {doc['seconds']:.0f}s, chose "
                   f"K={doc['selection']['K']} alpha={doc['selection']['alpha']:g} "
                   f"{doc['selection']['variant']}", flush=True)
-    docs = [upgrade(json.loads(f.read_text())) for f in sorted(folder.glob("*.json"))]
+    docs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
     order = {n: i for i, n in enumerate(["synthetic", "llmfao", "ukpconvarg1"])}
     docs.sort(key=lambda d: (order.get(d["dataset"], 9), d["seed"]))
-    text = summary(docs) + "\n" + factors(docs) + "\n"
+    text = summary(docs) + "\n" + factors(docs) + "\n\n" + consistency(docs) + "\n"
     (OUT / "accuracy.md").write_text(text)
     print(text)
 

@@ -115,10 +115,21 @@ def plain_read(Z, *_):
     return Z.sum()
 
 
-def providers(device: torch.device, with_reference: bool = False) -> dict[str, Callable]:
+LABEL_NOISE = 0.1  # the rate --with-label-noise times
+
+
+def fused_label_noise(Z, user, weight, V, S, tau):
+    """The fused step with the label-noise likelihood (a log and a division more per row)."""
+    return lore_kernels.lowrank_bt(Z, user, weight, V, S, tau, LABEL_NOISE)
+
+
+def providers(device: torch.device, with_reference: bool = False,
+              with_label_noise: bool = False) -> dict[str, Callable]:
     found: dict[str, Callable] = {}
     if lore_kernels.backend(device) != "torch":
         found["fused"] = lore_kernels.lowrank_bt
+        if with_label_noise:
+            found["fused_label_noise"] = fused_label_noise
     found["read"] = plain_read
     found["torch_2mm"] = torch_two_matmuls
     found["torch_heads"] = torch_user_heads
@@ -191,6 +202,8 @@ def run_one(M, d, K, pairs_per_user, dtype_name, device, repeat, fns, old) -> di
         row["fused_over_read"] = round(secs["fused"] / secs["read"], 2)
         row["speedup_vs_best_torch"] = round(secs[best] / secs["fused"], 2)
         row["fused_GBps"] = round(z_bytes / secs["fused"] / 1e9, 1)
+        if "fused_label_noise" in secs:
+            row["label_noise_over_fused"] = round(secs["fused_label_noise"] / secs["fused"], 2)
         peak = peak_tbps(device)
         if peak:
             row["fused_pct_peak"] = round(100 * z_bytes / secs["fused"] / (peak * 1e12), 1)
@@ -251,6 +264,8 @@ def print_row(row: dict) -> None:
         return f"{row[key]:{width}.0f}" if key in row else f"{'-':>{width}}"
 
     pct = f" {row['fused_pct_peak']:5.1f}% HBM" if "fused_pct_peak" in row else ""
+    if "label_noise_over_fused" in row:
+        pct += f"  label noise x{row['label_noise_over_fused']:.2f}"
     print(
         f"{row['M']:>6} {row['d']:>5} {row['K']:>3} {row['pairs_per_user']:>4} {row['dtype']:>5} |"
         f"{ms('fused_ms')}{ms('read_ms')}{ms('torch_2mm_ms')}{ms('torch_heads_ms')}"
@@ -277,6 +292,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--with-reference", action="store_true", help="also time the fp32 oracle")
+    parser.add_argument("--with-label-noise", action="store_true",
+                        help=f"also time the fused step at label_noise={LABEL_NOISE}")
     parser.add_argument("--old-json", type=Path, default=PER_ROW_JSON,
                         help="earlier per-row kernel results for the 'old' column")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="M=16k, d=384,4096, K=8, 3 repeats")
@@ -296,7 +313,7 @@ def main(argv=None) -> dict:
     info = describe(device)
     print(" ".join(f"{k}={v}" for k, v in info.items()))
     print(HEADER)
-    fns = providers(device, args.with_reference)
+    fns = providers(device, args.with_reference, args.with_label_noise)
     old = per_row_kernel_times(args.old_json) if device.type == "cpu" else {}
     rows = []
     for dtype_name in args.dtype.split(","):

@@ -61,3 +61,19 @@ def test_grid_row_has_speed_and_memory(tmp_path):
     if "fused_ms" in row:
         assert row["fused_over_read"] > 0 and row["speedup_vs_best_torch"] > 0
     assert out.exists()
+
+
+def test_grid_row_times_the_label_noise_likelihood():
+    result = bench.main(
+        ["--M", "512", "--d", "64", "--K", "3", "--pairs-per-user", "4", "--dtype", "fp32",
+         "--repeat", "1", "--with-label-noise"]
+    )  # fmt: skip
+    row = result["results"][0]
+    if lore_kernels.backend("cpu") == "torch":
+        pytest.skip("no native CPU kernel: nothing fused to time")
+    assert row["label_noise_over_fused"] > 0
+    args = bench.make_inputs(512, 64, 3, torch.float32, torch.device("cpu"), users=128)
+    out = bench.fused_label_noise(*args)
+    ref = lowrank_bt_reference(*args, bench.LABEL_NOISE)
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())

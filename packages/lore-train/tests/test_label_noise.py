@@ -105,3 +105,15 @@ def test_select_tries_label_noise_with_every_v_l2(tmp_path, capsys):
     tried = {(c["K"], json.dumps(c["variant"], sort_keys=True))
              for c in results["selection"]["candidates"]}
     assert len(tried) == 8
+
+
+def test_default_selection_tries_the_label_noise_and_none_turns_it_off():
+    from lore_train.cli import SELECT_LABEL_NOISE, _variants, build_parser
+
+    config = TrainConfig()
+    args = build_parser().parse_args(["--dataset", "synthetic"])
+    assert _variants(args, config) == [{}] + [{"label_noise": e} for e in SELECT_LABEL_NOISE]
+    args = build_parser().parse_args(["--dataset", "synthetic", "--select-label-noise"])
+    assert _variants(args, config) == [{}]
+    args = build_parser().parse_args(["--dataset", "synthetic", "--label-noise", "0.1"])
+    assert _variants(args, config.with_(label_noise=0.1)) == [{}]

@@ -2,6 +2,7 @@
 
     from lore_eval import fewshot_curve, format_markdown
     curve = fewshot_curve(model, benchmark, shots=[1, 5, 20], trials=20)
+    annotator_consistency(benchmark.seen_train, benchmark.seen_test)  # a personal signal?
     print(format_markdown(load_results("runs/llmfao")))
 
 Training, the four-setting evaluation, results files and model selection
@@ -17,6 +18,7 @@ from lore_train.results import load_results, write_results
 from lore_train.selection import Selection, choice_test_numbers, select_model, validation_split
 from lore_train.tables import format_selection, format_table
 
+from .consistency import annotator_consistency
 from .fewshot import fewshot_curve, run_fewshot
 from .fewshot_files import load_fewshot, plot_accuracy_vs_shots, write_fewshot
 from .report import format_markdown
@@ -25,6 +27,7 @@ __all__ = [
     "SETTINGS",
     "Selection",
     "accuracy",
+    "annotator_consistency",
     "choice_test_numbers",
     "evaluate",
     "fewshot_curve",

@@ -36,6 +36,8 @@ from .trainer import CHECKPOINT_EVERY
 SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
 SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
 BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
+# --select also tries the label-noise likelihood at this rate (docs/accuracy.md)
+SELECT_LABEL_NOISE = (0.1,)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: on; one process only)")
     select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
                         help="v_l2 values --select also tries (default: just --v-l2)")
-    select.add_argument("--select-label-noise", type=float, nargs="+", default=None,
-                        help="label_noise values --select also tries, with every v_l2 value "
-                        "(default: just --label-noise)")
+    select.add_argument("--select-label-noise", type=float, nargs="*",
+                        default=list(SELECT_LABEL_NOISE),
+                        help="label_noise values --select also tries besides --label-noise, "
+                        "with every v_l2 value (default: "
+                        f"{' '.join(map(str, SELECT_LABEL_NOISE))}; none: just --label-noise)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                      help=f"seeds the split and every initialization (default: {TrainConfig().seed}"
