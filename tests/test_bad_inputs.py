@@ -168,6 +168,7 @@ TRAIN_VALUES = [
     (["--prune-threshold", "2"], r"prune_threshold must be in \[0, 1\)"),
     (["--select", "--val-fraction", "1.5"], r"val_fraction must be strictly between 0 and 1, got 1.5"),
     (["--checkpoint-every", "0"], r"--checkpoint-every must be >= 1, got 0"),
+    (["--select-folds", "0"], r"--select-folds must be >= 1, got 0"),
     (["--label-noise", "0.5"], r"label_noise must be in \[0, 0.5\) .*got 0.5"),
     (["--select-label-noise", "0", "-0.1"],
      r"--select-label-noise -0.1: label_noise must be in \[0, 0.5\)"),

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lore_datasets import Benchmark, PreferencePairs, synthetic_benchmark
+from lore_datasets import Benchmark, PreferencePairs, SplitConfig, synthetic_benchmark
 from lore_train import TrainConfig
 from lore_train.cli import main as train_main
 from lore_train.selection import (
@@ -102,6 +102,7 @@ def test_lore_train_select_writes_the_choice_into_results_json(tmp_path, capsys)
     out = tmp_path / "run"
     code = train_main(["--dataset", "synthetic", "--K", "1", "2", "--steps", "30",
                        "--fewshot-steps", "20", "--select", "--val-fraction", "0.25",
+                       "--select-label-noise",  # no variants: the choice is a sweep cell
                        "--out", str(out), "--no-progress", "--device", "cpu"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
@@ -159,3 +160,20 @@ def test_selection_with_only_skipped_candidates_says_why():
     bench, _ = synthetic_benchmark(seed=0, num_users=8, pairs_per_user=20, dim=6, rank=2)
     with pytest.raises(NothingToSelect, match="every candidate was skipped: K=0"):
         select_model(bench, [0], [0.0], TrainConfig(steps=2, fewshot_steps=2))
+
+
+def test_folds_average_several_validation_splits():
+    """folds = 2 scores each candidate on the splits of seeds s and s + 1; its
+    validation is their mean, and the first split alone is folds = 1."""
+    bench, _ = synthetic_benchmark(SplitConfig(seed=0))
+    config = TrainConfig(steps=20, fewshot_steps=5)
+    one = select_model(bench, [1, 2], [0.0], config)
+    two = select_model(bench, [1, 2], [0.0], config, folds=2)
+    for a, b in zip(one.candidates, two.candidates, strict=True):
+        assert b.validation["folds"][0] == a.validation["mean"]
+        assert len(b.validation["folds"]) == 2
+        assert b.validation["mean"] == pytest.approx(sum(b.validation["folds"]) / 2)
+    assert any(b.validation["folds"][0] != b.validation["folds"][1] for b in two.candidates)
+    assert two.to_dict()["folds"] == 2
+    with pytest.raises(ValueError, match="folds must be >= 1"):
+        select_model(bench, [1], [0.0], config, folds=0)

@@ -29,7 +29,8 @@ def test_results_json_records_best_steps_and_curves(tmp_path):
     assert 1 <= lore["fewshot_early_stopping"]["best_step_median"] <= 40
     assert (out / "loss_curves.png").stat().st_size > 0
     selection = results["selection"]
-    assert len(selection["candidates"]) == 2 * 2  # alpha x v_l2 (0 and 0.01)
+    # alpha x v_l2 (0 and 0.01) x label_noise (0 and the default extra 0.1)
+    assert len(selection["candidates"]) == 2 * 2 * 2
     assert selection["validation_split"]["split_by"] == "prompt"
     assert set(selection["test"]) == {"seen_train", "seen_test", "unseen_fewshot",
                                       "unseen_test"}

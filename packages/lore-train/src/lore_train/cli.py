@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: on; one process only)")
     select.add_argument("--select-v-l2", type=float, nargs="+", default=None,
                         help="v_l2 values --select also tries (default: just --v-l2)")
+    select.add_argument("--select-folds", type=int, default=1,
+                        help="validation splits (seeds --seed, --seed + 1, ...) each candidate "
+                        "is scored on, ranked by the mean (default: 1)")
     select.add_argument("--select-label-noise", type=float, nargs="*",
                         default=list(SELECT_LABEL_NOISE),
                         help="label_noise values --select also tries besides --label-noise, "
@@ -189,7 +192,7 @@ def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
     if args.select:
         try:
             print(_select(benchmark, args.K, alphas, config, results, _variants(args, config),
-                          out, progress=not args.no_progress))
+                          out, folds=args.select_folds, progress=not args.no_progress))
         except NothingToSelect as err:  # the sweep's table stands on its own
             print(f"lore-train: no selection: {err}", file=sys.stderr)
     names = ("accuracy_vs_rank.png", "loss_curves.png") if can_plot() else ()
@@ -211,6 +214,8 @@ def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list
                 raise ValueError(f"--K {K} --alpha {alpha}: {err}") from None
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.select_folds < 1:
+        raise ValueError(f"--select-folds must be >= 1, got {args.select_folds}")
     for variant in _variants(args, config):
         try:
             config.with_(**variant)
@@ -239,15 +244,16 @@ def _select_record(args: argparse.Namespace, config: TrainConfig) -> dict[str, A
     if not args.select:
         return None
     return {"val_fraction": config.val_fraction, "val_split_by": config.val_split_by,
-            "variants": _variants(args, config)}
+            "variants": _variants(args, config), "folds": args.select_folds}
 
 
 def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,
             results: dict[str, Any], variants: list[dict[str, Any]], out: Path, *,
-            progress: bool) -> str:
+            folds: int, progress: bool) -> str:
     """Pick (K, alpha, variant) on validation, store it in results.json, and say what was
     chosen."""
-    selection = select_model(benchmark, Ks, alphas, config, variants=variants, progress=progress)
+    selection = select_model(benchmark, Ks, alphas, config, variants=variants,
+                             folds=folds, progress=progress)
     results["selection"] = choice_test_numbers(selection, benchmark, config, results,
                                                progress=progress)
     write_results(results, out / "results.json")

@@ -65,7 +65,9 @@ def format_selection(selection: dict[str, Any], *, markdown: bool = False) -> st
         f"selected K={chosen['K']}, alpha={chosen['alpha']:g}{variant_text(chosen.get('variant'))} "
         f"by validation accuracy {cell(chosen['validation'])} on "
         f"{selection['validation_pairs']} held-out training pairs of seen users "
-        f"({selection['val_fraction']:g} held out {by}; seed {selection['seed']}); "
+        f"({selection['val_fraction']:g} held out {by}; seed {selection['seed']}"
+        + (f"; mean over {selection['folds']} splits, seeds {selection['seed']} on"
+           if selection.get("folds", 1) > 1 else "") + "); "
         f"rule: {selection['rule']}.",
         "",
     ]
