@@ -23,8 +23,11 @@
 
 #if defined(__CUDACC__)
 #define LORE_HD __host__ __device__ __forceinline__
+#define LORE_HD_COLD __host__ __device__
 #else
 #define LORE_HD inline
+// Kept out of line on CPU so the plain path's tile loops compile as before.
+#define LORE_HD_COLD __attribute__((noinline, cold))
 #endif
 
 namespace lore {
@@ -78,14 +81,19 @@ LORE_HD float lore_log(float x) { return logf(x); }
 LORE_HD double lore_log(double x) { return log(x); }
 
 template <typename T>
-LORE_HD RowTerms<T> row_terms(T margin, T c, T tau, T noise) {
+LORE_HD_COLD RowTerms<T> noisy_row_terms(T margin, T c, T tau, T noise) {
   const T y = -tau * margin;
   const T e = lore_exp(y > T(0) ? -y : y);  // exp(-|y|) in (0, 1]
-  if (noise > T(0)) {
-    const T q = y > T(0) ? noise + (T(1) - noise) * e : T(1) - noise + noise * e;
-    const T loss = lore_log1p(e) - lore_log(q);
-    return {c * loss, -c * tau * (T(1) - T(2) * noise) * e / ((T(1) + e) * q)};
-  }
+  const T q = y > T(0) ? noise + (T(1) - noise) * e : T(1) - noise + noise * e;
+  const T loss = lore_log1p(e) - lore_log(q);
+  return {c * loss, -c * tau * (T(1) - T(2) * noise) * e / ((T(1) + e) * q)};
+}
+
+template <typename T>
+LORE_HD RowTerms<T> row_terms(T margin, T c, T tau, T noise) {
+  if (noise > T(0)) return noisy_row_terms(margin, c, tau, noise);
+  const T y = -tau * margin;
+  const T e = lore_exp(y > T(0) ? -y : y);  // exp(-|y|) in (0, 1]
   const T softplus = (y > T(0) ? y : T(0)) + lore_log1p(e);
   const T sigmoid = y >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
   return {c * softplus, -c * tau * sigmoid};
