@@ -127,16 +127,17 @@ class Untouchable:
 
 
 def test_selection_never_reads_test_or_unseen_pairs():
-    """Every selection path -- by-prompt validation, early stopping, the population
-    anchor, a variant -- touches seen_train only (and v_ref)."""
+    """Every selection path -- by-prompt validation over two splits, early stopping,
+    the population anchor, a norm-control and a label-noise variant -- touches
+    seen_train only (and v_ref)."""
     bench, _ = synthetic_benchmark(seed=0, dim=6, num_users=24, pairs_per_user=30, rank=2)
     for name in ("seen_test", "unseen_fewshot", "unseen_test"):
         setattr(bench, name, Untouchable(name))
     config = TrainConfig(steps=60, lr=5.0, lr_w=0.05, w_init="zeros", early_stopping=True,
                          eval_every=5, patience=20, alpha_schedule="constant")
     selection = select_model(bench, [1, 2], [0.0, 1.0], config,
-                             variants=({}, {"v_l2": 0.01}))
-    assert len(selection.candidates) == 8
+                             variants=({}, {"v_l2": 0.01}, {"label_noise": 0.1}), folds=2)
+    assert len(selection.candidates) == 12
     assert all(c.validation is not None and c.best_step is not None
                for c in selection.candidates)
     assert selection.validation_split["split_by"] == "prompt"
