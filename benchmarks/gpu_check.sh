@@ -11,7 +11,8 @@
 #    the bf16 rule, opcheck, odd shapes, determinism; plus the CPU ones);
 # 3. runs the kernel benchmark on the GPU (fused vs a read of Z and the plain
 #    torch steps: time, peak memory, GB/s counting the bytes of Z, % of the
-#    device's peak HBM bandwidth) over K 1/8/25/64 and 4/40/400 pairs per user.
+#    device's peak HBM bandwidth; the label-noise likelihood's cost) over K
+#    1/8/25/64 and 4/40/400 pairs per user.
 # Writes gpu_check.json (summary), bench-<device>.json, tests.xml and logs.
 # Each stage has a time limit; the whole run stays under 8 minutes on an H100.
 set -uo pipefail
@@ -54,7 +55,7 @@ log "3/3 benchmark"
 device=$("$py" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '_'))")
 bench_json="$out/bench-$device.json"
 timeout 240 "$py" benchmarks/bench_kernels.py --device cuda --M 262144 --d 4096 \
-  --K 1,8,25,64 --pairs-per-user 4,40,400 --dtype bf16,fp32 --repeat 20 \
+  --K 1,8,25,64 --pairs-per-user 4,40,400 --dtype bf16,fp32 --repeat 20 --with-label-noise \
   --json "$bench_json" 2>&1 | tee "$out/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
