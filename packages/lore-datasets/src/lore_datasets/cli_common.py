@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -82,6 +83,22 @@ def run_cli(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def run_cli_to_the_end(
+    prog: str,
+    main: Callable[[], int],
+    *,
+    expected: tuple[type[BaseException], ...] = (),
+) -> int:
+    """`run_cli` that always returns an exit status: an unexpected error prints its
+    traceback and gives 1 (for a process that must then end itself, see
+    `lore_datasets.collectives.end_process`)."""
+    try:
+        return run_cli(prog, main, expected=expected)
+    except Exception:  # a bug: keep its traceback
+        traceback.print_exc()
+        return 1
 
 
 def one_line(err: BaseException) -> str:

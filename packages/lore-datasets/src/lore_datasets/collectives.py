@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -105,6 +105,21 @@ def leave() -> None:
     """Leave the default process group (if joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """End one process of a torchrun launch with ``code``, once its work is done.
+
+    Leaves the group, flushes the standard streams and exits without the
+    interpreter's teardown: on a loaded machine gloo's threads can abort
+    there ("terminate called without an active exception", SIGABRT) after
+    all the work is done, and torchrun then stops the processes still
+    finishing theirs, failing a run that succeeded.
+    """
+    leave()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 _cleanups: list[Callable[[], None]] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig, collectives
-from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
+from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli, run_cli_to_the_end
 from lore_datasets.outputs import check_run_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 
@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if collectives.world_size() > 1:  # under torchrun: one process of several
-        return run_cli("lore-train", lambda: _train_distributed(args),
-                       expected=(UnknownUserError, collectives.PeerFailure))
+        collectives.end_process(run_cli_to_the_end(
+            "lore-train", lambda: _train_distributed(args),
+            expected=(UnknownUserError, collectives.PeerFailure)))
     return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import collectives
-from ..cli_common import ArgumentParser, resolve_device, run_cli
+from ..cli_common import ArgumentParser, resolve_device, run_cli, run_cli_to_the_end
 from ..errors import DataError
 from ..outputs import check_output_dir
 from ..textio import json_lines
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out)  # a file or an unwritable place fails before any work
         return commands.get(args.command, _embed)(args)
 
+    if args.command not in commands and collectives.world_size() > 1:  # embed under torchrun
+        collectives.end_process(run_cli_to_the_end("lore-prepare", run,
+                                                   expected=(collectives.PeerFailure,)))
     return run_cli("lore-prepare", run, expected=(collectives.PeerFailure,))
 
 
