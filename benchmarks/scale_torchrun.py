@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allreduce", action="store_true", help="time the all-reduce of V's gradient")
     p.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker is not None:
-        return _worker(args.worker)
+    if args.worker is not None:  # one process under torchrun: it ends itself, like lore-train
+        from lore_datasets import collectives
+
+        collectives.end_process(_worker(args.worker))
     if args.allreduce:
         return _torchrun(args.nproc, [__file__, "--worker", "allreduce"]).returncode
     report = run(args)

@@ -48,3 +48,15 @@ def test_world_size_and_local_device(monkeypatch):
         collectives.world_size()
     with pytest.raises(ValueError, match="--dist-timeout must be > 0"):
         collectives.join("cpu", 0)
+
+
+def test_end_process_flushes_and_exits_with_the_status():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lore_datasets import collectives; print('done'); "
+            "print('note', file=sys.stderr); collectives.end_process(3); print('never')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "done\n" and proc.stderr == "note\n"

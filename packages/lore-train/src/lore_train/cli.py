@@ -103,12 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`lore-train` with ``argv``; returns the exit status."""
     args = build_parser().parse_args(argv)
     if collectives.world_size() > 1:  # under torchrun: one process of several
-        collectives.end_process(run_cli_to_the_end(
-            "lore-train", lambda: _train_distributed(args),
-            expected=(UnknownUserError, collectives.PeerFailure)))
+        return run_cli_to_the_end("lore-train", lambda: _train_distributed(args),
+                                  expected=(UnknownUserError, collectives.PeerFailure))
     return run_cli("lore-train", lambda: _train(args), expected=(UnknownUserError,))
+
+
+def entry() -> int:
+    """The console script: `main`, and under torchrun the process ends itself
+    (`lore_datasets.collectives.end_process`)."""
+    code = main()
+    if collectives.world_size() > 1:
+        collectives.end_process(code)
+    return code
 
 
 def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], TrainConfig, Path]:

@@ -92,9 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         return commands.get(args.command, _embed)(args)
 
     if args.command not in commands and collectives.world_size() > 1:  # embed under torchrun
-        collectives.end_process(run_cli_to_the_end("lore-prepare", run,
-                                                   expected=(collectives.PeerFailure,)))
+        return run_cli_to_the_end("lore-prepare", run, expected=(collectives.PeerFailure,))
     return run_cli("lore-prepare", run, expected=(collectives.PeerFailure,))
+
+
+def entry() -> int:
+    """The console script: `main`, and under torchrun the process ends itself
+    (`lore_datasets.collectives.end_process`)."""
+    code = main()
+    if collectives.world_size() > 1:
+        collectives.end_process(code)
+    return code
 
 
 def _convert(args: argparse.Namespace) -> int:
