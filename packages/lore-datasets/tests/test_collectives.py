@@ -51,9 +51,6 @@ def test_world_size_and_local_device(monkeypatch):
 
 
 def test_end_process_flushes_and_exits_with_the_status():
-    import subprocess
-    import sys
-
     code = ("import sys; from lore_datasets import collectives; print('done'); "
             "print('note', file=sys.stderr); collectives.end_process(3); print('never')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
