@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
 
-from lore_datasets import PreferencePairs, make_synthetic
+from lore_datasets import DataError, PreferencePairs, make_synthetic
 from lore_train import PersonalRewardModel, fit_few_shot
 from lore_train.prior import fit_dirichlet, prior_mean, sample_dirichlet
 
@@ -162,3 +163,26 @@ def test_suggestions_are_batch_aware_and_seen_users_need_a_posterior(planted):
         model.suggest_pairs(oracle.user_ids[0], rows, 2)
     model.fit_posterior(pairs.select_users(oracle.user_ids[:2]))
     assert model.suggest_pairs(oracle.user_ids[0], rows, 2).numel() == 2
+
+
+def test_posteriors_survive_save_and_load(planted, tmp_path):
+    """An adapted user's uncertainty is part of the saved model: the loaded model
+    gives the same probabilities and stds without refitting anything; a stored
+    posterior for a user the model does not have is refused."""
+    pairs, oracle, model = planted
+    model = PersonalRewardModel(model.V.detach(), model.W.detach(), model.user_ids, tau=model.tau)
+    user = oracle.user_ids[45]
+    model.adapt(user, user_rows(pairs, user)[:10])
+    a, b = torch.randn(6, model.dim), torch.randn(6, model.dim)
+    p, p_std = model.preference_probability(a, b, user)
+    loaded = PersonalRewardModel.load(model.save(tmp_path / "m"))
+    q, q_std = loaded.preference_probability(a, b, user)
+    torch.testing.assert_close(q, p)
+    torch.testing.assert_close(q_std, p_std)
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["posterior_users"] == [user]
+    config["posterior_users"] = ["nobody"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(DataError, match="posterior_users names users the model does not have"):
+        PersonalRewardModel.load(tmp_path / "m")

@@ -1,9 +1,10 @@
-"""Checkpoint files: ``model.safetensors`` (V, W, v_ref) and ``config.json``.
+"""Checkpoint files: ``model.safetensors`` (V, W, v_ref, posterior_precision) and ``config.json``.
 
 This module only reads and writes the files (and upgrades older layouts);
 `PersonalRewardModel.save`/`load` turn a model into them and back.
 ``config.json`` holds ``format``, ``K``, ``kept_rank``, ``dim``, ``tau``,
-``user_ids``, ``seen``, ``train_config`` (the resolved `TrainConfig`, or None)
+``user_ids``, ``seen``, ``posterior_users`` (whose Laplace precisions
+``posterior_precision`` holds, in that order), ``train_config`` (the resolved `TrainConfig`, or None)
 and ``meta`` (dataset, embedder, kept columns). See docs/architecture.md.
 """
 

@@ -169,7 +169,7 @@ class PersonalRewardModel(nn.Module):
     @torch.no_grad()
     def fit_posterior(self, pairs: PreferencePairs, *, prior: str = "population") -> PersonalRewardModel:
         """Laplace posteriors of ``pairs``' users at their current weights (say, the
-        seen users from their training pairs); kept in memory. Returns ``self``."""
+        seen users from their training pairs); ``save()`` stores them. Returns ``self``."""
         alpha = self.population_prior() if prior == "population" else None
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         index = self.user_index(pairs.user_ids)
@@ -291,8 +291,8 @@ class PersonalRewardModel(nn.Module):
         with ("none" for a model built by hand), so an adapted user is fitted
         exactly like the unseen users of an evaluation. A user already in the
         model is refitted only with ``replace=True``. Returns ``self``;
-        ``save()`` stores the new row; the user's posterior (for
-        ``return_std`` and ``preference_probability``) is kept in memory.
+        ``save()`` stores the new row and the user's posterior (for
+        ``return_std`` and ``preference_probability``).
         """
         user = str(user)
         if user in self._index and not replace:
@@ -360,6 +360,10 @@ class PersonalRewardModel(nn.Module):
         tensors = {"V": self.V, "W": self.W}
         if self.v_ref is not None:
             tensors["v_ref"] = self.v_ref
+        posterior_users = [u for u in self.user_ids if u in self._posteriors]
+        if posterior_users:  # Laplace precisions [P, K, K], in posterior_users' order
+            tensors["posterior_precision"] = torch.stack(
+                [self._posteriors[u].to(torch.float64) for u in posterior_users])
         config = {
             "K": self.K,
             "kept_rank": self.kept_rank,
@@ -367,6 +371,7 @@ class PersonalRewardModel(nn.Module):
             "tau": self.tau,
             "user_ids": self.user_ids,
             "seen": self.seen,
+            "posterior_users": posterior_users,
             "train_config": None if self.train_config is None else self.train_config.to_dict(),
             "meta": self.meta,
         }
@@ -384,7 +389,7 @@ class PersonalRewardModel(nn.Module):
         check_checkpoint(Path(directory), tensors, config)
         train = config.get("train_config")
         try:
-            return cls(
+            model = cls(
                 tensors["V"],
                 tensors["W"],
                 config["user_ids"],
@@ -400,6 +405,10 @@ class PersonalRewardModel(nn.Module):
             if isinstance(err, DataError):
                 raise
             raise DataError(f"{Path(directory)}: {err}") from None
+        precisions = tensors.get("posterior_precision")
+        for user, h in zip(config.get("posterior_users") or [], [] if precisions is None else precisions):
+            model._posteriors[user] = h.to(torch.float64)
+        return model
 
     def extra_repr(self) -> str:
         return f"K={self.K}, kept_rank={self.kept_rank}, dim={self.dim}, users={self.num_users}"
@@ -408,11 +417,12 @@ class PersonalRewardModel(nn.Module):
 def check_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
     """Refuse a checkpoint whose config.json and model.safetensors disagree (see `load`)."""
     cfg, st = directory / "config.json", directory / "model.safetensors"
-    unknown = sorted(set(tensors) - {"V", "W", "v_ref"})
+    unknown = sorted(set(tensors) - {"V", "W", "v_ref", "posterior_precision"})
     missing = [k for k in ("V", "W") if k not in tensors]
     if missing or unknown:
         what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unknown[0]!r}"
-        raise DataError(f"{st}: {what} (a lore checkpoint holds V, W and optionally v_ref)")
+        raise DataError(f"{st}: {what} (a lore checkpoint holds V, W and optionally v_ref "
+                        "and posterior_precision)")
     for name, t in tensors.items():
         if not t.is_floating_point():
             raise DataError(f"{st}: tensor {name!r} has dtype {t.dtype}, expected a float type")
@@ -439,9 +449,32 @@ def check_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], config: 
          f"seen has {len(config.get('seen') or [])} entries for {len(users)} users"),
         (config["tau"] > 0 and math.isfinite(config["tau"]), f"tau is {config['tau']}"),
     ]
-    for ok, problem in checks:
+    for ok, problem in checks + _posterior_checks(tensors, config):
         if not ok:
             raise DataError(f"{cfg}: {problem} (the checkpoint's files disagree)")
-    for name in ("V", "W"):
+    for name in ("V", "W", "posterior_precision"):
+        if name not in tensors:
+            continue
         if not bool(torch.isfinite(tensors[name]).all()):
             raise DataError(f"{st}: tensor {name!r} holds NaN or inf")
+
+
+def _posterior_checks(tensors: dict[str, torch.Tensor], config: dict[str, Any]
+                      ) -> list[tuple[bool, str]]:
+    """The stored posteriors agree with the users and the basis (see `check_checkpoint`)."""
+    users = config.get("posterior_users") or []
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        return [(False, "posterior_users must be a list of user ids")]
+    H = tensors.get("posterior_precision")
+    kept = tensors["V"].shape[1]
+    known = set(config["user_ids"])
+    strangers = [u for u in users if u not in known]
+    count = 0 if H is None else H.shape[0]
+    return [
+        (not strangers, f"posterior_users names users the model does not have: {strangers[:3]}"),
+        (len(set(users)) == len(users), "posterior_users has duplicates"),
+        (count == len(users), f"{len(users)} posterior_users but {count} posterior precisions"),
+        (H is None or tuple(H.shape[1:]) == (kept, kept),
+         f"posterior_precision is {None if H is None else tuple(H.shape)}, expected "
+         f"[{len(users)}, {kept}, {kept}]"),
+    ]
