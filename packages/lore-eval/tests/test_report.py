@@ -114,3 +114,27 @@ def test_report_shows_calibration_at_the_fitted_temperature_when_present():
     row = next(line for line in text.splitlines() if line.startswith("| 2 | 0 | 1.29 |"))
     assert row.count("0.500 / 0.170 / 0.031") == len(SETTINGS)
     assert "Calibration" not in format_markdown(fake_results([run(1, 0.0, 0.6)]))
+
+
+def test_fewshot_json_is_written_last(tmp_path, monkeypatch):
+    """A failure while writing the csv or the plot leaves the earlier fewshot.json,
+    so a fewshot.json that is new always comes with its csv and plot."""
+    import lore_eval.fewshot_files as files
+
+    point = {"shots": 1, "n_users": 2, "fit_seconds": 0.1,
+             "short_users": {"count": 0, "ids": [], "rule": "skipped"},
+             "fewshot_train": {"mean": 0.9, "std": 0.0, "per_trial": [0.9]},
+             "unseen_prompts": {"mean": 0.7, "std": 0.0, "per_trial": [0.7], "n_users": 2}}
+    doc = {"config": {"trials": 1}, "dataset": {"source": "toy"},
+           "curves": [{"K": 2, "kept_rank": 2, "alpha": 0.0, "trials": 1, "points": [point]}]}
+    write_fewshot(doc, tmp_path)
+    before = (tmp_path / "fewshot.json").read_bytes()
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files, "plot_accuracy_vs_shots", broken_plot)
+    changed = {**doc, "config": {"trials": 1, "note": "second run"}}
+    with pytest.raises(OSError, match="disk full"):
+        write_fewshot(changed, tmp_path)
+    assert (tmp_path / "fewshot.json").read_bytes() == before

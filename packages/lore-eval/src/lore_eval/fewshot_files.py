@@ -27,7 +27,11 @@ CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "sh
 
 
 def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write fewshot.json, fewshot.csv and accuracy_vs_shots.png into ``out_dir``."""
+    """Write fewshot.csv, accuracy_vs_shots.png and fewshot.json into ``out_dir``.
+
+    Each file is written atomically, and fewshot.json (what `load_fewshot`
+    and the report read) last: when it is new, so are the other two.
+    """
     out_dir = Path(out_dir)
     def write_csv(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
@@ -44,9 +48,9 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
                         p["unseen_prompts"]["n_users"], round(p["fit_seconds"], 4),
                     ])
 
-    paths = [write_results(doc, out_dir / "fewshot.json"),
-             atomic_write(out_dir / "fewshot.csv", write_csv)]
+    paths = [atomic_write(out_dir / "fewshot.csv", write_csv)]
     paths.append(plot_accuracy_vs_shots(doc, out_dir / "accuracy_vs_shots.png"))
+    paths.append(write_results(doc, out_dir / "fewshot.json"))
     return paths
 
 
