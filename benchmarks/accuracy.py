@@ -145,13 +145,17 @@ def scaling_table(doc: dict[str, Any]) -> str:
            "| oracle | gap to the oracle |", "|---|---|---|---|---|---|"]
     for n in dict.fromkeys(r["pairs_per_user"] for r in doc["rows"]):
         rows = [r for r in doc["rows"] if r["pairs_per_user"] == n]
-        mean = lambda f: float(np.mean([f(r) for r in rows]))  # noqa: E731
-        unseen = mean(lambda r: r["scores"]["unseen_test"])
-        oracle = mean(lambda r: r["oracle"])
-        out.append(f"| {n} | {mean(lambda r: r['scores']['seen_test']):.3f} | {unseen:.3f} | "
-                   f"{mean(lambda r: r['bayes_fewshot']):.3f} | {oracle:.3f} | "
-                   f"{100 * (oracle - unseen):.1f} pt |")
+        unseen = mean_of(rows, lambda r: r["scores"]["unseen_test"])
+        oracle = mean_of(rows, lambda r: r["oracle"])
+        out.append(f"| {n} | {mean_of(rows, lambda r: r['scores']['seen_test']):.3f} | "
+                   f"{unseen:.3f} | {mean_of(rows, lambda r: r['bayes_fewshot']):.3f} | "
+                   f"{oracle:.3f} | {100 * (oracle - unseen):.1f} pt |")
     return "\n".join(out)
+
+
+def mean_of(items: list[dict[str, Any]], value: Any) -> float:
+    """The mean of ``value(item)`` over ``items`` (one number per seed, say)."""
+    return float(np.mean([value(item) for item in items]))
 
 
 def scores(model, bench: Benchmark) -> dict[str, float]:
@@ -244,12 +248,12 @@ def consistency(docs: list[dict[str, Any]]) -> str:
         c = [d["consistency"] for d in docs if d["dataset"] == ds]
         if any("correlation" not in x for x in c):
             continue
-        mean = lambda f: float(np.mean([f(x) for x in c]))  # noqa: E731
-        out.append(f"| {ds} | {mean(lambda x: x['pair_agreement']['first']):.3f} | "
-                   f"{mean(lambda x: x['flip_rate_if_noise']):.3f} | {mean(lambda x: x['users']):.0f} | "
-                   f"{mean(lambda x: x['agreement_second']['std']):.3f} "
-                   f"({mean(lambda x: x['sampling_std_second']):.3f}) | "
-                   f"{mean(lambda x: x['correlation']):+.2f} |")
+        out.append(f"| {ds} | {mean_of(c, lambda x: x['pair_agreement']['first']):.3f} | "
+                   f"{mean_of(c, lambda x: x['flip_rate_if_noise']):.3f} | "
+                   f"{mean_of(c, lambda x: x['users']):.0f} | "
+                   f"{mean_of(c, lambda x: x['agreement_second']['std']):.3f} "
+                   f"({mean_of(c, lambda x: x['sampling_std_second']):.3f}) | "
+                   f"{mean_of(c, lambda x: x['correlation']):+.2f} |")
     return "\n".join(out)
 
 

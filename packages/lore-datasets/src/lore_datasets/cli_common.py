@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from . import collectives
 from .errors import DataError
 
 # Failures a user can fix (bad data, a missing or unreadable file, a bad
@@ -99,6 +100,15 @@ def run_cli_to_the_end(
     except Exception:  # a bug: keep its traceback
         traceback.print_exc()
         return 1
+
+
+def console_entry(main: Callable[[], int]) -> int:
+    """A console script's body: ``main()``, and under torchrun the process then ends
+    itself (`lore_datasets.collectives.end_process`: no interpreter teardown)."""
+    code = main()
+    if collectives.world_size() > 1:
+        collectives.end_process(code)
+    return code
 
 
 def one_line(err: BaseException) -> str:

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig, collectives
-from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli, run_cli_to_the_end
+from lore_datasets.cli_common import (
+    ArgumentParser,
+    console_entry,
+    resolve_device,
+    run_cli,
+    run_cli_to_the_end,
+)
 from lore_datasets.outputs import check_run_dir
 from lore_datasets.settings import add_arguments, given, to_dict
 
@@ -112,12 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The console script: `main`, and under torchrun the process ends itself
-    (`lore_datasets.collectives.end_process`)."""
-    code = main()
-    if collectives.world_size() > 1:
-        collectives.end_process(code)
-    return code
+    """The `lore-train` console script (`lore_datasets.cli_common.console_entry`)."""
+    return console_entry(main)
 
 
 def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], TrainConfig, Path]:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import collectives
-from ..cli_common import ArgumentParser, resolve_device, run_cli, run_cli_to_the_end
+from ..cli_common import (
+    ArgumentParser,
+    console_entry,
+    resolve_device,
+    run_cli,
+    run_cli_to_the_end,
+)
 from ..errors import DataError
 from ..outputs import check_output_dir
 from ..textio import json_lines
@@ -97,12 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The console script: `main`, and under torchrun the process ends itself
-    (`lore_datasets.collectives.end_process`)."""
-    code = main()
-    if collectives.world_size() > 1:
-        collectives.end_process(code)
-    return code
+    """The `lore-prepare` console script (`lore_datasets.cli_common.console_entry`)."""
+    return console_entry(main)
 
 
 def _convert(args: argparse.Namespace) -> int:
