@@ -40,7 +40,7 @@ cpu::BtInputs<T> bt_inputs(const at::Tensor& Z, const at::Tensor& user, const T*
                            const at::Tensor& V, const at::Tensor& S, double tau,
                            double noise, const BtShapes& sh, bool sorted) {
   return {z_view(Z), user.data_ptr<int64_t>(), weight, V.data_ptr<T>(), S.data_ptr<T>(),
-          sh.m, sh.d, sh.k, sh.n, T(tau), T(noise), sorted};
+          sh.m, sh.d, sh.k, sh.n, T(tau), sorted, T(noise)};
 }
 
 template <typename T>

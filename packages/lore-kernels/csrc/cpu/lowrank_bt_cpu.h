@@ -20,8 +20,8 @@ struct BtInputs {
   const T* s;           // [n, k] row-major
   int64_t m, d, k, n;
   T tau;
-  T noise;  // label noise eps of the likelihood (lowrank_bt_row.h); 0: plain BT
   bool sorted;  // user[] is non-decreasing (the data contract; any order is correct)
+  T noise;      // label noise eps of the likelihood (lowrank_bt_row.h); 0: plain BT
 };
 
 template <typename T>
