@@ -510,3 +510,18 @@ def test_label_probability_and_log_likelihood_agree():
         assert torch.isfinite(log_p).all()
         torch.testing.assert_close(log_p.exp(), p, rtol=1e-12, atol=1e-300)
         assert (p >= eps).all() and (p <= 1 - eps).all()
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize(("tau", "rtol"), [(0.5, 2e-5), (50.0, 1e-3)])
+def test_plain_terms_across_the_logit_range_every_instruction_set(monkeypatch, tau, rtol):
+    """Full CPU tiles compute exp and log1p as 4-lane polynomials: against the fp64
+    reference from logits near 0 to the thousands (where a row's gradient moves by
+    |logit| x its margin's rounding, hence the looser tolerance), on every path."""
+    case = make_case(400, 96, 5, 7, users="shuffled", seed=5)
+    truth = lowrank_bt_reference(*case.args(tau), dtype=torch.float64)
+    for name in _isas():
+        monkeypatch.setenv("LORE_CPU_ISA", name)
+        out = torch.ops.lore.lowrank_bt(*case.args(tau))
+        assert all(torch.isfinite(t).all() for t in out)
+        assert_outputs_close(out, truth, rtol=rtol)
