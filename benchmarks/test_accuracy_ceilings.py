@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from lore_datasets import SplitConfig, synthetic_benchmark
 from lore_train import fit_few_shot, per_user_accuracy, summarize
 
 
-def _load_accuracy():
-    path = Path(__file__).with_name("accuracy.py")
-    spec = importlib.util.spec_from_file_location("accuracy_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bayes_optimal_fewshot_sits_between_a_fitted_user_and_the_oracle(monkeypatch):
+def test_bayes_optimal_fewshot_sits_between_a_fitted_user_and_the_oracle(accuracy_script,
+                                                                        monkeypatch):
     """Knowing the planted basis, prior and flip rate, the posterior prediction from
     a user's few-shot pairs beats fitting their weights by maximum likelihood on the
     same basis, and cannot beat the oracle's true weights by more than chance."""
-    accuracy = _load_accuracy()
+    accuracy = accuracy_script
     monkeypatch.setattr(accuracy, "BAYES_DRAWS", 20_000)
     bench, oracle = synthetic_benchmark(SplitConfig(seed=0))
     test = bench.unseen_test

@@ -6,32 +6,19 @@ The grid over M, d, K with speed-ups is benchmarks/bench_kernels.py.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 import lore_kernels
 from lore_kernels.reference import lowrank_bt_reference
 
-
-def _load_bench():
-    path = Path(__file__).with_name("bench_kernels.py")
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("method", ["fused", "read", "torch_2mm", "torch_heads", "reference"])
-def test_step(benchmark, method, dtype, device):
+def test_step(benchmark, bench, method, dtype, device):
     device = torch.device(device)
     available = bench.providers(device, with_reference=True)
     if method not in available:
@@ -47,7 +34,7 @@ def test_step(benchmark, method, dtype, device):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2 * b.abs().max().item())
 
 
-def test_grid_row_has_speed_and_memory(tmp_path):
+def test_grid_row_has_speed_and_memory(bench, tmp_path):
     """One grid point end to end: ratios against a baseline of the same run, memory
     beside speed, JSON written."""
     out = tmp_path / "bench.json"
@@ -63,7 +50,7 @@ def test_grid_row_has_speed_and_memory(tmp_path):
     assert out.exists()
 
 
-def test_grid_row_times_the_label_noise_likelihood():
+def test_grid_row_times_the_label_noise_likelihood(bench):
     result = bench.main(
         ["--M", "512", "--d", "64", "--K", "3", "--pairs-per-user", "4", "--dtype", "fp32",
          "--repeat", "1", "--with-label-noise"]

@@ -1,0 +1,31 @@
+"""The benchmark scripts as modules for their tests (the scripts are not a package,
+and pytest runs with --import-mode=importlib, so they are loaded by path)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def load_script(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"lore_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """benchmarks/bench_kernels.py."""
+    return load_script("bench_kernels")
+
+
+@pytest.fixture(scope="session")
+def accuracy_script():
+    """benchmarks/accuracy.py."""
+    return load_script("accuracy")
