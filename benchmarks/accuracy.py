@@ -25,7 +25,7 @@ best any method can do from those pairs even knowing the basis. Each (data set, 
 ``benchmarks/results/accuracy/<dataset>-seed<s>.json`` as it finishes, the
 summary (mean ± std over seeds) to ``benchmarks/results/accuracy.md``.
 
-    .venv/bin/python benchmarks/accuracy.py                 # everything (~15 min, 1 thread)
+    .venv/bin/python benchmarks/accuracy.py --planted-scaling   # everything (~20 min, 1 thread)
     .venv/bin/python benchmarks/accuracy.py --datasets llmfao --seeds 0
 """
 
