@@ -23,10 +23,11 @@ from lore_datasets.embed import (  # noqa: E402
     embed_pairs,
     embed_personalllm,
 )
-
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "hello", "world", "good", "bad", "summary", "post", "is", "not", "very", "short", "long"]
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} {{ m['content'] | trim }} "
-            "{{ eos_token }} {% endfor %}")
+from lore_datasets.embed.tiny import (  # noqa: E402
+    WORDS,
+    tiny_tokenizer,
+)
+from lore_datasets.embed.tiny import tiny_reward_model as tiny_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,28 +37,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_tokenizer(padding_side: str = "right"):
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "user": 4, "assistant": 5}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    hf = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-        unk_token="<unk>", padding_side=padding_side)
-    hf.chat_template = TEMPLATE
-    return hf
-
-
-def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32):
-    config = transformers.LlamaConfig(
-        vocab_size=len(WORDS) + 6, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=0,
-        max_position_embeddings=128)
-    torch.manual_seed(seed)
-    return transformers.LlamaForSequenceClassification(config).eval().to(dtype)
 
 
 def embedder(padding_side: str = "right", dtype: torch.dtype = torch.float32,
