@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from lore_datasets import DataError, DataSource, synthetic_benchmark
 from lore_datasets.cli import main as prepare_main
 from lore_datasets.runtime.outputs import atomic_write_text, output_directory
-from lore_eval.cli.evaluate import main as eval_main
+from lore_eval.cli import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
 from lore_train.experiment import run_rank_sweep

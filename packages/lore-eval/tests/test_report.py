@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lore_eval.cli.evaluate import main
+from lore_eval.cli import main
 from lore_eval.fewshot_files import write_fewshot
 from lore_eval.report import format_markdown
 from lore_train.metrics import SETTINGS

@@ -17,7 +17,6 @@ from lore_train.selection import (
     choice_test_numbers,
     choose,
     select_model,
-    validation_split,
     with_test_numbers,
 )
 
@@ -41,18 +40,22 @@ def test_validation_split_is_a_seeded_per_user_partition_of_the_training_pairs()
     user = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
     features = torch.arange(sum(counts), dtype=torch.float32)[:, None].repeat(1, 3)
     pairs = PreferencePairs(features, user, list("abcde"))
-    train, val = validation_split(pairs, 0.2, seed=1)
+    config = TrainConfig(val_fraction=0.2, seed=1)
+    split = config.validation_split(pairs)
+    train, val = split.train, split.val
     assert train.user_ids == val.user_ids == pairs.user_ids
     ids = sorted(train.features[:, 0].tolist() + val.features[:, 0].tolist())
     assert ids == features[:, 0].tolist()  # disjoint and complete
     # round(0.2 n) clipped to [1, n - 1]; a user with one pair keeps it for training
     assert val.pairs_per_user().tolist() == [0, 1, 1, 2, 6]
-    again = validation_split(pairs, 0.2, seed=1)[1]
+    again = config.validation_split(pairs).val
     assert torch.equal(again.features, val.features)
-    other = validation_split(pairs, 0.2, seed=2)[1]
+    assert torch.equal(TrainConfig(val_fraction=0.2, seed=0).validation_split(pairs, fold=1).val.features,
+                       val.features)  # fold f is seed + f
+    other = config.validation_split(pairs, fold=1).val
     assert not torch.equal(other.features, val.features)
     with pytest.raises(ValueError, match="val_fraction"):
-        validation_split(pairs, 1.0)
+        TrainConfig(val_fraction=1.0)
 
 
 def test_choose_prefers_the_best_then_the_smaller_K_then_the_smaller_alpha():

@@ -12,29 +12,33 @@
 
 Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
-(new users on a frozen basis), ``stopping`` (early stopping on validation
-pairs), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
+(new users added to a model), ``solver`` (the few-shot fit on a frozen
+basis), ``stopping`` (early stopping's monitor and best-step records),
+``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
 ``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
 ``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
 processes), ``launch`` (the command under torchrun) and ``cli`` (the
 `lore-train` command).
 """
 
-from .config import PRESETS, TrainConfig
+from .config import FEWSHOT_PRIORS, PRESETS, FewShotSettings, TrainConfig
 from .experiment import run_rank_sweep
-from .fewshot import fit_few_shot, personalize
+from .fewshot import personalize
 from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
 from .results import load_results, write_results
-from .selection import Selection, choice_test_numbers, select_model, validation_split
+from .selection import Selection, choice_test_numbers, select_model
+from .solver import fit_few_shot
 from .sweep import SweepRun, sweep
 from .tables import format_selection, format_table, model_label
 from .trainer import FitHistory, fit, prune_columns
 
 __all__ = [
+    "FEWSHOT_PRIORS",
     "PRESETS",
     "SETTINGS",
+    "FewShotSettings",
     "FitHistory",
     "PersonalRewardModel",
     "Selection",
@@ -58,7 +62,6 @@ __all__ = [
     "select_model",
     "summarize",
     "sweep",
-    "validation_split",
     "write_results",
 ]
 __version__ = "0.1.0"

@@ -18,8 +18,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from lore_datasets import PreferencePairs, ValidationSplit, split_validation
 from lore_datasets.runtime.settings import from_dict
 from lore_datasets.validation import ValSplitBy
+from lore_kernels import Likelihood
 
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
@@ -27,6 +29,9 @@ WInit = Literal["normal", "uniform", "zeros"]
 Anchor = Literal["auto", "v_ref", "population"]
 AlphaSchedule = Literal["ramp", "constant"]
 FewshotPrior = Literal["none", "population"]
+# The few-shot priors, listed once: "population" is MAP under a Dirichlet fitted to
+# the seen users' weights, "none" the reference's maximum likelihood.
+FEWSHOT_PRIORS: tuple[str, ...] = get_args(FewshotPrior)
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,58 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validation_split(self, pairs: PreferencePairs, *, fold: int = 0) -> ValidationSplit:
+        """The validation pairs held out of ``pairs`` for early stopping, model selection
+        and the calibration temperature: ``val_fraction`` of them (whole prompts or pairs
+        within users, per ``val_split_by``), seeded ``seed + fold`` (selection's folds)."""
+        return split_validation(pairs, self.val_fraction, seed=self.seed + fold,
+                                split_by=self.val_split_by)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The label model of every fit under this config (``tau``, ``label_noise``)."""
+        return Likelihood(self.tau, self.label_noise)
+
+    def fewshot(self) -> FewShotSettings:
+        """How new users are fitted on the frozen basis: the few-shot steps, lr, prior,
+        reduction and likelihood, seeded ``seed + 1`` (not the joint fit's draws)."""
+        return FewShotSettings(steps=self.fewshot_steps, lr=self.fewshot_lr,
+                               prior=self.fewshot_prior, reduction=self.reduction,
+                               likelihood=self.likelihood, seed=self.seed + 1)
+
+
+@dataclass(frozen=True)
+class FewShotSettings:
+    """One few-shot fit's settings: a new user's K logits on a frozen basis.
+
+    `TrainConfig.fewshot()` hands them out (`personalize`, `adapt` and
+    `lore-eval fewshot` all start there); the defaults are TrainConfig's.
+    ``prior`` says which prior the caller resolves into the Dirichlet
+    concentration `fit_few_shot` takes ("population": the one fitted to the
+    seen users' weights; "none": maximum likelihood).
+    """
+
+    steps: int = TrainConfig.fewshot_steps
+    lr: float = TrainConfig.fewshot_lr
+    prior: FewshotPrior = TrainConfig.fewshot_prior
+    reduction: Reduction = TrainConfig.reduction
+    likelihood: Likelihood = field(default_factory=Likelihood)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"few-shot steps must be >= 1, got {self.steps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"few-shot lr must be > 0, got {self.lr}")
+        if self.prior not in FEWSHOT_PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(map(repr, FEWSHOT_PRIORS))}, "
+                             f"got {self.prior!r}")
+        if self.reduction not in get_args(Reduction):
+            raise ValueError(f"reduction must be one of {get_args(Reduction)}, got {self.reduction!r}")
+
+    def with_(self, **changes: Any) -> FewShotSettings:
+        return replace(self, **changes)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -1,8 +1,8 @@
 """Choosing K, alpha and the regularizer without looking at test pairs.
 
 A validation set is carved from the seen users' *training* pairs with
-`lore_datasets.split_validation` (``config.val_fraction``, ``config.seed``,
-``config.val_split_by``): whole prompts where the training pairs cover
+`TrainConfig.validation_split` (``config.val_fraction``, ``config.seed``,
+``config.val_split_by``; the split early stopping and calibration use): whole prompts where the training pairs cover
 enough of them, else a seeded fraction of each user's pairs. Every
 (variant, alpha, K) -- a variant is a set of TrainConfig changes such as
 ``{"v_l2": 0.1}`` -- is fitted on the rest and scored on it (macro accuracy
@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lore_datasets import Benchmark, PreferencePairs, split_validation
-from lore_datasets.validation import ValSplitBy
+from lore_datasets import Benchmark
 
 from .config import TrainConfig
 from .fewshot import personalize
@@ -96,18 +95,6 @@ class Selection:
         }
 
 
-def validation_split(
-    pairs: PreferencePairs,
-    fraction: float = TrainConfig.val_fraction,
-    *,
-    seed: int = 0,
-    split_by: ValSplitBy = "auto",
-) -> tuple[PreferencePairs, PreferencePairs]:
-    """(train, validation) of `lore_datasets.split_validation` over the same user list."""
-    split = split_validation(pairs, fraction, seed=seed, split_by=split_by)
-    return split.train, split.val
-
-
 def select_model(
     benchmark: Benchmark,
     Ks: Sequence[int],
@@ -126,8 +113,7 @@ def select_model(
     """
     if folds < 1:
         raise ValueError(f"folds must be >= 1, got {folds}")
-    splits = [split_validation(benchmark.seen_train, config.val_fraction, seed=config.seed + f,
-                               split_by=config.val_split_by) for f in range(folds)]
+    splits = [config.validation_split(benchmark.seen_train, fold=f) for f in range(folds)]
     split = splits[0]
     train, val = split.train, split.val
     if val.num_pairs == 0:
