@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lore_datasets import Benchmark, SplitConfig, load_dataset, synthetic_benchmark
+from lore_datasets import SPLITS, Benchmark, SplitConfig, load_dataset, synthetic_benchmark
 from lore_datasets.synthetic import Oracle, make_synthetic
 from lore_eval import annotator_consistency
 from lore_train import (
-    SETTINGS,
     TrainConfig,
     evaluate,
     fit,
@@ -215,7 +214,7 @@ def summary(docs: list[dict[str, Any]]) -> str:
                 "unseen/unseen prompts |", "|---|---|---|---|---|"]
         for key, label in LABELS.items():
             cells = []
-            for setting in SETTINGS:
+            for setting in SPLITS:
                 v = np.array([d["rows"][key]["scores"][setting] for d in runs])
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
             out.append(f"| {label} | " + " | ".join(cells) + " |")

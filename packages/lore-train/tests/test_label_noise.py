@@ -11,8 +11,9 @@ from lore_datasets import SplitConfig, synthetic_benchmark
 from lore_kernels import Likelihood
 from lore_kernels.reference import lowrank_bt_reference
 from lore_train import PersonalRewardModel, TrainConfig, fit, personalize
-from lore_train.cli import main
+from lore_train.cli import _check_arguments, build_parser, main
 from lore_train.posterior import laplace_precision
+from lore_train.selection import SELECT_LABEL_NOISE, SelectionSettings, variant_grid
 from lore_train.solver import logit_gradient
 
 
@@ -111,12 +112,14 @@ def test_select_tries_label_noise_with_every_v_l2(tmp_path, capsys):
 
 
 def test_default_selection_tries_the_label_noise_and_none_turns_it_off():
-    from lore_train.cli import SELECT_LABEL_NOISE, _variants, build_parser
-
     config = TrainConfig()
+    assert variant_grid(config) == [{}] + [{"label_noise": e} for e in SELECT_LABEL_NOISE]
+    assert SelectionSettings().variants(config) == variant_grid(config)  # the library = the command
+    assert variant_grid(config, label_noise=()) == [{}]
+    assert variant_grid(config.with_(label_noise=0.1)) == [{}]
     args = build_parser().parse_args(["--dataset", "synthetic"])
-    assert _variants(args, config) == [{}] + [{"label_noise": e} for e in SELECT_LABEL_NOISE]
+    assert _check_arguments(args, config, [0.0]) == SelectionSettings()
     args = build_parser().parse_args(["--dataset", "synthetic", "--select-label-noise"])
-    assert _variants(args, config) == [{}]
-    args = build_parser().parse_args(["--dataset", "synthetic", "--label-noise", "0.1"])
-    assert _variants(args, config.with_(label_noise=0.1)) == [{}]
+    assert _check_arguments(args, config, [0.0]).variants(config) == [{}]
+    args = build_parser().parse_args(["--dataset", "synthetic", "--no-select"])
+    assert _check_arguments(args, config, [0.0]) is None

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from lore_datasets import Benchmark, PreferencePairs, SplitConfig, synthetic_benchmark
-from lore_train import TrainConfig
+from lore_datasets import Benchmark, PreferencePairs, SplitConfig, load_dataset, synthetic_benchmark
+from lore_train import SelectionSettings, TrainConfig, run_sweep
 from lore_train.cli import main as train_main
 from lore_train.selection import (
     Candidate,
@@ -117,6 +117,17 @@ def test_lore_train_select_writes_the_choice_into_results_json(tmp_path, capsys)
     run = next(r for r in results["runs"] if r["K"] == chosen)
     assert selection["test"]["seen_test"]["mean"] == run["seen_test"]["mean"]
     assert f"selected K={chosen}" in capsys.readouterr().out
+    # the library does the same thing with the same settings, and results.json holds it
+    config = TrainConfig(steps=30, fewshot_steps=20, val_fraction=0.25, device="cpu")
+    lib = run_sweep(load_dataset("synthetic"), [1, 2], [0.0], config, tmp_path / "lib",
+                    select=SelectionSettings(label_noise=()), progress=False)
+    assert json.loads((tmp_path / "lib" / "results.json").read_text())["selection"] == \
+        json.loads(json.dumps(lib["selection"]))
+    assert lib["config"]["select"] == results["config"]["select"]
+    for key in ("chosen", "test", "validation_split", "validation_pairs"):
+        assert lib["selection"][key] == selection[key], key
+    assert [c["validation"] for c in lib["selection"]["candidates"]] == \
+        [c["validation"] for c in selection["candidates"]]
 
 
 class Untouchable:

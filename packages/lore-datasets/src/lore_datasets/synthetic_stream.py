@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from .errors import DataError
 from .pairs import SPLITS
 from .splits import SplitConfig, held_out_prompt_mask, unseen_user_mask
 from .storage import BenchmarkWriter
-from .synthetic import Oracle, check_generator, draw_rows, draw_users
+from .synthetic import Oracle, SyntheticSpec, draw_rows, draw_users
 
 BLOCK_USERS = 4096
 DEFAULT_SHARD_BYTES = 64 * 2**20
@@ -40,26 +41,21 @@ DEFAULT_SHARD_BYTES = 64 * 2**20
 
 def write_synthetic(
     out_dir: str | Path,
+    spec: SyntheticSpec | None = None,
     *,
-    num_users: int = 1_000_000,
-    pairs_per_user: int = 20,
-    dim: int = 32,
-    rank: int = 4,
-    label_noise: float = 0.05,
-    dirichlet_alpha: float = 0.3,
-    num_prompts: int = 200,
-    logit_std: float = 3.0,
-    tau: float = 0.01,
-    seed: int = 0,
     split: SplitConfig | None = None,
     dtype: torch.dtype = torch.float32,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    **changes: Any,
 ) -> Oracle:
-    """Draw and split ``num_users`` synthetic users into ``out_dir``; returns the planted truth.
+    """Draw and split ``spec``'s synthetic users (the `SyntheticSpec`, or its defaults,
+    with ``changes``) into ``out_dir``; returns the planted truth.
 
-    ``Benchmark.load(out_dir)`` reads it whole, ``storage.read_users`` by user block.
+    ``load_benchmark(out_dir)`` reads it whole, ``storage.read_users`` by user block.
     """
-    check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
+    spec = SyntheticSpec.given(spec, **changes)
+    num_users, pairs_per_user, dim = spec.num_users, spec.pairs_per_user, spec.dim
+    num_prompts, seed = spec.num_prompts, spec.seed
     config = split or SplitConfig(seed=seed)
     if pairs_per_user < config.min_pairs_per_user:
         raise DataError(f"pairs_per_user={pairs_per_user} < min_pairs_per_user="
@@ -67,13 +63,9 @@ def write_synthetic(
     if num_users < 2:
         raise DataError("need at least 2 users so that both seen and unseen users exist")
     split_by, reason = _split_by(config, num_prompts, pairs_per_user)
-    generator = {"num_users": num_users, "pairs_per_user": pairs_per_user, "dim": dim,
-                 "rank": rank, "label_noise": label_noise, "dirichlet_alpha": dirichlet_alpha,
-                 "num_prompts": num_prompts, "logit_std": logit_std, "tau": tau, "seed": seed,
-                 "block_users": BLOCK_USERS, "streamed": True}
+    generator = {**spec.to_dict(), "block_users": BLOCK_USERS, "streamed": True}
 
-    V, weights = draw_users(np.random.default_rng(seed), num_users, dim, rank, dirichlet_alpha,
-                            logit_std, tau)
+    V, weights = draw_users(np.random.default_rng(seed), spec)
     is_unseen = unseen_user_mask(num_users, config)
     is_test_prompt = held_out_prompt_mask(num_prompts, config) if split_by == "prompt" else None
     width, pwidth = len(str(num_users - 1)), len(str(num_prompts - 1))
@@ -86,7 +78,7 @@ def write_synthetic(
         stop = min(start + BLOCK_USERS, num_users)
         rng = np.random.default_rng([seed, start // BLOCK_USERS + 1])
         local = np.repeat(np.arange(stop - start), pairs_per_user)
-        z, prompt, flip = draw_rows(rng, weights[start + local], V, label_noise, num_prompts)
+        z, prompt, flip = draw_rows(rng, weights[start + local], V, spec.label_noise, num_prompts)
         flipped += int(flip.sum())
         if is_test_prompt is not None:
             test = is_test_prompt[prompt]
@@ -130,7 +122,7 @@ def write_synthetic(
     writer.close(meta)
     user_ids = [f"u{i:0{width}d}" for i in range(num_users)]
     return Oracle(torch.from_numpy(V.astype(np.float32)), torch.from_numpy(weights.astype(np.float32)),
-                  user_ids, tau)
+                  user_ids, spec.tau)
 
 
 def _split_by(config: SplitConfig, num_prompts: int, pairs_per_user: int) -> tuple[str, str]:

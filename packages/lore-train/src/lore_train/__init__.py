@@ -22,13 +22,19 @@ processes), ``launch`` (the command under torchrun) and ``cli`` (the
 """
 
 from .config import FEWSHOT_PRIORS, PRESETS, FewShotSettings, TrainConfig
-from .experiment import run_rank_sweep
+from .experiment import run_sweep
 from .fewshot import personalize
-from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
+from .metrics import accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
 from .results import load_results, write_results
-from .selection import Selection, choice_test_numbers, select_model
+from .selection import (
+    Selection,
+    SelectionSettings,
+    choice_test_numbers,
+    select_model,
+    variant_grid,
+)
 from .solver import fit_few_shot
 from .sweep import SweepRun, sweep
 from .tables import format_selection, format_table, model_label
@@ -37,11 +43,11 @@ from .trainer import FitHistory, fit, prune_columns
 __all__ = [
     "FEWSHOT_PRIORS",
     "PRESETS",
-    "SETTINGS",
     "FewShotSettings",
     "FitHistory",
     "PersonalRewardModel",
     "Selection",
+    "SelectionSettings",
     "SweepRun",
     "TrainConfig",
     "UnknownUserError",
@@ -58,10 +64,11 @@ __all__ = [
     "personalize",
     "prune_columns",
     "row_weights",
-    "run_rank_sweep",
+    "run_sweep",
     "select_model",
     "summarize",
     "sweep",
+    "variant_grid",
     "write_results",
 ]
 __version__ = "0.1.0"
