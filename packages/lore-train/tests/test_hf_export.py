@@ -18,15 +18,11 @@ from safetensors.torch import load_file
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from lore_datasets import load_dataset
-from lore_datasets.embed import RewardModelEmbedder, TextPair, embed_pairs
-from lore_datasets.embed.tiny import save_tiny_reward_model, tiny_text
-from lore_train import PersonalReward, PersonalRewardModel, TrainConfig, fit
-from lore_train.experiment import save_cell
+from lore_train import PersonalReward, PersonalRewardModel
 from lore_train.export_cli import main as export_main
 from lore_train.hf_export import export_hf
+from lore_train.tiny_export import build_tiny_export
 
-USERS = [f"u{i}" for i in range(8)]
 EPS = {torch.float32: torch.finfo(torch.float32).eps, torch.bfloat16: 2.0**-8}
 
 
@@ -38,41 +34,13 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def text_pairs() -> list[TextPair]:
-    """8 users x 6 judgments over 6 prompts; responses of different lengths."""
-    pairs = []
-    for u, user in enumerate(USERS):
-        for j in range(6):
-            prompt = [{"role": "user", "content": tiny_text(j, 4)}]
-            a, b = tiny_text(j + u + 1, 3 + j % 4), tiny_text(2 * j + u, 7)
-            chosen, rejected = (a, b) if (u + j) % 3 else (b, a)
-            pairs.append(TextPair(user, prompt, chosen, rejected, prompt_id=f"p{j}"))
-    return pairs
-
-
-def build_run(root: Path, dtype: torch.dtype) -> tuple[Path, Path, Path]:
-    """(backbone dir, embeddings dir, checkpoint dir) made by the real paths."""
-    backbone = save_tiny_reward_model(root / "rm", dtype=dtype, num_layers=2)
-    embedder = RewardModelEmbedder.from_pretrained(str(backbone), dtype=dtype, batch_size=4)
-    data = embed_pairs(text_pairs(), embedder, root / "data", progress=False)
-    bench = load_dataset(str(data), split={"min_pairs_per_user": 4, "unseen_user_fraction": 0.25})
-    model, _ = fit(bench.seen_train, TrainConfig(K=3, steps=40, fewshot_steps=60), progress=False)
-    with torch.no_grad():  # a few steps leave users alike: spread them like confident users
-        model.W.copy_(3 * torch.randn(model.W.shape, generator=torch.Generator().manual_seed(1)))
-    unseen = bench.unseen_fewshot
-    model.adapt(unseen.user_ids[0], unseen.select_users([unseen.user_ids[0]]), prior="population")
-    relative = save_cell(model, bench.meta, root / "run", 3, 0.0)
-    return backbone, data, root / "run" / relative
-
-
 @pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def run(request, tmp_path_factory):
     dtype = request.param
-    root = tmp_path_factory.mktemp(f"export-{str(dtype).split('.')[-1]}")
-    backbone, data, checkpoint = build_run(root, dtype)
-    out = export_hf(checkpoint, str(backbone), root / "personal-rm")
-    return {"dtype": dtype, "root": root, "backbone": backbone, "data": data,
-            "checkpoint": checkpoint, "out": out}
+    tiny = build_tiny_export(tmp_path_factory.mktemp(f"export-{str(dtype).split('.')[-1]}"),
+                             dtype=dtype)
+    return {"dtype": dtype, "backbone": tiny.backbone, "data": tiny.data,
+            "checkpoint": tiny.checkpoint, "out": tiny.out}
 
 
 def responses(data: Path) -> tuple[list[list[dict[str, str]]], torch.Tensor]:
