@@ -237,6 +237,17 @@ def write_users(directory: Path, model: PersonalRewardModel, basis: torch.Tensor
                 v_ref: torch.Tensor | None, *, recipe: dict[str, Any], layout: str,
                 backbone: str | None, dtype: str, checkpoint: str | None = None) -> None:
     """``lore_users.safetensors`` and ``lore_users.json`` (see the module doc)."""
+    tensors, doc = users_record(model, basis, v_ref, recipe=recipe, layout=layout,
+                                backbone=backbone, dtype=dtype, checkpoint=checkpoint)
+    save_file({k: t.contiguous() for k, t in tensors.items()}, str(directory / USERS_TENSORS))
+    (directory / USERS_JSON).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+def users_record(model: PersonalRewardModel, basis: torch.Tensor, v_ref: torch.Tensor | None,
+                 *, recipe: dict[str, Any], layout: str | None, backbone: str | None,
+                 dtype: str, checkpoint: str | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The users files' contents (tensors, JSON document) for ``model`` with ``basis`` [K, d]."""
     K = basis.shape[0]
     alpha = _population_prior(model, K)
     posterior_users = [u for u in model.user_ids if u in model._posteriors]
@@ -249,11 +260,10 @@ def write_users(directory: Path, model: PersonalRewardModel, basis: torch.Tensor
                                             for u in posterior_users])
     if v_ref is not None:
         tensors["v_ref"] = v_ref.float().cpu()
-    save_file({k: t.contiguous() for k, t in tensors.items()}, str(directory / USERS_TENSORS))
     train = model.train_config
     fewshot = None if train is None else {
         "steps": train.fewshot_steps, "lr": train.fewshot_lr, "reduction": train.reduction,
-        "prior": train.fewshot_prior, "solver": getattr(train, "fewshot_solver", "adam")}
+        "prior": train.fewshot_prior, "solver": train.fewshot_solver}
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "layout": layout,
         "backbone": backbone, "dtype": dtype, "K": K, "lore_K": model.K, "dim": model.dim,
@@ -265,7 +275,7 @@ def write_users(directory: Path, model: PersonalRewardModel, basis: torch.Tensor
         "reward": "reward(x, y, u) = sum_k logits_k(x, y) * weights[u, k]; the K logits are the "
                   "model's outputs (score.weight = V^T)",
     }
-    (directory / USERS_JSON).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return tensors, doc
 
 
 def _population_prior(model: PersonalRewardModel, K: int) -> torch.Tensor:

@@ -30,8 +30,8 @@ from lore_datasets import DataError, PreferencePairs
 from . import posterior as posterior_lib
 from .elicitation import greedy_information_gain
 from .fewshot import fit_few_shot
-from .hf_export import install_basis_head, load_tokenizer, read_users
-from .model import UnknownUserError
+from .hf_export import install_basis_head, load_tokenizer, read_users, users_record
+from .model import PersonalRewardModel, UnknownUserError
 from .newton import newton_map
 from .prior import prior_logits
 
@@ -44,7 +44,10 @@ class PersonalReward:
 
     def __init__(self, model: Any, tokenizer: Any, tensors: dict[str, torch.Tensor],
                  doc: dict[str, Any], *, device: str | torch.device = "cpu",
-                 unknown_user: str = "prior", max_batch_tokens: int = 16384) -> None:
+                 unknown_user: str = "prior", max_batch_tokens: int = 16384,
+                 embedder: Any = None) -> None:
+        """Use `from_pretrained` (an export) or `from_checkpoint` (a checkpoint and the
+        embedder that made its embeddings) rather than this."""
         from lore_datasets.embed import RewardModelEmbedder
 
         if unknown_user not in UNKNOWN_USER:
@@ -52,8 +55,6 @@ class PersonalReward:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.K = int(doc["K"])
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.unknown_user = unknown_user
         self.max_batch_tokens = int(max_batch_tokens)
@@ -62,13 +63,23 @@ class PersonalReward:
         self.label_noise = float(doc.get("label_noise") or 0.0)
         self.temperature = doc.get("temperature")
         self.fewshot = dict(doc.get("fewshot") or {})
-        self.encoder = RewardModelEmbedder(self.model, tokenizer, max_length=self.recipe.get(
-            "max_length"), name=doc.get("backbone") or "lore export", outputs=self.K)
+        if embedder is None:  # a K-output reward model: rendered and pooled by the embedder's code
+            self.model = model.to(device).eval()
+            self.encoder = RewardModelEmbedder(
+                self.model, tokenizer, max_length=self.recipe.get("max_length"),
+                name=doc.get("backbone") or "lore export", outputs=self.K)
+        else:  # any embedder with .embed(conversations) -> phi [n, d] (a sentence encoder)
+            self.model = embedder.model
+            self.encoder = embedder
+            tokenizer = embedder.tokenizer
+        self.tokenizer = tokenizer
+        self._embedder = embedder
         if self.encoder.dim != int(doc["dim"]):
-            raise DataError(f"the backbone's hidden size is {self.encoder.dim}, the basis's "
+            raise DataError(f"the embedder's dimension is {self.encoder.dim}, the basis's "
                             f"{doc['dim']}")
         # the head in fp32 on the model's device: basis rewards are not rounded to bf16
-        self._head = tensors["basis"].to(self.device, torch.float32)
+        head_device = next(self.model.parameters()).device
+        self._head = tensors["basis"].to(head_device, torch.float32)
         self.alpha = tensors["prior_alpha"].to(torch.float32)
         self._logits: dict[str, torch.Tensor] = {
             u: w.to(torch.float64) for u, w in zip(doc["user_ids"], tensors["logits"])}
@@ -104,6 +115,29 @@ class PersonalReward:
                             f"lore_users.json says K = {doc['K']}")
         return cls(model, tokenizer, tensors, doc, device=device, unknown_user=unknown_user,
                    max_batch_tokens=max_batch_tokens)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, embedder: Any, *,
+                        unknown_user: str = "prior") -> PersonalReward:
+        """A lore checkpoint with the embedder that made its embeddings (say a
+        `lore_datasets.embed.SentenceEmbedder`, which has no score layer to export):
+        rewards are embedder.embed(conversations) @ V . s_u. The embedder's device is used."""
+        model = PersonalRewardModel.load(checkpoint)
+        recorded = model.meta.get("embedder_recipe") or {}
+        recipe = getattr(embedder, "recipe", None) or {}
+        for key in ("kind", "model"):
+            if recorded.get(key) is not None and recipe.get(key) not in (None, recorded[key]):
+                raise DataError(f"{checkpoint}: its embeddings were made by {key} "
+                                f"{recorded[key]!r}, the embedder given is {recipe[key]!r}")
+        if embedder.dim != model.dim:
+            raise DataError(f"{checkpoint}: embeddings of dimension {model.dim}, the embedder "
+                            f"gives {embedder.dim}")
+        tensors, doc = users_record(model, model.V.detach().T.contiguous(), model.v_ref,
+                                    recipe=recipe or recorded, layout=None,
+                                    backbone=recipe.get("model"), dtype="float32",
+                                    checkpoint=str(checkpoint))
+        return cls(None, None, tensors, doc, unknown_user=unknown_user,
+                   device=next(embedder.model.parameters()).device, embedder=embedder)
 
     # -- users -------------------------------------------------------------------
     @property
@@ -305,6 +339,9 @@ class PersonalReward:
         return basis[:len(prompts)] - basis[len(prompts):]
 
     def _basis_of(self, conversations: list[list[Message]]) -> torch.Tensor:
+        if self._embedder is not None:
+            phi = self._embedder.embed(conversations, progress=False)
+            return (phi.to(self._head) @ self._head.T).cpu()
         tokens = [self.encoder.render(c) for c in conversations]
         out = torch.empty(len(tokens), self.K)
         for idx in token_batches([len(t) for t in tokens], self.max_batch_tokens):

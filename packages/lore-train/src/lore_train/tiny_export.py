@@ -72,7 +72,7 @@ def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K
     bench = load_dataset(str(data), split={"min_pairs_per_user": 4, "unseen_user_fraction": 0.25,
                                            "seed": seed})
     config = TrainConfig(K=K, steps=40, fewshot_steps=60, seed=seed)
-    model, _ = fit(bench.seen_train, config, progress=False)
+    model, _ = fit(bench.seen_train, config, v_ref=bench.v_ref, progress=False)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(seed + 1)
         model.W.copy_(3 * torch.randn(model.W.shape, generator=gen))
