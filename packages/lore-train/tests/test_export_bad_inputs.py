@@ -134,3 +134,17 @@ def test_sentence_encoder_checkpoint_refused_but_personal_reward_works(tmp_path,
     wrong = SentenceEmbedder(tiny_reward_model().model, tiny_tokenizer(), name="another")
     with pytest.raises(DataError, match="made by model 'tiny-mean'"):
         PersonalReward.from_checkpoint(checkpoint, wrong)
+
+
+def test_cli_usage_errors_are_one_line(tiny, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        export_main(["hf", "--checkpoint", str(tiny.checkpoint)])  # no --backbone, --out
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("lore-export hf: error:") and err.count("\n") == 1
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code = export_main(["hf", "--checkpoint", str(tiny.checkpoint), "--backbone",
+                        str(tiny.backbone), "--out", str(a_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and "exists and is not a directory" in err and err.count("\n") == 1
+    assert a_file.read_text() == "x"

@@ -121,6 +121,19 @@ def test_delta_method_std_matches_posterior_draws_when_the_posterior_is_narrow(p
     torch.testing.assert_close(std, want.float(), rtol=0.05, atol=1e-4)
 
 
+def test_std_of_many_users_at_once_is_posterior_delta_std_per_user(pr) -> None:
+    from lore_train import posterior
+
+    users = [*pr.user_ids[:4], "stranger"] * 3
+    basis = 30 * torch.randn(len(users), pr.K, generator=torch.Generator().manual_seed(2))
+    rewards, std = pr.rewards_from_basis(basis, users, return_std=True)
+    for b, user in enumerate(users):
+        cov = posterior.covariance(pr._user_precision(user)[None])[0]
+        value, want = posterior.delta_std(basis[b:b + 1], pr._user_logits(user), cov)
+        assert float(rewards[b]) == pytest.approx(float(value[0]), rel=1e-5, abs=1e-5)
+        assert float(std[b]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-6)
+
+
 def test_add_user_with_no_comparisons_is_the_prior_and_users_can_be_removed(pr) -> None:
     weights = pr.add_user("cold")
     torch.testing.assert_close(weights, prior_mean(pr.alpha))

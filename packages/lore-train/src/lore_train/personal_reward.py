@@ -213,12 +213,8 @@ class PersonalReward:
         rewards = (basis.to(torch.float64) * S[owner]).sum(dim=1).to(torch.float32)
         if not return_std:
             return rewards
-        std = torch.empty(len(names), dtype=torch.float32)
-        for i, u in enumerate(distinct):  # the delta method, per user (closed form, no draws)
-            rows = (owner == i).nonzero().flatten()
-            cov = posterior_lib.covariance(self._user_precision(u)[None])[0]
-            std[rows] = posterior_lib.delta_std(basis[rows], W[i], cov)[1].to(torch.float32)
-        return rewards, std
+        cov = posterior_lib.covariance(torch.stack([self._user_precision(u) for u in distinct]))
+        return rewards, _delta_std(basis, S, cov, owner)
 
     def rewards(self, prompts: Sequence[Any], completions: Sequence[Any], users: Sequence[str], *,
                 return_std: bool = False) -> list[float] | tuple[list[float], list[float]]:
@@ -401,3 +397,14 @@ def _check_user(user: Any) -> str:
     if not isinstance(user, str):
         raise ValueError(f"user id {user!r} is a {type(user).__name__}, not a string")
     return user
+
+
+def _delta_std(basis: torch.Tensor, S: torch.Tensor, cov: torch.Tensor,
+               owner: torch.Tensor) -> torch.Tensor:
+    """`posterior.delta_std` batched over rows of many users: row b of user owner[b] has
+    d(q . s)/dw = J q = s * (q - q . s) and variance (J q)^T cov (J q)."""
+    s = S[owner]
+    q = basis.to(torch.float64)
+    G = s * (q - (q * s).sum(dim=1, keepdim=True))
+    var = torch.einsum("bk,bkl,bl->b", G, cov[owner], G)
+    return var.clamp(min=0).sqrt().to(torch.float32)
