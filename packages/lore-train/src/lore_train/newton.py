@@ -118,27 +118,33 @@ def newton_map(
     if K <= 1:  # softmax of one logit is 1: nothing to fit
         W = torch.zeros(num_users, K, dtype=dt, device=device)
         f, g, _, fisher = problem.evaluate(W, exact=False)
-        norm = g.norm(dim=1)
+        norm = torch.linalg.vector_norm(g, dim=1)
         return NewtonResult(W, fisher, 0, norm, norm <= tol)
     shift = torch.ones(K, K, dtype=dt, device=device) if alpha is not None else None
     f, g, H, fisher = problem.evaluate(W)
     stuck = torch.zeros(num_users, dtype=torch.bool, device=device)
     iterations = 0
     while iterations < max_iter:
-        active = (g.norm(dim=1) > tol) & ~stuck
+        active = (torch.linalg.vector_norm(g, dim=1) > tol) & ~stuck
         if not bool(active.any()):
             break
         iterations += 1
         step = _newton_step(H, fisher, g, shift)
         step[~active] = 0.0
         slope = (g * step).sum(dim=1)  # < 0: a descent direction
-        t = torch.ones(num_users, dtype=dt, device=device)
-        todo = active.clone()
-        W_new = W.clone()
-        for _ in range(MAX_HALVINGS):
+        slack = 1e-13 * (1.0 + f.abs())  # rounding, once f is flat to machine precision
+        trial = W + step
+        full = problem.evaluate(trial)  # the full step first: near the MAP it is taken
+        ok = full[0] <= f + ARMIJO * slope + slack
+        if bool(ok.all()):
+            W, (f, g, H, fisher) = trial, full
+            continue
+        t = torch.where(ok, 1.0, 0.5).to(dt)
+        todo = active & ~ok
+        W_new = torch.where(ok[:, None], trial, W)
+        for _ in range(MAX_HALVINGS):  # Armijo backtracking for the users the full step failed
             trial = W + t[:, None] * step
-            # Armijo, with slack for rounding once f is flat to machine precision
-            ok = problem.objective(trial) <= f + ARMIJO * t * slope + 1e-13 * (1.0 + f.abs())
+            ok = problem.objective(trial) <= f + ARMIJO * t * slope + slack
             W_new[todo & ok] = trial[todo & ok]
             todo &= ~ok
             if not bool(todo.any()):
@@ -147,7 +153,7 @@ def newton_map(
         stuck |= todo  # no decrease at any step length: at the MAP to rounding
         W = W_new
         f, g, H, fisher = problem.evaluate(W)
-    norm = g.norm(dim=1)
+    norm = torch.linalg.vector_norm(g, dim=1)
     return NewtonResult(W, fisher, iterations, norm, norm <= tol)
 
 
