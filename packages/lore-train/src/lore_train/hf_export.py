@@ -268,7 +268,7 @@ def users_record(model: PersonalRewardModel, basis: torch.Tensor, v_ref: torch.T
         "format": FORMAT, "format_version": FORMAT_VERSION, "layout": layout,
         "backbone": backbone, "dtype": dtype, "K": K, "lore_K": model.K, "dim": model.dim,
         "tau": model.tau, "label_noise": model.label_noise,
-        "temperature": model.meta.get("temperature"),
+        "temperature": model.meta.get("temperature"), "prior_scale": model.prior_scale,
         "user_ids": model.user_ids, "seen": model.seen, "posterior_users": posterior_users,
         "fewshot": fewshot, "embedder": recipe,
         "source": {"checkpoint": checkpoint, "dataset": model.meta.get("dataset")},
@@ -351,9 +351,19 @@ def model_card(model: PersonalRewardModel, recipe: dict[str, Any], layout: str,
                backbone: str) -> str:
     """README.md of an export: what the K outputs are and how to call it."""
     K = model.kept_rank
-    load = ("from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+    load = ("import json\n"
+            "from safetensors.torch import load_file\n"
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
             "model = AutoModelForSequenceClassification.from_pretrained(DIR)   # num_labels = K\n"
-            "tokenizer = AutoTokenizer.from_pretrained(DIR)\n") if layout == "full" else (
+            "tokenizer = AutoTokenizer.from_pretrained(DIR)\n"
+            "users = json.load(open(f'{DIR}/lore_users.json'))['user_ids']\n"
+            "weights = load_file(f'{DIR}/lore_users.safetensors')['weights']   # [N, K]\n"
+            "conversation = [{'role': 'user', 'content': prompt},\n"
+            "                {'role': 'assistant', 'content': response}]\n"
+            "text = tokenizer.apply_chat_template(conversation, tokenize=False)\n"
+            "ids = tokenizer(text, add_special_tokens=False, return_tensors='pt')\n"
+            "basis = model(**ids).logits[0].float()                          # [K]\n"
+            "reward = basis @ weights[users.index(user)]\n") if layout == "full" else (
             f"# head-only layout: the backbone is {backbone}; PersonalReward loads both\n")
     return f"""# A personalized reward model (lore, K = {K})
 
