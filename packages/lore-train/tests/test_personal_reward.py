@@ -220,3 +220,38 @@ def test_bad_calls(pr) -> None:
         pr.add_user("x", basis_diffs=torch.full((1, 3), float("nan")))
     with pytest.raises(ValueError, match="one per row"):
         pr.rewards_from_basis(torch.zeros(2, 3), ["u0"])
+
+
+def test_the_recipes_max_length_is_applied_like_the_embedder_did(tmp_path) -> None:
+    """Conversations cut from the left to max_length when embedded are cut the same way."""
+    tiny = build_tiny_export(tmp_path, max_length=9)
+    records = [json.loads(x) for x in (tiny.data / "responses.jsonl").read_text().splitlines()]
+    phi = torch.from_numpy(np.load(tiny.data / "embeddings.npy"))
+    pr = PersonalReward.from_pretrained(tiny.out)
+    assert pr.recipe["max_length"] == 9
+    assert max(len(pr.encoder.render([*r["prompt"], {"role": "assistant", "content": r["text"]}]))
+               for r in records) == 9  # the cut is active
+    model = PersonalRewardModel.load(tiny.checkpoint)
+    user = model.user_ids[0]
+    got = torch.tensor(pr.rewards([r["prompt"] for r in records], [r["text"] for r in records],
+                                  [user] * len(records)))
+    want = model.score(phi, user)
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_k0_export_is_the_backbones_own_reward(tmp_path) -> None:
+    """K = 0 (the reference head) exports the backbone unchanged: one output, v_ref."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tiny = build_tiny_export(tmp_path, K=0)
+    pr = PersonalReward.from_pretrained(tiny.out)
+    assert pr.K == 1
+    original = AutoModelForSequenceClassification.from_pretrained(tiny.backbone).eval()
+    tok = AutoTokenizer.from_pretrained(tiny.backbone)
+    conv = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "good"}]
+    ids = tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False,
+              return_tensors="pt")
+    with torch.no_grad():
+        want = float(original(**ids).logits[0, 0])
+    for user in (pr.user_ids[0], "stranger"):
+        assert pr.rewards(["the cat"], ["good"], [user])[0] == pytest.approx(want, rel=1e-5)
