@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from lore_train import PersonalReward, PersonalRewardModel, UnknownUserError
-from lore_train.personal_reward import token_batches
+from lore_train.conversations import token_batches
 from lore_train.prior import prior_mean
 from lore_train.tiny_export import build_tiny_export
 

@@ -28,12 +28,14 @@ import torch
 from lore_datasets import DataError, PreferencePairs
 
 from . import posterior as posterior_lib
+from .conversations import comparison_texts, conversation, token_batches
 from .elicitation import greedy_information_gain
 from .fewshot import fit_few_shot
-from .hf_export import install_basis_head, load_tokenizer, read_users, users_record
+from .hf_export import install_basis_head, load_tokenizer
 from .model import PersonalRewardModel, UnknownUserError
 from .newton import newton_map
 from .prior import prior_logits
+from .users_file import read_users, users_record
 
 Message = dict[str, str]
 UNKNOWN_USER = ("prior", "error")
@@ -308,27 +310,7 @@ class PersonalReward:
         return W[0].to(torch.float64), H[0]
 
     def _comparison_diffs(self, user: str, comparisons: Sequence[Any]) -> torch.Tensor:
-        prompts, chosen, rejected = [], [], []
-        for i, item in enumerate(comparisons):
-            if isinstance(item, dict):
-                missing = [k for k in ("prompt", "chosen", "rejected") if k not in item]
-                if missing:
-                    raise ValueError(f"user {user!r}, comparison {i}: missing {missing}")
-                p, a, b = item["prompt"], item["chosen"], item["rejected"]
-            elif isinstance(item, (tuple, list)) and len(item) == 3:
-                p, a, b = item
-            else:
-                raise ValueError(f"user {user!r}, comparison {i}: expected a dict with prompt, "
-                                 "chosen, rejected or a 3-tuple")
-            for name, text in (("chosen", a), ("rejected", b)):
-                if not _text_of(text).strip():
-                    raise ValueError(f"user {user!r}, comparison {i}: {name} is empty")
-            if _text_of(a) == _text_of(b):
-                raise ValueError(f"user {user!r}, comparison {i}: chosen and rejected are the "
-                                 "same text")
-            prompts.append(p)
-            chosen.append(a)
-            rejected.append(b)
+        prompts, chosen, rejected = comparison_texts(user, comparisons)
         if not prompts:
             return torch.zeros(0, self.K)
         basis = self.basis_rewards(prompts + prompts, chosen + rejected)
@@ -344,53 +326,6 @@ class PersonalReward:
             hidden = self.encoder.encode([tokens[i] for i in idx])
             out[idx] = (hidden.to(torch.float32) @ self._head.T).cpu()
         return out
-
-
-def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped by similar length so that rows x longest <= max_tokens (at least one
-    row per batch): sorting by length keeps padding small."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) + 1) * lengths[i] > max_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def conversation(prompt: Any, completion: Any, index: int = 0) -> list[Message]:
-    """[prompt messages..., assistant: completion]: a plain-text prompt is one user turn,
-    a list is chat messages; a completion is text or a list of assistant messages."""
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, (list, tuple)) and prompt and all(_is_message(m) for m in prompt):
-        messages = [dict(m) for m in prompt]
-    else:
-        raise ValueError(f"prompt {index}: expected text or a non-empty list of "
-                         "{role, content} messages")
-    if isinstance(completion, str):
-        return [*messages, {"role": "assistant", "content": completion}]
-    if isinstance(completion, (list, tuple)) and completion and all(_is_message(m)
-                                                                    for m in completion):
-        return [*messages, *(dict(m) for m in completion)]
-    raise ValueError(f"completion {index}: expected text or a list of {{role, content}} messages")
-
-
-def _is_message(m: Any) -> bool:
-    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(
-        m.get("content"), str)
-
-
-def _text_of(x: Any) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, (list, tuple)):
-        return "\n".join(str(m.get("content", "")) for m in x if isinstance(m, dict))
-    raise ValueError(f"expected text or a list of messages, got {type(x).__name__}")
 
 
 def _check_user(user: Any) -> str:
