@@ -148,3 +148,31 @@ def test_cli_usage_errors_are_one_line(tiny, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "exists and is not a directory" in err and err.count("\n") == 1
     assert a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("missing", r"lore_users.json: missing"),
+    ("not-json", r"lore_users.json: not JSON"),
+    ("one-user-less", r"lore_users.safetensors: weights is \(\d+, 3\), lore_users.json says \(\d+, 3\)"),
+    ("other-format", r"lore_users.json: not a lore-personal-reward file"),
+])
+def test_a_damaged_users_file_is_refused_naming_it(tiny, tmp_path, damage, match) -> None:
+    import json
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny.out, out)
+    path = out / "lore_users.json"
+    doc = json.loads(path.read_text())
+    if damage == "missing":
+        path.unlink()
+    elif damage == "not-json":
+        path.write_text("{ not json")
+    elif damage == "one-user-less":
+        doc["user_ids"] = doc["user_ids"][:-1]
+        path.write_text(json.dumps(doc))
+    else:
+        doc["format"] = "something-else"
+        path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=match):
+        PersonalReward.from_pretrained(out)
