@@ -4,8 +4,8 @@ Bayes), each fitted by Newton (the exact MAP) and by 500 Adam steps.
     python benchmarks/fewshot_priors.py --run runs/llmfao --dataset llmfao --K 2 3 \
         --shots 0 1 2 5 10 20 50 --trials 10 [--json out.json]
 
-For each checkpoint of a `lore-train` run it chooses the prior's scale c on
-the seen users' training pairs (`lore_train.prior_scale`), then draws the
+For each checkpoint of a `lore-train` run it chooses the prior's scale c as
+`personalize` does (`lore_train.prior_scale.choose_for_new_users`), then draws the
 `lore-eval fewshot` curves (unseen users on unseen prompts, mean over
 trials) for every (prior, solver), and the median L1 distance between the
 weights of 500 Adam steps and the Newton MAP (the converged one) per shot
@@ -27,7 +27,7 @@ import lore_kernels
 from lore_datasets import load_dataset
 from lore_eval.fewshot import _fit_trials, draw_shots, fewshot_curve, find_checkpoints
 from lore_train import PersonalRewardModel
-from lore_train.prior_scale import choose_prior_scale
+from lore_train.prior_scale import choose_for_new_users
 
 
 def weight_gap(model: PersonalRewardModel, bench, shots: list[int], trials: int, seed: int,
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for path in find_checkpoints(args.run, args.K):
         model = PersonalRewardModel.load(path)
         start = time.perf_counter()
-        choice = choose_prior_scale(model, bench.seen_train, seed=0)
+        choice = choose_for_new_users(model, bench.unseen_fewshot, bench.seen_train, seed=0)
         choose_seconds = time.perf_counter() - start
         curves: dict[str, dict[int, float | None]] = {}
         seconds: dict[str, float] = {}

@@ -7,12 +7,12 @@ import torch
 
 from lore_datasets import PreferencePairs
 from lore_train import PersonalRewardModel, TrainConfig
-from lore_train.prior_scale import choose_prior_scale
+from lore_train.prior_scale import choose_for_new_users, choose_prior_scale
 
 TAU = 0.01
 
 
-def population(alpha: list[float], users: int = 100, pairs: int = 40, d: int = 12, seed: int = 0):
+def population(alpha: list[float], users: int = 60, pairs: int = 40, d: int = 12, seed: int = 0):
     """Users whose true weights are Dirichlet(alpha) draws, their Bradley-Terry pairs, and a
     model holding V and those weights (as a perfect joint fit would)."""
     rng = np.random.default_rng(seed)
@@ -33,11 +33,11 @@ def population(alpha: list[float], users: int = 100, pairs: int = 40, d: int = 1
 def test_a_correct_prior_keeps_its_strength_and_the_choice_is_seeded():
     model, pairs = population([2.0, 2.0, 2.0])
     choice = choose_prior_scale(model, pairs, shots=(1, 5, 20), trials=1)
-    assert set(choice["scores"]) == {1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0}
+    assert set(choice["scores"]) == {1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0}
     assert 0.5 <= choice["scale"] <= 2.0, choice
     assert choose_prior_scale(model, pairs, shots=(1, 5, 20), trials=1) == choice
     # the held-out likelihood falls off on both sides of the choice
-    assert choice["scores"][1 / 16] < choice["scores"][choice["scale"]] > choice["scores"][4.0]
+    assert choice["scores"][1 / 8] < choice["scores"][choice["scale"]] > choice["scores"][16.0]
 
 
 def test_a_prior_fitted_too_strong_is_weakened():
@@ -59,7 +59,17 @@ def test_personalize_stores_the_chosen_scale_and_the_prior_uses_it():
     out = personalize(model, new, model.train_config, seen_pairs=pairs)
     c = out.meta["prior_scale"]
     assert out.prior_scale == c and out.meta["prior_scale_choice"]["scale"] == c
+    assert out.meta["prior_scale_choice"]["source"] == "seen users' training pairs"  # one new user
     torch.testing.assert_close(out.population_prior(), c * out.population_prior(scaled=False))
     fixed = TrainConfig(K=3, fewshot_prior_scale=3.0)
     assert personalize(model.with_users([], torch.zeros(0, 3)), new, fixed,
                        seen_pairs=pairs).meta.get("prior_scale") in (None, c)
+
+
+def test_new_users_pairs_are_used_when_there_are_enough():
+    model, pairs = population([2.0, 2.0, 2.0], users=60, pairs=20)
+    seen = pairs.select_users(pairs.user_ids[:40])
+    new = pairs.select_users(pairs.user_ids[40:])
+    choice = choose_for_new_users(model, new, seen)
+    assert choice["source"] == "new users' pairs" and choice["users"] == 20
+    assert choice["scale"] == choose_prior_scale(model, new)["scale"]

@@ -4,12 +4,15 @@ The Dirichlet fitted to the seen users' weights (`lore_train.prior`) fixes
 the prior's shape; its strength -- a scale c on the concentration, prior
 c * alpha -- decides how far a new user's few pairs may pull them from the
 population's mean. A fixed c = 1 helped at one shot but cost accuracy at
-fifty on held-out data, so c is chosen on data: for the seen users, each
-trial holds out all but n of a user's pairs (n over a range of shot counts),
+fifty on held-out data, so c is chosen on data: for the new users (their
+few-shot pairs; the seen users' training pairs when there are too few new
+users), each trial holds out all but n of a user's pairs (n over a range of shot counts),
 fits their weights MAP from the n under c * alpha (one batched Newton solve
 per c, `lore_train.newton`), and scores the held-out pairs' log-likelihood.
 The c with the best mean over shot counts, trials and users is kept: the
-prior a new user is best served by, read off the users we know. Its weight
+prior a new user is best served by, read off the users at hand. On the seen
+users' own training pairs it comes out too weak (V was fitted to those pairs
+with those users' near one-hot weights), hence the new users first. Its weight
 still fades with a user's pairs, since each pair adds a likelihood term
 while the prior stays one.
 """
@@ -31,8 +34,24 @@ from .newton import newton_map
 if TYPE_CHECKING:  # the model calls into this module's callers only
     from .model import PersonalRewardModel
 
-SCALES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+SCALES = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0)
 SHOTS = (1, 2, 5, 10, 20, 50)
+# New users with at least two pairs (one to fit, one to hold out) needed to choose on theirs
+MIN_NEW_USERS = 10
+
+
+def choose_for_new_users(model: PersonalRewardModel, new: PreferencePairs,
+                         seen: PreferencePairs | None, *, seed: int = 0) -> dict[str, Any]:
+    """`choose_prior_scale` on the new users' own pairs when at least `MIN_NEW_USERS`
+    of them have two or more (empirical Bayes proper: their pairs are not in V's fit),
+    else on the seen users' training pairs (V was fitted to those, which makes a
+    weak prior look better than it is for a new user)."""
+    enough = int((new.pairs_per_user() >= 2).sum()) >= MIN_NEW_USERS
+    if not enough and seen is None:
+        return {"scale": 1.0, "scores": {}, "source": "none",
+                "rule": f"fewer than {MIN_NEW_USERS} new users with two pairs and no seen pairs"}
+    choice = choose_prior_scale(model, new if enough else seen, seed=seed)
+    return {**choice, "source": "new users' pairs" if enough else "seen users' training pairs"}
 
 
 def choose_prior_scale(
@@ -46,16 +65,14 @@ def choose_prior_scale(
 ) -> dict[str, Any]:
     """The scale c of ``model``'s population prior with the best held-out likelihood.
 
-    ``pairs``: the seen users' pairs (their training pairs; users the model
-    does not hold as seen are ignored). Returns ``{"scale", "scores",
+    ``pairs``: the users to learn from (each fitted from n of their pairs,
+    scored on the rest). Returns ``{"scale", "scores",
     "shots", "trials", "users"}``: scores maps each c to the mean held-out
     log-likelihood per pair (macro over users, then over shot counts and
     trials). With no user holding more than one pair, c = 1 is returned.
     """
     if not scales or any(c <= 0 for c in scales):
         raise ValueError(f"scales must be positive, got {list(scales)}")
-    seen = {u for u, s in zip(model.user_ids, model.seen) if s}
-    pairs = pairs.select_users([u for u in pairs.user_ids if u in seen])
     alpha = model.population_prior(scaled=False).to(torch.float64)
     V = model.V.detach()
     if pairs.num_pairs == 0 or V.shape[1] <= 1:
