@@ -69,19 +69,28 @@ class EmbedStats:
                 + (f", saved {100 * self.saved_fraction:.0f}%" if self.plain_tokens else ""))
 
 
-def pack(units: Sequence[Unit], cost: Callable[[Sequence[Unit]], int], budget: int
+def pack(units: Sequence[Unit], cost: Callable[[Sequence[Unit]], int], budget: int, *,
+         real: Callable[[Sequence[Unit]], int] | None = None, max_padding: float = 1.0
          ) -> list[list[Unit]]:
-    """Consecutive runs of ``units`` whose ``cost`` stays within ``budget``.
+    """Consecutive runs of ``units`` whose ``cost`` (padded tokens) stays within ``budget``.
 
-    A unit that alone exceeds the budget still gets a batch of its own (the
-    caller decides whether that fits).
+    With ``real`` (the tokens without padding), a run is also closed before
+    its padding would pass ``max_padding`` of its cost: on a large data set
+    sorted by length, neighbours have the same length and the budget binds
+    first; on a small or spread one, batches get smaller instead of padding
+    more. A unit that alone exceeds the budget still gets a batch of its own
+    (the caller decides whether that fits).
     """
     batches: list[list[Unit]] = []
     current: list[Unit] = []
     for unit in units:
-        if current and cost([*current, unit]) > budget:
-            batches.append(current)
-            current = []
+        if current:
+            grown = [*current, unit]
+            padded = cost(grown)
+            if padded > budget or (real is not None
+                                   and padded - real(grown) > max_padding * padded):
+                batches.append(current)
+                current = []
         current.append(unit)
     if current:
         batches.append(current)
@@ -112,9 +121,14 @@ class BudgetRunner:
         self.backoffs = 0
 
     def run(self, units: Sequence[Unit], cost: Callable[[Sequence[Unit]], int],
-            step: Callable[[list[Unit]], None]) -> None:
-        """Call ``step`` on every unit once, in order, in batches within the budget."""
-        pending = pack(units, cost, self.budget)
+            step: Callable[[list[Unit]], None], *,
+            real: Callable[[Sequence[Unit]], int] | None = None, max_padding: float = 1.0) -> None:
+        """Call ``step`` on every unit once, in order, in batches within the budget
+        (and within ``max_padding``, see ``pack``)."""
+        def split(items: Sequence[Unit]) -> list[list[Unit]]:
+            return pack(items, cost, self.budget, real=real, max_padding=max_padding)
+
+        pending = split(units)
         while pending:
             batch = pending.pop(0)
             try:
@@ -132,10 +146,9 @@ class BudgetRunner:
                 if self.on_oom is not None:
                     self.on_oom()
                 rest = [u for b in pending for u in b]
-                pending = pack([*batch, *rest], cost, self.budget)
+                pending = split([*batch, *rest])
                 if len(pending[0]) >= len(batch):  # the budget still holds the batch whole
-                    pending = [batch[: len(batch) // 2], batch[len(batch) // 2:],
-                               *pack(rest, cost, self.budget)]
+                    pending = [batch[: len(batch) // 2], batch[len(batch) // 2:], *split(rest)]
 
 
 def timed(stats: EmbedStats, fn: Callable[[], Any]) -> Any:

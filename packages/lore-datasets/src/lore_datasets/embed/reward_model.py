@@ -38,7 +38,7 @@ Message = dict[str, str]
 DEFAULT_MAX_LENGTH = 4096
 DEFAULT_BATCH_TOKENS = 32768
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
-SUFFIX_PAD_TOLERANCE = 0.05
+MAX_PADDING = 0.01
 
 
 def attention_implementation(choice: str, device: str) -> str:
@@ -70,7 +70,7 @@ class RewardModelEmbedder:
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8,
                  max_length: int | None = DEFAULT_MAX_LENGTH, name: str | None = None,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS, shared_prompts: bool = True,
-                 legacy: bool = False) -> None:
+                 max_padding: float = MAX_PADDING, legacy: bool = False) -> None:
         head = getattr(model, "score", None)
         if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
             raise DataError(f"{type(model).__name__}: expected a reward model with a one-output "
@@ -86,6 +86,7 @@ class RewardModelEmbedder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.legacy = legacy
+        self.max_padding = max_padding
         self.shared_prompts = shared_prompts and not legacy
         self.runner = BudgetRunner(max_batch_tokens, on_oom=_empty_cuda_cache)
         self.stats = EmbedStats()
@@ -248,8 +249,10 @@ class RewardModelEmbedder:
                 done(rows, hidden)
 
         self.runner.run(plain, lambda rows: len(rows) * max(len(tokens[r]) for r in rows),
-                        run_plain)
-        self.runner.run(shared, _group_cost, run_shared)
+                        run_plain, real=lambda rows: sum(len(tokens[r]) for r in rows),
+                        max_padding=self.max_padding)
+        self.runner.run(shared, _group_cost, run_shared, real=_group_tokens,
+                        max_padding=self.max_padding)
 
     @torch.inference_mode()
     def _shared(self, batch: list[Group], stats: EmbedStats):
@@ -264,7 +267,7 @@ class RewardModelEmbedder:
         _count(stats, [len(g.prefix) for g in batch], mask.numel())
         items = sorted(((len(s), gi, row, s) for gi, g in enumerate(batch)
                         for row, s in zip(g.rows, g.suffixes)), key=lambda x: x[:3])
-        for sub in _low_padding_runs(items, SUFFIX_PAD_TOLERANCE):
+        for sub in _low_padding_runs(items, self.max_padding):
             owner = torch.tensor([gi for _, gi, _, _ in sub], device=mask.device)
             suffix = self._batch([s for *_, s in sub], side="right")
             smask = suffix["attention_mask"]
@@ -294,20 +297,24 @@ def _count(stats: EmbedStats, real: list[int], computed: int) -> None:
 
 
 def _group_cost(batch: Sequence[Group]) -> int:
-    """Padded prefix tokens plus the responses' tokens (with the allowed padding)."""
+    """Padded prefix tokens plus the responses' tokens."""
     prefix = len(batch) * max(len(g.prefix) for g in batch)
-    suffix = sum(len(s) for g in batch for s in g.suffixes)
-    return prefix + int(suffix * (1 + SUFFIX_PAD_TOLERANCE))
+    return prefix + sum(len(s) for g in batch for s in g.suffixes)
+
+
+def _group_tokens(batch: Sequence[Group]) -> int:
+    return sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in batch)
 
 
 def _low_padding_runs(items: list, tolerance: float) -> list[list]:
-    """Consecutive runs of length-sorted items whose padding stays within ``tolerance``."""
+    """Consecutive runs of length-sorted items whose padding stays within ``tolerance``
+    of the tokens computed."""
     runs: list[list] = []
     current: list = []
     total = 0
     for item in items:
         n = item[0]
-        if current and n * (len(current) + 1) - (total + n) > tolerance * (total + n):
+        if current and n * (len(current) + 1) - (total + n) > tolerance * n * (len(current) + 1):
             runs.append(current)
             current, total = [], 0
         current.append(item)
