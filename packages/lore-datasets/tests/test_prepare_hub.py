@@ -106,7 +106,12 @@ def test_personalllm_normalize_and_cost_sign(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from lore_datasets.personalllm import MODELS, SCORE_COLUMNS, load_personalllm, write_score_settings
+    from lore_datasets.personalllm import (
+        MODELS,
+        SCORE_COLUMNS,
+        load_personalllm,
+        write_score_settings,
+    )
 
     rng = np.random.default_rng(3)
     scale = np.array([100.0 if m == "gemma_2b" else 1.0 for m in MODELS])
