@@ -17,7 +17,13 @@ Resuming: rows are embedded in shards under ``shards/``; a manifest records
 the finished ones with a fingerprint of the inputs and the embedder, so a
 rerun after an interruption skips them, and a rerun with other inputs stops
 instead of mixing the two. A shard file appears only once complete (written
-then renamed), so a shard file present counts as finished too.
+then renamed), so a shard file present counts as finished too. With a
+reward-model embedder the shards follow its global length order (a prompt's
+rows together, so the shared prefix is computed once); the manifest records a
+digest of that order (a rerun with another ``max_length`` or sharing stops)
+and the throughput so far, and the merge puts every row back in its input
+place. ``embeddings.json`` keeps the final throughput (tokens, padding,
+tokens saved, tokens/s, rows cut to ``max_length``).
 
 Under torchrun (an initialized default process group) the shards are dealt
 out round-robin: process r embeds shards r, r + W, r + 2W, ... (W processes)

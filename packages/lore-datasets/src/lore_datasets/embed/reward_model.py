@@ -9,11 +9,21 @@ took the last ``nn.Linear`` of ``AutoModel``, an MLP projection: REFERENCE.md §
 One code path renders every conversation (chosen and rejected alike): the
 tokenizer's chat template as text, then tokenization without added special
 tokens (the template carries its own BOS; adding another is §7.13's double
-BOS). Batches are padded on the tokenizer's side, left or right; the last
-real token is found from the attention mask, and position ids follow the
-mask so left padding does not shift positions. Nothing is truncated unless
-``max_length`` is set; then tokens are cut from the *left*, so the response's
-end, which the head reads, is always kept.
+BOS). The last real token is found from the attention mask, and position ids
+follow the mask so left padding does not shift positions. Rows longer than
+``max_length`` (4096 by default; None for no cut) lose tokens from the
+*left*, so the response's end, which the head reads, is always kept; they are
+counted in ``stats.truncated_rows``.
+
+Batching (see ``batching`` and ``prefixes``): rows are taken in a global
+length order and packed into forward passes of at most ``max_batch_tokens``
+padded tokens and 1 % padding; with ``shared_prompts`` each prompt's common
+token prefix runs once (left-padded, ``use_cache``) and its responses run on
+a copy of that key/value cache (right-padded, positions continuing after the
+prefix, the attention mask covering prefix + response). A CUDA out-of-memory
+error halves the budget and retries. ``legacy=True`` keeps the original
+pipeline: ``batch_size`` rows per pass, sorted within each call, every row
+whole.
 """
 
 from __future__ import annotations
