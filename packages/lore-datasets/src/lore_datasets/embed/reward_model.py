@@ -97,7 +97,6 @@ class RewardModelEmbedder:
         self.max_length = max_length
         self.legacy = legacy
         self.max_padding = max_padding
-        self.shared_prompts = shared_prompts and not legacy
         self.runner = BudgetRunner(max_batch_tokens, on_oom=_empty_cuda_cache)
         self.stats = EmbedStats()
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -105,6 +104,9 @@ class RewardModelEmbedder:
         params = inspect.signature(self._base.forward).parameters
         self._takes_positions = "position_ids" in params
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # sharing needs a decoder that returns and takes a key/value cache
+        self.shared_prompts = (shared_prompts and not legacy and "use_cache" in params
+                               and self._cache_arg in params)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, dtype: torch.dtype = torch.bfloat16,
