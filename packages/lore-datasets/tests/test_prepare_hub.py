@@ -134,3 +134,29 @@ def test_personalllm_normalize_and_cost_sign(tmp_path: Path) -> None:
     assert stored.meta["scores"]["cost_sign"] == "flip"
     with pytest.raises(DataError, match="normalize must be one of none, zscore"):
         load_personalllm(tmp_path, normalize="minmax", **small)
+
+
+def test_personalllm_from_hub_layout_with_zscore(tmp_path: Path, capsys) -> None:
+    from lore_datasets.personalllm import SCORE_COLUMNS, load_personalllm
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "hub" / "data"
+    data.mkdir(parents=True)
+    for split, n in (("train", 6), ("test", 3)):
+        table = {"prompt": [f"post {p} {split}" for p in range(n)], "subset": ["s"] * n,
+                 "prompt_id": list(range(n))}
+        for i in range(1, 9):
+            table[f"response_{i}"] = [f"good {i} {p}" for p in range(n)]
+        table.update({c: rng.standard_normal(n).tolist() for c in SCORE_COLUMNS})
+        pq.write_table(pa.table(table), data / f"{split}-00000-of-00001.parquet")
+    out = tmp_path / "out"
+    assert main(["embed", "--source", "personalllm", "--data-dir", str(tmp_path / "hub"),
+                 "--model", str(_tiny_model(tmp_path)), "--out", str(out), "--device", "cpu",
+                 "--no-progress", "--normalize", "zscore", "--legacy-batching"]) == 0
+    assert json.loads((out / "scores.json").read_text()) == {"normalize": "zscore",
+                                                             "cost_sign": "raw"}
+    record = json.loads((out / "train.embeddings.json").read_text())
+    assert record["rows"] == 48 and record["settings"]["legacy"] is True
+    bench = load_personalllm(out, num_seen=3, num_unseen=2, seen_train_frac=0.5,
+                             fewshot_frac=0.4)
+    assert bench.meta["scores"]["normalize"] == "zscore" and bench.dim == 16

@@ -13,6 +13,7 @@ Only argument parsing and printing live here; the work is in the library.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -215,6 +216,9 @@ def _embed(args: argparse.Namespace) -> int:
     if args.max_batch_tokens < 1 or args.max_length < 0:
         raise DataError("--max-batch-tokens must be >= 1 and --max-length >= 0")
     resolve_device(args.device)  # a bad --device fails before the pairs are read
+    if args.encoder == "reward-model" and importlib.util.find_spec("transformers") is None:
+        raise DataError("embedding with a reward model needs transformers: "
+                        "pip install 'lore-datasets[embed]'")
     jobs = _read_inputs(args)  # the data (and the network) before any model is loaded
     if collectives.world_size() <= 1:
         return _embed_with(args, jobs)
