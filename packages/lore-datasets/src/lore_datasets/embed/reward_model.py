@@ -279,7 +279,11 @@ class RewardModelEmbedder:
         _count(stats, [len(g.prefix) for g in batch], mask.numel())
         items = sorted(((len(s), gi, row, s) for gi, g in enumerate(batch)
                         for row, s in zip(g.rows, g.suffixes)), key=lambda x: x[:3])
-        for sub in _low_padding_runs(items, self.max_padding):
+        # each response batch copies its prefixes' cache: keep that copy within the budget
+        cap = max(1, self.runner.budget // mask.shape[1])
+        runs = [run[i:i + cap] for run in _low_padding_runs(items, self.max_padding)
+                for i in range(0, len(run), cap)]
+        for sub in runs:
             owner = torch.tensor([gi for _, gi, _, _ in sub], device=mask.device)
             suffix = self._batch([s for *_, s in sub], side="right")
             smask = suffix["attention_mask"]
