@@ -76,10 +76,11 @@ def test_tldr_parquet_conversion_layout(tmp_path: Path) -> None:
 def test_tldr_raw_script_files_are_split_by_their_rows(tmp_path: Path) -> None:
     folder = tmp_path / "comparisons"
     folder.mkdir()
-    (folder / "batch3.json").write_text("".join(json.dumps(r) + "\n" for r in TRAIN[:2] + VALID))
+    (folder / "batch3.json").write_text("".join(json.dumps(r) + "\n" for r in TRAIN[:1] + VALID))
+    (folder / "batch10.json").write_text(json.dumps(TRAIN[1]) + "\n")
     (folder / "cnndm0.json").write_text(json.dumps(TRAIN[2]) + "\n")
     train = load_hub_rows("tldr", "train", data_dir=tmp_path)
-    assert [r["worker"] for r in train] == ["w1", "w2", "w3"]
+    assert [r["worker"] for r in train] == ["w1", "w2", "w3"]  # the script's file order
     assert [r["split"] for r in load_hub_rows("tldr", "validation", data_dir=tmp_path)] == [
         "valid1", "valid2"]
     (folder / "batch4.json").write_text(json.dumps({**TRAIN[0], "split": "test"}) + "\n")

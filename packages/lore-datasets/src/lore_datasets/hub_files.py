@@ -130,7 +130,8 @@ def _local_files(source: Source, split: str, root: Path) -> list[tuple[Path, str
         raise DataError(f"{root}: data directory not found")
     candidates = _layouts(source, split)
     for kind, patterns in candidates:
-        found = sorted({p for pattern in patterns for p in root.glob(pattern)})
+        # in the order of the patterns (the script's file order), then by name
+        found = list(dict.fromkeys(p for pattern in patterns for p in sorted(root.glob(pattern))))
         if found:
             if kind == "parquet":
                 require("pyarrow.parquet")
