@@ -149,3 +149,31 @@ def test_truncated_rows_are_counted_and_keep_their_end() -> None:
     torch.testing.assert_close(got, alone.embed(convs, progress=False), rtol=1e-5, atol=1e-5)
     with pytest.raises(DataError, match="max_length must be >= 2"):
         RewardModelEmbedder(model, tiny_tokenizer(), max_length=1)
+
+
+def test_embedder_backs_off_on_a_fake_cuda_oom() -> None:
+    """A wrapper around the backbone raises CUDA's OOM error for passes over 40 tokens:
+    the embedder halves its budget until batches fit and the result is unchanged."""
+    from lore_datasets.embed import RewardModelEmbedder
+    from lore_datasets.embed.tiny import tiny_reward_model, tiny_tokenizer
+
+    model = tiny_reward_model(max_positions=256)
+    convs = _conversations()
+    want = RewardModelEmbedder(model, tiny_tokenizer(), legacy=True).embed(convs, progress=False)
+    emb = RewardModelEmbedder(model, tiny_tokenizer(), max_batch_tokens=1024)
+    forward = emb._base.forward
+    sizes: list[int] = []
+
+    def small_memory(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        sizes.append(ids.numel())
+        if ids.numel() > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return forward(*args, **kwargs)
+
+    emb._base.forward = small_memory
+    got = emb.embed(convs, progress=False)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    backoffs = emb.runner.backoffs
+    assert emb.stats.oom_backoffs == backoffs >= 1 and emb.runner.budget == 1024 >> backoffs
+    assert max(sizes) > 40  # it did try the big batches first
