@@ -31,6 +31,7 @@ model is loaded (the command reads its rows first).
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import urllib.error
@@ -96,8 +97,6 @@ def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
 
 def require(module: str, extra: str = "hub") -> Any:
     """Import an optional library or fail with the install line."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
