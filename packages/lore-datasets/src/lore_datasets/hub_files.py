@@ -184,7 +184,8 @@ def _hub_layouts(source: Source, split: str, hf: Any, tried: list[str]):
             yield revision, kind, [prefix + first]
             continue
         try:
-            names = hf.list_repo_files(source.repo, repo_type="dataset", revision=revision)
+            names = hf.HfApi(endpoint=endpoint()).list_repo_files(
+                source.repo, repo_type="dataset", revision=revision)
         except Exception as err:  # a missing revision, a private repo, a network error
             tried.append(f"{revision} ({type(err).__name__})")
             continue
@@ -197,7 +198,8 @@ def _hub_layouts(source: Source, split: str, hf: Any, tried: list[str]):
 def _download(hf: Any, repo: str, revision: str, path: str) -> Path | None:
     try:
         return Path(hf.hf_hub_download(repo, path, repo_type="dataset", revision=revision,
-                                       local_files_only=offline(), etag_timeout=CONNECT_TIMEOUT))
+                                       local_files_only=offline(), etag_timeout=CONNECT_TIMEOUT,
+                                       endpoint=endpoint()))
     except Exception as err:  # not found, or not cached offline
         if not offline() and type(err).__name__ not in ("EntryNotFoundError",
                                                         "RemoteEntryNotFoundError",
