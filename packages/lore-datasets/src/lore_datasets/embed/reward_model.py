@@ -32,6 +32,7 @@ import importlib.util
 import inspect
 import json
 import time
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,14 +154,15 @@ class RewardModelEmbedder:
         return self._render(conversation)[0]
 
     def tokenize(self, conversations: Sequence[Sequence[Message]]
-                 ) -> tuple[list[list[int]], list[str]]:
-        """Token lists and prompt keys (the conversation without its last message) of each row;
-        rows cut to ``max_length`` are counted in ``stats.truncated_rows``."""
+                 ) -> tuple[list[array], list[str]]:
+        """Token ids (int32 arrays: a whole data set's tokens are held at once) and prompt keys
+        (the conversation without its last message) of each row; rows cut to ``max_length``
+        are counted in ``stats.truncated_rows``."""
         tokens, keys = [], []
         for conv in conversations:
             ids, cut = self._render(conv)
             self.stats.truncated_rows += cut
-            tokens.append(ids)
+            tokens.append(array("i", ids))
             keys.append(json.dumps(list(conv)[:-1], sort_keys=True, ensure_ascii=False))
         return tokens, keys
 
@@ -170,7 +172,7 @@ class RewardModelEmbedder:
             return list(range(len(tokens)))
         return length_order(tokens, keys if self.shared_prompts else None)
 
-    def _batch(self, token_lists: list[list[int]], side: str | None = None
+    def _batch(self, token_lists: Sequence[Sequence[int]], side: str | None = None
                ) -> dict[str, torch.Tensor]:
         longest = max(map(len, token_lists))
         ids = torch.full((len(token_lists), longest), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -208,7 +210,7 @@ class RewardModelEmbedder:
         tokens, keys = self.tokenize(conversations)
         return self.embed_tokens(tokens, keys, progress=progress, desc=desc)
 
-    def embed_tokens(self, tokens: Sequence[list[int]], keys: Sequence[str] | None = None, *,
+    def embed_tokens(self, tokens: Sequence[Sequence[int]], keys: Sequence[str] | None = None, *,
                      progress: bool = False, desc: str = "embedding") -> torch.Tensor:
         """[n, d] fp32 embeddings of token lists (rows with equal ``keys`` share a prompt)."""
         out = torch.empty(len(tokens), self.dim)
