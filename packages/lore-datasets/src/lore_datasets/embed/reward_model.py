@@ -28,6 +28,7 @@ whole.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -163,7 +164,8 @@ class RewardModelEmbedder:
             ids, cut = self._render(conv)
             self.stats.truncated_rows += cut
             tokens.append(array("i", ids))
-            keys.append(json.dumps(list(conv)[:-1], sort_keys=True, ensure_ascii=False))
+            prompt = json.dumps(list(conv)[:-1], sort_keys=True, ensure_ascii=False)
+            keys.append(hashlib.sha1(prompt.encode()).hexdigest())  # short: one per row is kept
         return tokens, keys
 
     def order(self, tokens: Sequence[Sequence[int]], keys: Sequence[str]) -> list[int]:
