@@ -171,11 +171,11 @@ def test_offline_errors_are_one_line_and_fast(tmp_path: Path, monkeypatch) -> No
         start = time.perf_counter()
         with pytest.raises(DataError) as err:
             load_hub_rows(source, "train")
-        assert time.perf_counter() - start < 5
+        assert time.perf_counter() - start < 10  # seconds, not ~50 s of retries
         assert "\n" not in str(err.value) and "--data-dir" in str(err.value)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # loopback, nothing listens
     start = time.perf_counter()
     with pytest.raises(DataError, match=r"cannot reach http://127.0.0.1:9 .*HF_HUB_OFFLINE=1"):
         load_hub_rows("prism", "train")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 10  # seconds, not ~50 s of retries
