@@ -24,6 +24,8 @@ rounding only).
 
     python benchmarks/bench_embed.py                 # ~1-2 min on one core
     python benchmarks/bench_embed.py --quick --json out.json
+    python benchmarks/bench_embed.py --device cuda --dtype bf16 --hidden 2048 --layers 8 \
+        --prompts 2000
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--legacy-batch", type=int, default=8, help="rows per batch of the old path")
     p.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (on a GPU, pass a bigger "
+                   "--hidden/--layers, e.g. 2048 and 8, so the model is worth a GPU)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="model dtype")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a small run (CI)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -100,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.prompts, args.hidden, args.layers = 24, 64, 2
     torch.set_num_threads(args.threads)
     conversations = tldr_like(args.prompts, args.seed)
-    model = tiny_reward_model(hidden_size=args.hidden, num_layers=args.layers, max_positions=1024)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model = tiny_reward_model(hidden_size=args.hidden, num_layers=args.layers, max_positions=1024,
+                              dtype=dtype).to(args.device)
     tokenizer = tiny_tokenizer("left")
 
     def embedder(**kw: Any) -> RewardModelEmbedder:
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {"rows": len(conversations), "prompts": args.prompts, "hidden": args.hidden,
                   "layers": args.layers, "budget": args.budget, "legacy_batch": args.legacy_batch,
                   "shard_size": args.shard_size, "threads": args.threads,
+                  "device": args.device, "dtype": args.dtype,
                   "torch": torch.__version__, "machine": platform.processor() or platform.machine()},
         "runs": rows, "checks": checks,
     }

@@ -177,3 +177,23 @@ def test_embedder_backs_off_on_a_fake_cuda_oom() -> None:
     backoffs = emb.runner.backoffs
     assert emb.stats.oom_backoffs == backoffs >= 1 and emb.runner.budget == 1024 >> backoffs
     assert max(sizes) > 40  # it did try the big batches first
+
+
+def test_attention_choice(monkeypatch) -> None:
+    import importlib.util
+
+    from lore_datasets.embed.reward_model import attention_implementation
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    assert attention_implementation("auto", "cuda:0") == "sdpa"
+    assert attention_implementation("eager", "cpu") == "eager"
+    with pytest.raises(DataError, match="needs the flash-attn package"):
+        attention_implementation("flash_attention_2", "cuda")
+    with pytest.raises(DataError, match="attention must be one of"):
+        attention_implementation("flash", "cuda")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn" else real(name, *a))
+    assert attention_implementation("auto", "cuda:1") == "flash_attention_2"
+    assert attention_implementation("auto", "cpu") == "sdpa"

@@ -33,6 +33,7 @@ from .embed.reward_model import (
 )
 from .embed.sentence import SentenceEmbedder
 from .errors import DataError
+from .hub_files import source_rows
 from .personalllm import write_score_settings
 from .runtime import collectives
 from .runtime.cli import (
@@ -239,7 +240,7 @@ def _read_inputs(args: argparse.Namespace) -> list[tuple[str, Any, Path, dict[st
     if args.source == "tldr":
         jobs = []
         for split in ("train", "validation"):
-            split_pairs, skipped = hub.tldr_pairs(hub.load_hub_rows("tldr", split, **read), split,
+            split_pairs, skipped = hub.tldr_pairs(_rows("tldr", split, read), split,
                                                   min_confidence=args.min_confidence)
             print(f"tldr {split}: {len(split_pairs)} pairs, dropped {skipped}", file=sys.stderr)
             jobs.append(("pairs", split_pairs, out / split,
@@ -247,12 +248,18 @@ def _read_inputs(args: argparse.Namespace) -> list[tuple[str, Any, Path, dict[st
                           "min_confidence": args.min_confidence, "dropped": skipped}))
         return jobs
     if args.source == "prism":
-        prism_pairs, skipped = hub.prism_pairs(hub.load_hub_rows("prism", "train", **read))
+        prism_pairs, skipped = hub.prism_pairs(_rows("prism", "train", read))
         print(f"prism: {len(prism_pairs)} pairs, counts {skipped}", file=sys.stderr)
         return [("pairs", prism_pairs, out,
                  {"hub": "HannahRoseKirk/prism-alignment", "counts": skipped})]
-    return [("personalllm", hub.load_hub_rows("personalllm", split, **read), out, {"split": split})
+    return [("personalllm", _rows("personalllm", split, read), out, {"split": split})
             for split in ("train", "test")]
+
+
+def _rows(source: str, split: str, read: dict[str, Any]) -> list[dict[str, Any]]:
+    rows, files = source_rows(source, split, **read)
+    print(f"{source} {split}: {len(rows)} rows from {files}", file=sys.stderr)
+    return rows
 
 
 def _embed_with(args: argparse.Namespace, jobs: list) -> int:
