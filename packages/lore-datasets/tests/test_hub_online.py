@@ -127,9 +127,10 @@ def fake_hub(tmp_path, monkeypatch):
     hub.close()
 
 
-def test_downloads_then_reuses_the_cache_offline(fake_hub, monkeypatch) -> None:
-    rows = load_hub_rows("prism", "train")
+def test_downloads_then_reuses_the_cache_offline(fake_hub, monkeypatch, tmp_path) -> None:
+    rows, files = hub_files.source_rows("prism", "train")
     assert rows[0]["conversation_id"] == "c1"
+    assert files.startswith(str(tmp_path / "hf" / "hub"))  # the cache the environment names
     pairs, dropped = tldr_pairs(load_hub_rows("tldr", "train"), "train")
     assert dropped["cnndm_rows"] == 1 and len(pairs) == 2
     assert any("tree/refs%2Fconvert%2Fparquet" in path for _, path in fake_hub.log)

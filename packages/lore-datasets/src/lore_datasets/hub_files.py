@@ -82,6 +82,16 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def hub_cache() -> str | None:
+    """The Hugging Face cache named by the environment now (huggingface_hub reads it once,
+    at import), or None for the library's default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
 def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
     """One TCP connection to ``url``'s host, or one line saying it cannot be reached."""
     parts = urlsplit(url)
@@ -199,7 +209,7 @@ def _download(hf: Any, repo: str, revision: str, path: str) -> Path | None:
     try:
         return Path(hf.hf_hub_download(repo, path, repo_type="dataset", revision=revision,
                                        local_files_only=offline(), etag_timeout=CONNECT_TIMEOUT,
-                                       endpoint=endpoint()))
+                                       endpoint=endpoint(), cache_dir=hub_cache()))
     except Exception as err:  # not found, or not cached offline
         if not offline() and type(err).__name__ not in ("EntryNotFoundError",
                                                         "RemoteEntryNotFoundError",
