@@ -231,7 +231,7 @@ def _tldr_raw() -> list[tuple[Path, str]]:
         check_reachable(TLDR_RAW_URL)
         folder.mkdir(parents=True, exist_ok=True)
     for name in missing:
-        tmp = folder / f".{name}.part"
+        tmp = folder / f".{name}.{os.getpid()}.part"  # torchrun: every process may fetch
         try:
             with urllib.request.urlopen(f"{TLDR_RAW_URL}/{name}", timeout=60) as response, \
                     tmp.open("wb") as out:
