@@ -1,4 +1,4 @@
-"""One entry-point shape for the three commands: ``<package>.cli:entry`` runs ``main(argv)``."""
+"""One entry-point shape for every command: ``<module>:entry`` runs ``main(argv)``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = {"lore-prepare": "lore_datasets", "lore-train": "lore_train", "lore-eval": "lore_eval"}
+# command -> the module whose `entry` the console script runs
+COMMANDS = {"lore-prepare": "lore_datasets.cli", "lore-train": "lore_train.cli",
+            "lore-eval": "lore_eval.cli", "lore-export": "lore_train.export_cli"}
 
 
 def scripts() -> dict[str, str]:
@@ -24,12 +26,12 @@ def scripts() -> dict[str, str]:
 
 
 def test_every_command_is_its_packages_cli_entry():
-    assert scripts() == {name: f"{package}.cli:entry" for name, package in COMMANDS.items()}
+    assert scripts() == {name: f"{module}:entry" for name, module in COMMANDS.items()}
 
 
-@pytest.mark.parametrize(("command", "package"), sorted(COMMANDS.items()))
-def test_cli_has_main_of_argv_and_an_entry_without_arguments(command, package, capsys):
-    cli = importlib.import_module(f"{package}.cli")
+@pytest.mark.parametrize(("command", "module"), sorted(COMMANDS.items()))
+def test_cli_has_main_of_argv_and_an_entry_without_arguments(command, module, capsys):
+    cli = importlib.import_module(module)
     assert list(inspect.signature(cli.main).parameters) == ["argv"]
     assert not inspect.signature(cli.entry).parameters
     with pytest.raises(SystemExit) as stop:  # a usage error: one line, status 2

@@ -76,7 +76,7 @@ def test_few_shot_users_stop_at_their_own_best_step(pairs):
     assert 1 <= info["best_step_min"] <= info["best_step_median"] <= info["best_step_max"] <= 200
     # every user's logits are the full-pool fit's logits at some eval step <= max
     W_new = out.W.detach()[10:]
-    settings = config.fewshot()  # personalize's fit (with its prior)
+    settings = config.fewshot().with_(solver="adam")  # personalize's fit (with its prior)
     prior = fewshot_prior(model, settings)
     matched = torch.zeros(new.num_users, dtype=torch.bool)
     for t in range(config.eval_every, info["best_step_max"] + 1, config.eval_every):

@@ -32,6 +32,7 @@ import lore_kernels
 from lore_datasets import Benchmark, PreferencePairs
 from lore_train import (
     FEWSHOT_PRIORS,
+    FEWSHOT_SOLVERS,
     FewShotSettings,
     PersonalRewardModel,
     TrainConfig,
@@ -44,6 +45,7 @@ from lore_train.results import device_description, versions
 
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
 DEFAULT_PRIOR = TrainConfig.fewshot_prior  # lore-train's: population
+SOLVERS = FEWSHOT_SOLVERS
 STRATEGIES = ("random", "active")
 SHORT_USERS_RULE = "skipped at this shot count (fewer pool pairs than shots)"
 
@@ -59,6 +61,7 @@ def fewshot_curve(
     lr: float | None = None,
     prior: str = DEFAULT_PRIOR,
     strategy: str = "random",
+    solver: str | None = None,
 ) -> dict[str, Any]:
     """Few-shot accuracy of ``model``'s basis for the benchmark's unseen users.
 
@@ -69,7 +72,10 @@ def fewshot_curve(
     ``strategy``: "random" draws each shot count's pairs afresh; "active"
     grows one sequence per (trial, user), each round asking the pool pairs of
     greatest expected information gain (`lore_train.elicitation`) and
-    refitting. Returns a JSON-ready dict with one entry per shot count in ``points``.
+    refitting. ``solver``: "newton" (the exact MAP, one batched solve per
+    shot count) or "adam" (``steps`` steps at ``lr``); default the model's
+    `TrainConfig.fewshot_solver`. Returns a JSON-ready dict with one entry
+    per shot count in ``points``.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -78,6 +84,8 @@ def fewshot_curve(
         raise ValueError(f"shot counts must be >= 0, got {bad}")
     if prior not in FEWSHOT_PRIORS:
         raise ValueError(f"prior must be one of {FEWSHOT_PRIORS}, got {prior!r}")
+    if solver is not None and solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     pool, test = benchmark.unseen_fewshot, benchmark.unseen_test
@@ -85,7 +93,8 @@ def fewshot_curve(
     trained = (model.train_config or TrainConfig()).fewshot()
     settings = trained.with_(steps=trained.steps if steps is None else steps,
                              lr=trained.lr if lr is None else lr, prior=prior,
-                             likelihood=model.likelihood, seed=seed)
+                             likelihood=model.likelihood, seed=seed,
+                             solver=trained.solver if solver is None else solver)
 
     V = model.V.detach()
     device = V.device
@@ -139,6 +148,8 @@ def fewshot_curve(
         "alpha": None if model.train_config is None else model.train_config.alpha,
         "prior": prior,
         "prior_concentration": None if alpha is None else alpha.tolist(),
+        "prior_scale": None if alpha is None else model.prior_scale,
+        "solver": settings.solver,
         "strategy": strategy,
         "trials": trials,
         "seed": seed,
@@ -166,14 +177,16 @@ def run_fewshot(
     config: dict[str, Any] | None = None,
     priors: Sequence[str] = (DEFAULT_PRIOR,),
     strategies: Sequence[str] = ("random",),
+    solvers: Sequence[str | None] = (None,),
 ) -> dict[str, Any]:
-    """`fewshot_curve` for each checkpoint directory and each (prior, strategy);
-    the document fewshot.json stores."""
+    """`fewshot_curve` for each checkpoint directory and each (prior, strategy, solver)
+    (solver None: the checkpoint's); the document fewshot.json stores."""
     doc = {
         "format": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"shots": sorted({int(s) for s in shots}), "trials": trials, "seed": seed,
                    "steps": steps, "lr": lr, "priors": list(priors), "strategies": list(strategies),
+                   "solvers": list(solvers),
                    "short_users": SHORT_USERS_RULE, **(config or {})},
         "dataset": benchmark.meta,
         "versions": versions(),
@@ -185,12 +198,14 @@ def run_fewshot(
         model = PersonalRewardModel.load(path, device=device)
         for prior in priors:
             for strategy in strategies:
-                try:
-                    curve = fewshot_curve(model, benchmark, shots, trials, seed=seed, steps=steps,
-                                          lr=lr, prior=prior, strategy=strategy)
-                except ValueError as err:
-                    raise ValueError(f"{path}: {err}") from None
-                doc["curves"].append({"checkpoint": str(path), **curve})
+                for solver in solvers:
+                    try:
+                        curve = fewshot_curve(model, benchmark, shots, trials, seed=seed,
+                                              steps=steps, lr=lr, prior=prior, strategy=strategy,
+                                              solver=solver)
+                    except ValueError as err:
+                        raise ValueError(f"{path}: {err}") from None
+                    doc["curves"].append({"checkpoint": str(path), **curve})
     return doc
 
 

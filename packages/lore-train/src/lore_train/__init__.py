@@ -12,21 +12,24 @@
 
 Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
-(new users added to a model), ``solver`` (the few-shot fit on a frozen
-basis), ``stopping`` (early stopping's monitor and best-step records),
-``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
-``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
+(new users added to a model), ``solver`` and ``newton`` (the few-shot fit on
+a frozen basis), ``stopping`` (early stopping's monitor and best-step
+records), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export``
+(files), ``personal_reward`` (text -> rewards, a TRL reward function),
+``hf_export`` (the ``lore-export hf`` directory), ``sweep``/``experiment`` (K x
+alpha runs), ``metrics``, ``results``,
 ``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
 processes), ``launch`` (the command under torchrun) and ``cli`` (the
 `lore-train` command).
 """
 
-from .config import FEWSHOT_PRIORS, PRESETS, FewShotSettings, TrainConfig
+from .config import FEWSHOT_PRIORS, FEWSHOT_SOLVERS, PRESETS, FewShotSettings, TrainConfig
 from .experiment import run_sweep
 from .fewshot import personalize
 from .metrics import accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
+from .personal_reward import PersonalReward
 from .results import load_results, write_results
 from .selection import (
     Selection,
@@ -42,9 +45,11 @@ from .trainer import FitHistory, fit, prune_columns
 
 __all__ = [
     "FEWSHOT_PRIORS",
+    "FEWSHOT_SOLVERS",
     "PRESETS",
     "FewShotSettings",
     "FitHistory",
+    "PersonalReward",
     "PersonalRewardModel",
     "Selection",
     "SelectionSettings",

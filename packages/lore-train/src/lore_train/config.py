@@ -6,7 +6,8 @@ results files and checkpoints store ``to_dict()``, and ``from_dict`` reads
 that back. The defaults reproduce the reference `run()` entry point (joint
 Adam, lr 0.5, 1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps
 at lr 0.1), except that new users are fitted MAP under the population prior
-(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS`
+(``fewshot_prior="none"`` is the reference's maximum likelihood) by Newton's
+method (``fewshot_solver="adam"`` is the reference's Adam); `PRESETS`
 names the reference's other setting, the PRISM `run_regularized()`.
 """
 
@@ -29,9 +30,11 @@ WInit = Literal["normal", "uniform", "zeros"]
 Anchor = Literal["auto", "v_ref", "population"]
 AlphaSchedule = Literal["ramp", "constant"]
 FewshotPrior = Literal["none", "population"]
+FewshotSolver = Literal["adam", "newton"]
 # The few-shot priors, listed once: "population" is MAP under a Dirichlet fitted to
 # the seen users' weights, "none" the reference's maximum likelihood.
 FEWSHOT_PRIORS: tuple[str, ...] = get_args(FewshotPrior)
+FEWSHOT_SOLVERS: tuple[str, ...] = get_args(FewshotSolver)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,12 @@ class TrainConfig:
     fewshot_prior: FewshotPrior = field(default="population", metadata={
         "help": "new users' weights: MAP under a Dirichlet fitted to the seen users' "
         "(population) or maximum likelihood as in the reference (none)"})
+    fewshot_solver: FewshotSolver = field(default="newton", metadata={
+        "help": "new users' weights: the exact MAP by a damped Newton method (newton) or "
+        "--fewshot-steps Adam steps as in the reference (adam; the only one with --early-stopping)"})
+    fewshot_prior_scale: float | None = field(default=None, metadata={
+        "help": "scale c on the population prior's concentration (None: chosen by empirical "
+        "Bayes on the seen users' held-out pairs)"})
     seed: int = field(default=0, metadata={"help": "seeds every initialization"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
@@ -157,11 +166,14 @@ class TrainConfig:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
                            ("val_split_by", ValSplitBy), ("anchor", Anchor),
-                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior)):
+                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior),
+                           ("fewshot_solver", FewshotSolver)):
             allowed = get_args(kind)  # the choices are the Literal's, written once
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
                                  f"got {getattr(self, name)!r}")
+        if self.fewshot_prior_scale is not None and self.fewshot_prior_scale <= 0:
+            raise ValueError(f"fewshot_prior_scale must be > 0, got {self.fewshot_prior_scale}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -224,12 +236,17 @@ class TrainConfig:
         reduction and likelihood, seeded ``seed + 1`` (not the joint fit's draws)."""
         return FewShotSettings(steps=self.fewshot_steps, lr=self.fewshot_lr,
                                prior=self.fewshot_prior, reduction=self.reduction,
-                               likelihood=self.likelihood, seed=self.seed + 1)
+                               likelihood=self.likelihood, seed=self.seed + 1,
+                               solver=self.fewshot_solver)
 
 
 @dataclass(frozen=True)
 class FewShotSettings:
     """One few-shot fit's settings: a new user's K logits on a frozen basis.
+
+    ``solver``: "newton" solves for the exact MAP (``steps``, ``lr`` and
+    ``seed`` do not apply), "adam" runs ``steps`` Adam steps at ``lr`` (the
+    reference's fit, and the one early stopping watches).
 
     `TrainConfig.fewshot()` hands them out (`personalize`, `adapt` and
     `lore-eval fewshot` all start there); the defaults are TrainConfig's.
@@ -244,6 +261,7 @@ class FewShotSettings:
     reduction: Reduction = TrainConfig.reduction
     likelihood: Likelihood = field(default_factory=Likelihood)
     seed: int = 0
+    solver: FewshotSolver = TrainConfig.fewshot_solver
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -253,6 +271,8 @@ class FewShotSettings:
         if self.prior not in FEWSHOT_PRIORS:
             raise ValueError(f"prior must be one of {', '.join(map(repr, FEWSHOT_PRIORS))}, "
                              f"got {self.prior!r}")
+        if self.solver not in get_args(FewshotSolver):
+            raise ValueError(f"solver must be one of {get_args(FewshotSolver)}, got {self.solver!r}")
         if self.reduction not in get_args(Reduction):
             raise ValueError(f"reduction must be one of {get_args(Reduction)}, got {self.reduction!r}")
 
@@ -261,8 +281,9 @@ class FewShotSettings:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" for its
-    # maximum-likelihood few-shot fit).
+    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" and
+    # fewshot_solver="adam" for its 500-step maximum-likelihood Adam few-shot fit). It
+    # is lore-train's default preset, so it takes the default Newton solver.
     "reference": {},
     # The reference `run_regularized()` (PRISM at HEAD): alternating W/V Adam
     # steps, U[0,1) logits, global-mean loss, cosine pull toward v_ref with
@@ -275,5 +296,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=20000,
         prune_threshold=1e-2,
         fewshot_lr=0.5,
+        fewshot_solver="adam",
     ),
 }

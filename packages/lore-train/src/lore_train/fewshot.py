@@ -2,9 +2,12 @@
 
 `personalize` fits every user of a `PreferencePairs` few-shot with the
 settings `TrainConfig.fewshot()` hands out (the solver is
-`lore_train.solver.fit_few_shot`) under the prior the config names; with
-``config.early_stopping`` each user stops at their own best step on a
-by-pair validation split of their pairs (`lore_train.stopping.UserBestSteps`).
+`lore_train.solver.fit_few_shot`: one batched Newton solve by default) under
+the prior the config names, its scale chosen by empirical Bayes
+(`lore_train.prior_scale`) unless the config sets it; with
+``config.early_stopping`` each user stops at their own best Adam step on a
+by-pair validation split of their pairs (`lore_train.stopping.UserBestSteps`;
+the Newton solver has no steps to stop early, so early stopping uses Adam).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from lore_datasets import PreferencePairs, split_validation
 
 from .config import FewShotSettings, TrainConfig
 from .model import PersonalRewardModel
+from .prior_scale import choose_for_new_users
 from .solver import fit_few_shot
 from .stopping import UserBestSteps
 
@@ -29,16 +33,29 @@ def personalize(
     first_user: int = 0,
     total_users: int | None = None,
     population: torch.Tensor | None = None,
+    seen_pairs: PreferencePairs | None = None,
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis with
     ``config.fewshot()`` (``first_user``/``total_users``: see `fit_few_shot`;
-    ``population``: see `fewshot_prior`). With ``config.early_stopping`` each user
-    stops at their own best step (see the module doc)."""
+    ``population``: see `fewshot_prior`). With the population prior and no
+    ``config.fewshot_prior_scale``, the prior's scale is chosen by empirical
+    Bayes on ``pairs`` (or, with too few users, ``seen_pairs``, the seen users'
+    training pairs: `lore_train.prior_scale.choose_for_new_users`) and kept in
+    ``meta["prior_scale"]`` (not across processes: there c = 1). With
+    ``config.early_stopping`` each user stops at their own best Adam step (see
+    the module doc)."""
     settings = config.fewshot()
+    if (population is None and not first_user and total_users is None
+            and config.fewshot_prior == "population" and config.fewshot_prior_scale is None
+            and model.kept_rank > 1):
+        choice = choose_for_new_users(model, pairs, seen_pairs, seed=config.seed)
+        model.meta["prior_scale"] = choice["scale"]
+        model.meta["prior_scale_choice"] = choice
     if config.early_stopping:
         if first_user or total_users is not None:
             raise ValueError("early stopping of few-shot users runs in one process")
-        return _personalize_early_stopped(model, pairs, config, settings, progress=progress)
+        return _personalize_early_stopped(model, pairs, config, settings.with_(solver="adam"),
+                                          progress=progress)
     W = fit_few_shot(model.V.detach(), pairs, settings, prior=fewshot_prior(model, settings, population),
                      progress=progress, first_user=first_user, total_users=total_users)
     return model.with_users(pairs.user_ids, W)

@@ -22,6 +22,7 @@ from lore_kernels import Likelihood
 
 from ._util import progress_bar, seeded_generator
 from .config import FewShotSettings
+from .newton import newton_map
 from .objective import row_weights
 from .prior import log_prior_grad, prior_logits
 
@@ -54,8 +55,18 @@ def fit_few_shot(
     process's block of users (``first_user`` on, of ``total_users``), the
     block's rows of the full initial draw are used, so the fit equals the
     one-process fit. ``on_step(t, W)`` sees the logits after every step.
+
+    ``settings.solver``: "newton" (`TrainConfig.fewshot_solver`'s default)
+    solves for the exact MAP (`lore_train.newton`; steps, lr, seed and
+    ``on_step`` do not apply, and without a prior the reference's N(0, 1)
+    logit initialization is read as the prior); "adam" runs ``steps`` Adam
+    steps, the reference's fit and the one early stopping watches.
     """
     settings = settings or FewShotSettings()
+    if settings.solver == "newton":
+        if on_step is not None:
+            raise ValueError("on_step follows Adam steps; the Newton solver has none")
+        return _fit_newton(V, pairs, settings, prior)
     steps, lr, seed = settings.steps, settings.lr, settings.seed
     N, K = pairs.num_users, V.shape[1]
     device = V.device
@@ -100,6 +111,20 @@ def fit_few_shot(
                 on_step(t, W)
             bar.update()
     return W
+
+
+def _fit_newton(V: torch.Tensor, pairs: PreferencePairs, settings: FewShotSettings,
+                prior: torch.Tensor | None) -> torch.Tensor:
+    """`fit_few_shot` by `newton_map`: all users in one batched solve, logits [N, K] fp32."""
+    K = V.shape[1]
+    if prior is not None and prior.shape != (K,):
+        raise ValueError(f"prior has shape {tuple(prior.shape)}, the basis K={K}")
+    with torch.no_grad():
+        P = lore_kernels.project(pairs.features.to(V.device), V.detach())
+    weight = row_weights(pairs, settings.reduction).to(V.device) if pairs.num_pairs else None
+    result = newton_map(P, pairs.user.to(V.device), pairs.num_users, settings.likelihood,
+                        prior=prior, weight=weight)
+    return result.W.to(torch.float32)
 
 
 def logit_gradient(
