@@ -186,6 +186,7 @@ def personalize(
             and model.kept_rank > 1):
         choice = choose_for_new_users(model, pairs, seen_pairs, seed=config.seed)
         model.meta["prior_scale"] = choice["scale"]
+        model.meta["prior_mean_weight"] = choice["mean_weight"]
         model.meta["prior_scale_choice"] = choice
     if config.early_stopping:
         if first_user or total_users is not None:

@@ -34,6 +34,7 @@ from .elicitation import greedy_information_gain
 from .export import write_reward_head
 from .fewshot import fit_few_shot, single_user_pairs
 from .newton import newton_map
+from .prior_scale import adjust as adjust_prior
 
 
 class UnknownUserError(KeyError):
@@ -182,7 +183,8 @@ class PersonalRewardModel(nn.Module):
 
     def population_prior(self, *, scaled: bool = True) -> torch.Tensor:
         """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`),
-        times `prior_scale` (``scaled=False``: the fit itself). Kept until the seen users'
+        times `prior_scale` with its mean moved toward uniform by ``meta["prior_mean_weight"]``
+        (`lore_train.prior_scale.adjust`; ``scaled=False``: the fit itself). Kept until the seen users'
         weights change, so adapting users one by one does not refit it each time."""
         key = self._prior_key()
         if self._prior_cache is None or self._prior_cache[0] != key:
@@ -192,7 +194,12 @@ class PersonalRewardModel(nn.Module):
             alpha = prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
             self._prior_cache = (key, alpha)
         alpha = self._prior_cache[1]
-        return alpha * self.prior_scale if scaled else alpha.clone()
+        if not scaled:
+            return alpha.clone()
+        mean_weight = 1.0
+        if self.train_config is None or self.train_config.fewshot_prior_scale is None:
+            mean_weight = float(self.meta.get("prior_mean_weight", 1.0))
+        return adjust_prior(alpha, self.prior_scale, mean_weight)
 
     def _prior_key(self) -> tuple[int, int, int]:
         """Changes whenever W or the seen flags may have (a new W, an in-place edit, a user)."""
