@@ -33,11 +33,12 @@ def population(alpha: list[float], users: int = 60, pairs: int = 40, d: int = 12
 def test_a_correct_prior_keeps_its_strength_and_the_choice_is_seeded():
     model, pairs = population([2.0, 2.0, 2.0])
     choice = choose_prior_scale(model, pairs, shots=(1, 5, 20), trials=1)
-    assert set(choice["scores"]) == {1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0}
-    assert 0.5 <= choice["scale"] <= 2.0, choice
+    assert set(choice["scores"]) == {f"1/{c:g}" for c in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)}
+    assert 0.5 <= choice["scale"] <= 2.0 and choice["mean_weight"] == 1.0, choice
     assert choose_prior_scale(model, pairs, shots=(1, 5, 20), trials=1) == choice
     # the held-out likelihood falls off on both sides of the choice
-    assert choice["scores"][1 / 8] < choice["scores"][choice["scale"]] > choice["scores"][16.0]
+    scores = choice["scores"]
+    assert scores["1/0.125"] < scores[f"1/{choice['scale']:g}"] > scores["1/16"]
 
 
 def test_a_prior_fitted_too_strong_is_weakened():
@@ -73,3 +74,20 @@ def test_new_users_pairs_are_used_when_there_are_enough():
     choice = choose_for_new_users(model, new, seen)
     assert choice["source"] == "new users' pairs" and choice["users"] == 20
     assert choice["scale"] == choose_prior_scale(model, new)["scale"]
+
+
+def test_a_population_mean_that_misleads_is_moved_toward_uniform():
+    """Seen users all at one vertex but new users spread evenly: the fitted prior's mean
+    is the wrong centre, and the likelihood prefers a mean nearer uniform weights."""
+    model, pairs = population([3.0, 3.0, 3.0], seed=2)
+    with torch.no_grad():
+        model.W.copy_(torch.tensor([0.9, 0.05, 0.05]).log().expand_as(model.W))
+        model.W.add_(0.3 * torch.randn(model.W.shape, generator=torch.Generator().manual_seed(0)))
+    choice = choose_prior_scale(model, pairs, shots=(1, 5), trials=1, scales=(1.0, 4.0),
+                                mean_weights=(1.0, 0.0))
+    assert choice["mean_weight"] == 0.0, choice
+    from lore_train.prior_scale import adjust
+
+    alpha = torch.tensor([2.0, 1.0, 1.0])
+    torch.testing.assert_close(adjust(alpha, 2.0, 0.0), torch.full((3,), 8.0 / 3))
+    torch.testing.assert_close(adjust(alpha, 2.0), 2 * alpha)

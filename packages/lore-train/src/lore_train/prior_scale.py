@@ -70,6 +70,7 @@ def choose_prior_scale(
     trials: int = 2,
     seed: int = 0,
     criterion: str = "log_likelihood",
+    by_prompt: bool = True,
 ) -> dict[str, Any]:
     """The strength c and mean weight lam of ``model``'s population prior with the best
     held-out likelihood (the prior `adjust`(alpha, c, lam)).
@@ -79,7 +80,10 @@ def choose_prior_scale(
     "trials", "users"}``: scores maps "lam/c" to the mean held-out
     log-likelihood per pair (macro over users, then over shot counts and
     trials). With no user holding more than one pair, c = lam = 1.
-    ``criterion="accuracy"`` scores held-out accuracy instead (noisier; an
+    ``by_prompt``: when the pairs carry prompt ids (4 or more prompts), each
+    trial splits the prompts in two halves, draws a user's n pairs from one
+    and holds out their pairs on the other, as new users are scored on
+    prompts they did not label. ``criterion="accuracy"`` scores held-out accuracy instead (noisier; an
     experiment's option).
     """
     if criterion not in ("log_likelihood", "accuracy"):
@@ -101,20 +105,30 @@ def choose_prior_scale(
         return {"scale": 1.0, "mean_weight": 1.0, "scores": {}, "shots": [], "trials": trials,
                 "users": U, "rule": "no user has two pairs to hold one out"}
     rng = np.random.default_rng([seed, 7919])
+    prompts = None
+    if by_prompt and pairs.prompt_ids is not None:
+        names = {p: i for i, p in enumerate(dict.fromkeys(pairs.prompt_ids))}
+        if len(names) >= 4:  # enough prompts to hold some out
+            prompts = np.array([names[p] for p in pairs.prompt_ids])
     train_rows, train_owner, held_rows, held_owner = [], [], [], []
     groups = []  # (pseudo-user offset) per (trial, shot count)
     for t in range(trials):
         keys = rng.random(user.size)
-        order = np.lexsort((keys, user))
+        # by prompt: a user's shots come from half of the prompts, the held-out pairs from the
+        # other half (new users are scored on prompts they did not label)
+        side = (np.ones(user.size, dtype=bool) if prompts is None
+                else (rng.random(prompts.max() + 1) < 0.5)[prompts])
+        order = np.lexsort((keys, ~side, user))  # within a user: shot-side rows first
         rank = np.empty(user.size, dtype=np.int64)
         starts = np.cumsum(counts) - counts
         rank[order] = np.arange(user.size) - starts[user[order]]
+        side_count = np.bincount(user[side], minlength=U)
         for n in shot_list:
             base = len(groups) * U
             groups.append((t, n))
-            eligible = counts[user] > n
+            eligible = (side_count[user] >= n) & (counts[user] > n)
             train = eligible & (rank < n)
-            held = eligible & (rank >= n)
+            held = eligible & (rank >= n) & (~side if prompts is not None else True)
             train_rows.append(np.flatnonzero(train))
             train_owner.append(base + user[train])
             held_rows.append(np.flatnonzero(held))
@@ -148,7 +162,7 @@ def choose_prior_scale(
     lam, c = max(scores, key=lambda k: (scores[k], k[0], -abs(np.log(k[1]))))
     return {"scale": c, "mean_weight": lam,
             "scores": {f"{k[0]:g}/{k[1]:g}": v for k, v in scores.items()},
-            "shots": shot_list, "trials": trials, "users": U,
+            "shots": shot_list, "trials": trials, "users": U, "by_prompt": prompts is not None,
             "rule": "best mean held-out log-likelihood per pair given n of a user's pairs, over "
                     "shot counts and trials; keys mean_weight/scale"}
 
