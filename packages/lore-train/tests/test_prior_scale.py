@@ -26,7 +26,8 @@ def population(alpha: list[float], users: int = 60, pairs: int = 40, d: int = 12
     flip = torch.rand(len(Z), generator=gen) > torch.sigmoid(TAU * margin)
     Z[flip] = -Z[flip]  # rows oriented chosen - rejected
     ids = [f"u{i}" for i in range(users)]
-    model = PersonalRewardModel(V, S.log(), ids, tau=TAU, train_config=TrainConfig(K=K))
+    model = PersonalRewardModel(V, S.log(), ids, tau=TAU,
+                                train_config=TrainConfig(K=K, fewshot_prior_scale=0.0))
     return model, PreferencePairs(Z, user, ids)
 
 
@@ -62,9 +63,11 @@ def test_personalize_stores_the_chosen_scale_and_the_prior_uses_it():
     assert out.prior_scale == c and out.meta["prior_scale_choice"]["scale"] == c
     assert out.meta["prior_scale_choice"]["source"] == "seen users' training pairs"  # one new user
     torch.testing.assert_close(out.population_prior(), c * out.population_prior(scaled=False))
-    fixed = TrainConfig(K=3, fewshot_prior_scale=3.0)
-    assert personalize(model.with_users([], torch.zeros(0, 3)), new, fixed,
-                       seen_pairs=pairs).meta.get("prior_scale") in (None, c)
+    fixed = TrainConfig(K=3, fewshot_prior_scale=3.0)  # a fixed c: nothing chosen, c used
+    other = PersonalRewardModel(model.V, model.W, model.user_ids, tau=TAU, train_config=fixed)
+    out = personalize(other, new, fixed, seen_pairs=pairs)
+    assert "prior_scale" not in out.meta and out.prior_scale == 3.0
+    torch.testing.assert_close(out.population_prior(), 3.0 * out.population_prior(scaled=False))
 
 
 def test_new_users_pairs_are_used_when_there_are_enough():

@@ -175,9 +175,9 @@ class PersonalRewardModel(nn.Module):
     @property
     def prior_scale(self) -> float:
         """The scale c on the population prior's concentration: the config's
-        ``fewshot_prior_scale`` when set, else the one chosen by empirical Bayes
-        (``meta["prior_scale"]``, `lore_train.prior_scale`), else 1."""
-        if self.train_config is not None and self.train_config.fewshot_prior_scale is not None:
+        ``fewshot_prior_scale`` when > 0, else (0: empirical Bayes, or no config)
+        the chosen one in ``meta["prior_scale"]`` (`lore_train.prior_scale`), else 1."""
+        if self.train_config is not None and self.train_config.fewshot_prior_scale > 0:
             return float(self.train_config.fewshot_prior_scale)
         return float(self.meta.get("prior_scale", 1.0))
 
@@ -197,7 +197,7 @@ class PersonalRewardModel(nn.Module):
         if not scaled:
             return alpha.clone()
         mean_weight = 1.0
-        if self.train_config is None or self.train_config.fewshot_prior_scale is None:
+        if self.train_config is None or self.train_config.fewshot_prior_scale == 0:
             mean_weight = float(self.meta.get("prior_mean_weight", 1.0))
         return adjust_prior(alpha, self.prior_scale, mean_weight)
 
