@@ -35,3 +35,9 @@ def accuracy_script():
 def bench_adapt():
     """benchmarks/bench_adapt.py."""
     return load_script("bench_adapt")
+
+
+@pytest.fixture(scope="session")
+def embed_bench():
+    """benchmarks/bench_embed.py."""
+    return load_script("bench_embed")
