@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"dataset": args.dataset, "trials": args.trials, "checkpoints": []}
     for path in find_checkpoints(args.run, args.K):
         model = PersonalRewardModel.load(path)
+        # meta["prior_scale"] below decides the prior (a config's fixed c > 0 would override it)
+        model.train_config = model.train_config.with_(fewshot_prior_scale=0.0)
         start = time.perf_counter()
         choice = choose_for_new_users(model, bench.unseen_fewshot, bench.seen_train, seed=0)
         choose_seconds = time.perf_counter() - start
