@@ -111,6 +111,8 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
     sidecar: dict[str, Any] = {"model": embedder.name, "kind": embedder.kind,
                                "dim": int(matrix.shape[1]), "responses": len(records),
                                "pairs": len(pairs), "fingerprint": fingerprint}
+    if getattr(embedder, "recipe", None) is not None:
+        sidecar["recipe"] = embedder.recipe
     if embedder.v_ref is not None:
         _save_tensors({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
         k = min(check_pairs, len(rows))

@@ -36,11 +36,18 @@ class RewardModelEmbedder:
     kind = "reward_model"
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8,
-                 max_length: int | None = None, name: str | None = None) -> None:
+                 max_length: int | None = None, name: str | None = None,
+                 outputs: int | None = 1) -> None:
+        # outputs=None: any number of score outputs (lore's exported K-output models
+        # read the same hidden state; `lore_train.PersonalReward` uses this class so
+        # that text is rendered and pooled by this one code path).
         head = getattr(model, "score", None)
-        if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
-            raise DataError(f"{type(model).__name__}: expected a reward model with a one-output "
-                            "'score' head (AutoModelForSequenceClassification, num_labels=1)")
+        if not isinstance(head, torch.nn.Linear) or (outputs is not None
+                                                     and head.out_features != outputs):
+            raise DataError(f"{type(model).__name__}: expected a reward model with a "
+                            f"{outputs or 'K'}-output 'score' head "
+                            "(AutoModelForSequenceClassification, "
+                            f"num_labels={outputs or 'K'})")
         if tokenizer.pad_token_id is None:
             raise DataError("the tokenizer has no pad token; set tokenizer.pad_token first")
         if getattr(tokenizer, "chat_template", None) is None:
@@ -69,6 +76,15 @@ class RewardModelEmbedder:
         return self.model.score.in_features
 
     @property
+    def recipe(self) -> dict[str, Any]:
+        """How phi was made, for whoever must remake it from text (`lore-export hf`)."""
+        return {"kind": self.kind, "model": self.name, "chat_template": True,
+                "add_generation_prompt": False, "add_special_tokens": False,
+                "pooling": "last_token", "position_ids": "from_attention_mask",
+                "max_length": self.max_length, "truncation_side": "left",
+                "dtype": str(self.model.score.weight.dtype).removeprefix("torch.")}
+
+    @property
     def v_ref(self) -> torch.Tensor:
         """The reward head as an fp32 [d] vector."""
         return self.model.score.weight.detach()[0].float().cpu()
@@ -95,6 +111,10 @@ class RewardModelEmbedder:
             mask[i, span] = 1
         device = self.model.score.weight.device
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+    def encode(self, token_lists: list[list[int]]) -> torch.Tensor:
+        """[B, d] last-token hidden states (model dtype, model device) of rendered token lists."""
+        return self.hidden(self._batch(token_lists))
 
     @torch.inference_mode()
     def hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
