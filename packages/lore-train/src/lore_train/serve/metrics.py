@@ -39,7 +39,7 @@ class ServeMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.comparisons = Counter("lore_serve_comparisons",
                                    "Comparisons stored (acknowledged)", registry=r)
-        self.users = Gauge("lore_serve_users", "Users with weights (trained and adapted)",
+        self.users = Gauge("lore_serve_users", "Users with weights (the model's and adapted ones)",
                            registry=r)
         self.users.set_function(users)
 

@@ -48,7 +48,7 @@ class RewardService:
         self.reward = reward
         self.store = store
         self.limits = limits
-        self.trained = set(reward.user_ids)  # users shipped with the model (not adapted here)
+        self.model_users = set(reward.user_ids)  # shipped with the export, not adapted here
         self._counter = copy.deepcopy(reward.tokenizer)  # its own copy: fast tokenizers are
         self._on_batch = on_batch                        # not safe across threads
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
@@ -60,15 +60,15 @@ class RewardService:
 
     # -- life cycle ---------------------------------------------------------------
     def restore(self) -> None:
-        """Bring the store's users into the model: deleted trained users out, adapted users
+        """Bring the store's users into the model: deleted model users out, adapted users
         refitted from their stored basis diffs (no backbone needed)."""
-        for user in self.store.deleted_trained():
+        for user in self.store.deleted_model_users():
             if user in self.reward.user_ids:
                 self.reward.remove_user(user)
-            self.trained.discard(user)
+            self.model_users.discard(user)
         for user in self.store.user_ids():
             self.reward.add_user(user, basis_diffs=self.store.basis_diffs(user), replace=True)
-            self.trained.discard(user)
+            self.model_users.discard(user)
         self._n_users = len(self.reward.user_ids)
 
     def start(self) -> None:
@@ -129,9 +129,9 @@ class RewardService:
 
     async def add_comparisons(self, user: str, comparisons: list[Comparison]) -> dict[str, Any]:
         """Refit ``user`` on all their answers so far plus these; commit; then return."""
-        if user in self.trained:
-            raise RequestError(409, f"user {user!r} was trained with the model; its weights "
-                                    "are not adapted online (use another id)")
+        if user in self.model_users:
+            raise RequestError(409, f"user {user!r} comes with the model; its weights are "
+                                    "not adapted online (delete it first, or use another id)")
         n = len(comparisons)
         prompts = [c.prompt for c in comparisons]
         basis = await self.basis(prompts + prompts,
@@ -172,7 +172,7 @@ class RewardService:
                 raise RequestError(404, f"user {user!r} is unknown")
             info: dict[str, Any] = {
                 "user": user,
-                "source": "trained" if user in self.trained else "adapted",
+                "source": "model" if user in self.model_users else "adapted",
                 "weights": weights.tolist(),
             }
             if with_comparisons:
@@ -181,14 +181,14 @@ class RewardService:
         return info
 
     async def delete(self, user: str) -> dict[str, Any]:
-        """Forget ``user``: answers, weights, and (for a trained user) their model row."""
+        """Forget ``user``: answers, weights, and (for a user of the model) their model row."""
         async with self._lock(user):
             if await self._in_users(self._known_weights, user) is None:
                 raise RequestError(404, f"user {user!r} is unknown")
-            trained = user in self.trained
-            n = await self._in_store(self.store.delete, user, trained=trained)
+            n = await self._in_store(self.store.delete, user,
+                                     from_model=user in self.model_users)
             await self._in_users(self._counted, self.reward.remove_user, user)
-            self.trained.discard(user)
+            self.model_users.discard(user)
         return {"user": user, "deleted": True, "comparisons_deleted": n}
 
     def _known_weights(self, user: str) -> torch.Tensor | None:
@@ -196,5 +196,5 @@ class RewardService:
         return self.reward.user_weights(user) if user in self.reward.user_ids else None
 
     def n_users(self) -> int:
-        """Users with weights (trained and adapted), as of the last change."""
+        """Users with weights (the model's and adapted), as of the last change."""
         return self._n_users

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS comparisons (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS comparisons_user ON comparisons(user_id, id);
-CREATE TABLE IF NOT EXISTS deleted_trained_users (user_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deleted_model_users (user_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -79,8 +79,8 @@ class UserStore:
     def user_ids(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT user_id FROM users ORDER BY user_id")]
 
-    def deleted_trained(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT user_id FROM deleted_trained_users")]
+    def deleted_model_users(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT user_id FROM deleted_model_users")]
 
     def basis_diffs(self, user: str) -> torch.Tensor:
         """[n, K] basis(chosen) - basis(rejected) of the user's answers, oldest first."""
@@ -127,16 +127,16 @@ class UserStore:
                        "updated_at = excluded.updated_at", (user, _blob(weights), n, now))
         return n
 
-    def delete(self, user: str, *, trained: bool) -> int:
-        """Forget a user's answers and weights; a model-trained user stays deleted on restart.
+    def delete(self, user: str, *, from_model: bool) -> int:
+        """Forget a user's answers and weights; a user of the model stays deleted on restart.
 
         Returns how many answers were deleted.
         """
         with self._transaction() as db:
             n = db.execute("DELETE FROM comparisons WHERE user_id = ?", (user,)).rowcount
             db.execute("DELETE FROM users WHERE user_id = ?", (user,))
-            if trained:
-                db.execute("INSERT OR IGNORE INTO deleted_trained_users (user_id) VALUES (?)",
+            if from_model:
+                db.execute("INSERT OR IGNORE INTO deleted_model_users (user_id) VALUES (?)",
                            (user,))
         return int(n)
 
