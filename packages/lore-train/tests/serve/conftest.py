@@ -63,6 +63,12 @@ def server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
+@pytest.fixture(scope="session")
+def start_server():
+    """`running_server` as a fixture (test modules do not import the conftest)."""
+    return running_server
+
+
 @pytest.fixture
 def fresh_reward(export_dir: Path) -> PersonalReward:
     """The same export loaded in this process, untouched by any server."""
