@@ -61,7 +61,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise ImportError(f"{err.name or err} is missing: lore-serve needs the serve extra "
                           "(pip install 'lore-train[serve]')") from None
+    from transformers.utils import logging as hf_logging
+
     from lore_train import PersonalReward
+
+    hf_logging.disable_progress_bar()  # a server's log is not a terminal
 
     from .auth import TokenTable
     from .page import load_questions
@@ -70,11 +74,15 @@ def _serve(args: argparse.Namespace) -> int:
     tokens = TokenTable.load(args.token_file) if args.token_file else None
     questions = load_questions(args.questions) if args.questions else None
     sock = server.bind(args.host, args.port)  # before the model: a busy port fails fast
-    reward = PersonalReward.from_pretrained(args.model, device=resolve_device(args.device),
-                                            unknown_user="prior",
-                                            max_batch_tokens=limits.max_batch_tokens)
-    app = app_module.create_app(reward, store=args.store, limits=limits, tokens=tokens,
-                                questions=questions)
+    try:
+        reward = PersonalReward.from_pretrained(args.model, device=resolve_device(args.device),
+                                                unknown_user="prior",
+                                                max_batch_tokens=limits.max_batch_tokens)
+        app = app_module.create_app(reward, store=args.store, limits=limits, tokens=tokens,
+                                    questions=questions)
+    except BaseException:
+        sock.close()
+        raise
     if tokens is None and not server.is_loopback(args.host):
         print(f"{PROG}: warning: serving {args.host} without --token-file: anyone who can "
               "reach it can read and change every user", file=sys.stderr)
