@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lore_datasets.cli_common import ArgumentParser, console_entry, run_cli
+from lore_datasets.runtime.cli import ArgumentParser, console_entry, run_cli
 
 from .model import UnknownUserError
 

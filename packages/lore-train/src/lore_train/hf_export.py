@@ -30,7 +30,6 @@ made from sentence-encoder embeddings is refused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lore_datasets import DataError
-from lore_datasets.outputs import check_output_dir, is_empty_dir
+from lore_datasets.runtime.outputs import check_output_dir, is_empty_dir, publish
 
 from .model import PersonalRewardModel
 
@@ -97,7 +96,7 @@ def export_hf(checkpoint: str | Path, backbone: str, out: str | Path, *, head_on
                     backbone=head_only_backbone, dtype=dtype, checkpoint=str(checkpoint))
         (staging / "README.md").write_text(model_card(model, recipe, LAYOUTS[head_only],
                                                       head_only_backbone), encoding="utf-8")
-        _swap_in(staging, out)
+        publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -322,17 +321,6 @@ def read_users(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 # -- writing the directory --------------------------------------------------------
-def _swap_in(staging: Path, out: Path) -> None:
-    """Put the finished ``staging`` at ``out`` (an old directory is moved aside, then deleted)."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _mkparent(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     return out.parent

@@ -32,6 +32,7 @@ from .elicitation import greedy_information_gain
 from .fewshot import fit_few_shot
 from .hf_export import install_basis_head, load_tokenizer, read_users
 from .model import UnknownUserError
+from .newton import newton_map
 from .prior import prior_logits
 
 Message = dict[str, str]
@@ -178,9 +179,12 @@ class PersonalReward:
         rewards = (basis.to(torch.float64) * S[owner]).sum(dim=1).to(torch.float32)
         if not return_std:
             return rewards
-        cov = posterior_lib.covariance(torch.stack([self._user_precision(u) for u in distinct])) \
-            if distinct else torch.zeros(0, self.K, self.K, dtype=torch.float64)
-        return rewards, _delta_std(basis, S, cov, owner)
+        std = torch.empty(len(names), dtype=torch.float32)
+        for i, u in enumerate(distinct):  # the delta method, per user (closed form, no draws)
+            rows = (owner == i).nonzero().flatten()
+            cov = posterior_lib.covariance(self._user_precision(u)[None])[0]
+            std[rows] = posterior_lib.delta_std(basis[rows], W[i], cov)[1].to(torch.float32)
+        return rewards, std
 
     def rewards(self, prompts: Sequence[Any], completions: Sequence[Any], users: Sequence[str], *,
                 return_std: bool = False) -> list[float] | tuple[list[float], list[float]]:
@@ -254,14 +258,21 @@ class PersonalReward:
     def _fit_user(self, user: str, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MAP logits [K] and Laplace precision [K, K] of one user from basis diffs Q [n, K].
 
-        The one place the few-shot solver is called: the basis is the identity
-        (Q is already Z V), the prior the population's Dirichlet.
+        The one place the few-shot solver is called, with the settings the
+        basis was trained with: the exact MAP by damped Newton (`newton_map`,
+        the default) or the reference's Adam steps; the prior is the
+        population's Dirichlet. Q is already Z V, so the basis is the identity.
         """
+        alpha = self.alpha if self.K > 1 else None
+        if self.fewshot.get("solver", "newton") == "newton":
+            result = newton_map(Q.to(torch.float64), torch.zeros(len(Q), dtype=torch.int64), 1,
+                                tau=self.tau, label_noise=self.label_noise, prior=alpha)
+            return result.W[0], result.precision[0]
         pairs = PreferencePairs(Q, torch.zeros(len(Q), dtype=torch.int64), [user])
         settings = self.fewshot
         W = fit_few_shot(torch.eye(self.K), pairs, steps=settings.get("steps"),
                          lr=settings.get("lr"), tau=self.tau, reduction=settings.get("reduction"),
-                         label_noise=self.label_noise, prior=self.alpha if self.K > 1 else None)
+                         label_noise=self.label_noise, prior=alpha, solver="adam")
         H = posterior_lib.laplace_precision(Q, pairs.user, W, self.tau, self.alpha,
                                             self.label_noise)
         return W[0].to(torch.float64), H[0]
@@ -353,12 +364,3 @@ def _check_user(user: Any) -> str:
     if not isinstance(user, str):
         raise ValueError(f"user id {user!r} is a {type(user).__name__}, not a string")
     return user
-
-
-def _delta_std(basis: torch.Tensor, S: torch.Tensor, cov: torch.Tensor,
-               owner: torch.Tensor) -> torch.Tensor:
-    """Std [B] of q . softmax(w) under w ~ N(w*, cov), linearized: sqrt(g^T cov g), g = J q."""
-    J = posterior_lib.softmax_jacobian(S)  # [U, K, K]
-    g = torch.einsum("bkl,bl->bk", J[owner], basis.to(torch.float64))
-    var = torch.einsum("bk,bkl,bl->b", g, cov[owner], g).clamp(min=0)
-    return var.sqrt().to(torch.float32)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from lore_datasets.cli_common import ArgumentParser, console_entry, resolve_device, run_cli
+from lore_datasets.runtime.cli import ArgumentParser, console_entry, resolve_device, run_cli
 
 from .limits import ServeLimits
 
