@@ -51,11 +51,14 @@ def tiny_text_pairs() -> list:
 
 
 def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K: int = 3,
-                      head_only: bool = False, seed: int = 0) -> TinyExport:
+                      head_only: bool = False, seed: int = 0, **model_size: int) -> TinyExport:
     """Build everything under ``root`` (rm/, data/, run/, personal-rm/) and return the paths.
 
     The users' logits are spread (3 N(0, 1), seeded) after the short fit, as
-    confident users' are, so users' rewards differ clearly.
+    confident users' are, so users' rewards differ clearly. ``model_size``
+    (``hidden_size``, ``num_layers``, ``max_positions`` of `tiny_reward_model`)
+    makes a larger backbone, e.g. for a benchmark whose forward must cost
+    something.
     """
     from lore_datasets import load_dataset
     from lore_datasets.embed import RewardModelEmbedder, embed_pairs
@@ -66,7 +69,7 @@ def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K
     from .trainer import fit
 
     root = Path(root)
-    backbone = save_tiny_reward_model(root / "rm", seed=seed, dtype=dtype)
+    backbone = save_tiny_reward_model(root / "rm", seed=seed, dtype=dtype, **model_size)
     embedder = RewardModelEmbedder.from_pretrained(str(backbone), dtype=dtype, batch_size=4)
     data = embed_pairs(tiny_text_pairs(), embedder, root / "data", progress=False)
     bench = load_dataset(str(data), split={"min_pairs_per_user": 4, "unseen_user_fraction": 0.25,
