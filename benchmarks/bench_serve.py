@@ -70,6 +70,7 @@ def time_direct(reward: Any, sizes: list[int], prompt: str, responses: list[str]
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="serve this export (else build a tiny one)")
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--clients", type=int, default=16)
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             batches.append((conversations, tokens, seconds))
 
     with tempfile.TemporaryDirectory(prefix="lore-bench-serve-") as tmp:
-        export = load.build_export(Path(tmp) / "model", args.hidden_size, args.layers)
+        export = args.model or load.build_export(Path(tmp) / "model", args.hidden_size,
+                                                  args.layers)
         reward = PersonalReward.from_pretrained(export, max_batch_tokens=args.max_batch_tokens)
         limits = ServeLimits(max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
                              max_responses=max(64, args.responses))
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             direct = time_direct(reward, [n for n, _, _ in batches], prompt, shapes)
     sizes = [n for n, _, _ in batches]
     result = {
-        "model": {"hidden_size": args.hidden_size, "layers": args.layers, "K": reward.K},
+        "model": {"export": str(args.model)} if args.model else
+                 {"hidden_size": args.hidden_size, "layers": args.layers, "K": reward.K},
         "request": {"responses": args.responses, "words": args.words,
                     "max_wait_ms": args.max_wait_ms, "max_batch_tokens": args.max_batch_tokens},
         "sequential": sequential,
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": __import__("torch").get_num_threads(),
         "load_average": os.getloadavg()[0],
     }
-    print(f"backbone: tiny Llama, hidden {args.hidden_size}, {args.layers} layers, K={reward.K}; "
+    backbone = args.model or f"tiny Llama, hidden {args.hidden_size}, {args.layers} layers"
+    print(f"backbone: {backbone}, K={reward.K}; "
           f"requests: /v1/score, {args.responses} responses x {args.words} words")
     for name in ("sequential", "concurrent"):
         row = result[name]

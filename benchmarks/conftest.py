@@ -29,3 +29,15 @@ def bench():
 def accuracy_script():
     """benchmarks/accuracy.py."""
     return load_script("accuracy")
+
+
+@pytest.fixture(scope="session")
+def serve_bench():
+    """benchmarks/bench_serve.py."""
+    return load_script("bench_serve")
+
+
+@pytest.fixture(scope="session")
+def load_serve():
+    """benchmarks/load_serve.py."""
+    return load_script("load_serve")

@@ -2,8 +2,8 @@
 
     python benchmarks/load_serve.py --clients 16 --seconds 30 --json load.json
 
-Without ``--url`` it builds a tiny export (``--hidden-size``/``--layers``),
-starts ``lore-serve --port 0`` in a subprocess on a fresh store, and reads the
+Without ``--url`` it builds a tiny export (``--hidden-size``/``--layers``;
+``--model DIR`` serves an existing one instead), starts ``lore-serve --port 0`` in a subprocess on a fresh store, and reads the
 server's resident memory (RSS) from /proc at the start and the end. With
 ``--url`` it drives a server that is already running (the serve benchmark
 uses it as its client process). The run is bounded in time (``--seconds``)
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--words", type=int, default=24, help="words per response")
     p.add_argument("--users", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", type=Path, help="serve this export (else build a tiny one)")
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         with tempfile.TemporaryDirectory(prefix="lore-load-") as tmp:
             root = Path(tmp)
-            export = build_export(root / "model", args.hidden_size, args.layers)
+            export = args.model or build_export(root / "model", args.hidden_size, args.layers)
             proc, url = start_server(export, root / "users.db", root / "server.log",
                                      "--max-wait-ms", str(args.max_wait_ms))
             try:
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 proc.terminate()
                 proc.wait(60)
             result.update(rss_start_mb=rss_start, rss_end_mb=rss_end,
-                          model={"hidden_size": args.hidden_size, "layers": args.layers})
+                          model=str(args.model) if args.model else
+                          {"hidden_size": args.hidden_size, "layers": args.layers})
     result.update(mix=args.mix, responses=args.responses, words=args.words,
                   load_average=os.getloadavg()[0])
     if args.json == "-":
