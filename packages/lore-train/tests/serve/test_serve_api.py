@@ -3,6 +3,7 @@ adapt and come back, every bad request is a JSON 4xx naming the field or the lim
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from urllib.parse import quote
@@ -45,6 +46,22 @@ def test_http_rewards_equal_in_process_rewards(server, fresh_reward):
     assert got.json()["std"] == pytest.approx(want_std, rel=1e-4, abs=1e-5)
     assert "std" not in c.post("/v1/score", json={"user": "u2", "prompt": "hi",
                                                   "responses": ["a"]}).json()
+
+
+def test_get_reward_labels_may_carry_the_raw_prompt(server, fresh_reward):
+    """A chat-templated prompt string (what OpenRLHF sends) is not rendered again: the label
+    {"user", "prompt"} gives the raw prompt, as JSON text or as an object."""
+    templated = "<s>user hello world </s> assistant "
+    query = [templated + r for r in RESPONSES[:2]]
+    labels = [json.dumps({"user": "u1", "prompt": PROMPT}), {"user": "u2", "prompt": "hi"}]
+    got = server.client.post("/get_reward", json={"query": query, "prompts": [templated] * 2,
+                                                  "labels": labels})
+    assert got.status_code == 200, got.text
+    want = fresh_reward.rewards([PROMPT, "hi"], RESPONSES[:2], ["u1", "u2"])
+    assert got.json()["rewards"] == pytest.approx(want, rel=1e-5, abs=1e-5)
+    bad = server.client.post("/get_reward", json={"query": query[:1], "prompts": [templated],
+                                                  "labels": [{"user": "u1", "who": 1}]})
+    assert bad.status_code == 422 and "labels[0]" in bad.json()["error"]
 
 
 def test_comparisons_refit_the_user_as_personal_reward_does(server, fresh_reward):

@@ -151,11 +151,33 @@ def count(body: dict, field: str, default: int, limit: int, limit_name: str) -> 
     return value
 
 
-def reward_queries(body: dict, limits: ServeLimits) -> tuple[list[str], list[str], list[str]]:
+def reward_label(value: Any, field: str, limits: ServeLimits) -> tuple[str, Prompt | None]:
+    """A /get_reward label: a user id, or ``{"user": id, "prompt": raw prompt}`` (an object
+    or its JSON text) when the query's prompt is already chat-templated text and the
+    reward model must render the raw prompt itself."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and "user" in parsed:
+            value = parsed
+    if isinstance(value, dict):
+        unknown = set(value) - {"user", "prompt"}
+        if unknown:
+            raise RequestError(422, f"{field} has unknown keys {sorted(unknown)} "
+                                    "(expected 'user' and optionally 'prompt')")
+        raw = prompt(value["prompt"], f"{field}.prompt", limits) if "prompt" in value else None
+        return user_id(required(value, "user", f"{field}.user"), f"{field}.user", limits), raw
+    return user_id(value, field, limits), None
+
+
+def reward_queries(body: dict, limits: ServeLimits) -> tuple[list[Prompt], list[str], list[str]]:
     """OpenRLHF's ``{"query", "prompts", "labels"}`` -> (prompts, responses, users).
 
     The response of a query is what follows its prompt; a query that does not
-    start with its prompt is a 422 naming it.
+    start with its prompt is a 422 naming it. The prompt the reward model
+    sees is the label's raw prompt when it carries one, else ``prompts[i]``.
     """
     queries = text_list(body, "query", limits)
     prompts = text_list(body, "prompts", limits)
@@ -165,10 +187,11 @@ def reward_queries(body: dict, limits: ServeLimits) -> tuple[list[str], list[str
     if not (len(queries) == len(prompts) == len(labels)):
         raise RequestError(422, f"query, prompts and labels must have the same length, got "
                                 f"{len(queries)}, {len(prompts)} and {len(labels)}")
-    users = [user_id(u, f"labels[{i}]", limits) for i, u in enumerate(labels)]
+    parsed = [reward_label(u, f"labels[{i}]", limits) for i, u in enumerate(labels)]
     responses = []
     for i, (q, p) in enumerate(zip(queries, prompts)):
         if not q.startswith(p):
             raise RequestError(422, f"query[{i}] does not start with prompts[{i}]")
         responses.append(q[len(p):])
-    return prompts, responses, users
+    rendered = [raw if raw is not None else p for (_, raw), p in zip(parsed, prompts)]
+    return rendered, responses, [user for user, _ in parsed]
