@@ -41,3 +41,9 @@ def serve_bench():
 def load_serve():
     """benchmarks/load_serve.py."""
     return load_script("load_serve")
+
+
+@pytest.fixture(scope="session")
+def bench_adapt():
+    """benchmarks/bench_adapt.py."""
+    return load_script("bench_adapt")

@@ -160,3 +160,17 @@ def test_cli_writes_the_directory_and_refuses_to_overwrite(run, tmp_path, capsys
     assert sorted(p.name for p in out.iterdir()) != before  # replaced whole
     assert not (out / "model.safetensors").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["cli-rm"]  # no staging left behind
+
+
+def test_the_model_cards_plain_transformers_recipe_gives_the_same_reward(run) -> None:
+    """The README card's 'Without lore' snippet, run as written, agrees with PersonalReward."""
+    card = (run["out"] / "README.md").read_text()
+    snippet = card.split("Without lore:")[1].split("```python\n")[1].split("```")[0]
+    pr = PersonalReward.from_pretrained(run["out"])
+    scope = {"DIR": str(run["out"]), "prompt": "the cat sat", "response": "a good dog",
+             "user": pr.user_ids[2]}
+    with torch.no_grad():
+        exec(snippet, scope)
+    want = pr.rewards(["the cat sat"], ["a good dog"], [pr.user_ids[2]])[0]
+    tol = 1e-4 if run["dtype"] == torch.float32 else 4 * EPS[run["dtype"]]
+    assert float(scope["reward"]) == pytest.approx(want, rel=tol, abs=tol)

@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from lore_train import PersonalReward, PersonalRewardModel, UnknownUserError
-from lore_train.personal_reward import token_batches
+from lore_train.conversations import token_batches
 from lore_train.prior import prior_mean
 from lore_train.tiny_export import build_tiny_export
 
@@ -121,6 +121,19 @@ def test_delta_method_std_matches_posterior_draws_when_the_posterior_is_narrow(p
     torch.testing.assert_close(std, want.float(), rtol=0.05, atol=1e-4)
 
 
+def test_std_of_many_users_at_once_is_posterior_delta_std_per_user(pr) -> None:
+    from lore_train import posterior
+
+    users = [*pr.user_ids[:4], "stranger"] * 3
+    basis = 30 * torch.randn(len(users), pr.K, generator=torch.Generator().manual_seed(2))
+    rewards, std = pr.rewards_from_basis(basis, users, return_std=True)
+    for b, user in enumerate(users):
+        cov = posterior.covariance(pr._user_precision(user)[None])[0]
+        value, want = posterior.delta_std(basis[b:b + 1], pr._user_logits(user), cov)
+        assert float(rewards[b]) == pytest.approx(float(value[0]), rel=1e-5, abs=1e-5)
+        assert float(std[b]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-6)
+
+
 def test_add_user_with_no_comparisons_is_the_prior_and_users_can_be_removed(pr) -> None:
     weights = pr.add_user("cold")
     torch.testing.assert_close(weights, prior_mean(pr.alpha))
@@ -207,3 +220,38 @@ def test_bad_calls(pr) -> None:
         pr.add_user("x", basis_diffs=torch.full((1, 3), float("nan")))
     with pytest.raises(ValueError, match="one per row"):
         pr.rewards_from_basis(torch.zeros(2, 3), ["u0"])
+
+
+def test_the_recipes_max_length_is_applied_like_the_embedder_did(tmp_path) -> None:
+    """Conversations cut from the left to max_length when embedded are cut the same way."""
+    tiny = build_tiny_export(tmp_path, max_length=9)
+    records = [json.loads(x) for x in (tiny.data / "responses.jsonl").read_text().splitlines()]
+    phi = torch.from_numpy(np.load(tiny.data / "embeddings.npy"))
+    pr = PersonalReward.from_pretrained(tiny.out)
+    assert pr.recipe["max_length"] == 9
+    assert max(len(pr.encoder.render([*r["prompt"], {"role": "assistant", "content": r["text"]}]))
+               for r in records) == 9  # the cut is active
+    model = PersonalRewardModel.load(tiny.checkpoint)
+    user = model.user_ids[0]
+    got = torch.tensor(pr.rewards([r["prompt"] for r in records], [r["text"] for r in records],
+                                  [user] * len(records)))
+    want = model.score(phi, user)
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_k0_export_is_the_backbones_own_reward(tmp_path) -> None:
+    """K = 0 (the reference head) exports the backbone unchanged: one output, v_ref."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tiny = build_tiny_export(tmp_path, K=0)
+    pr = PersonalReward.from_pretrained(tiny.out)
+    assert pr.K == 1
+    original = AutoModelForSequenceClassification.from_pretrained(tiny.backbone).eval()
+    tok = AutoTokenizer.from_pretrained(tiny.backbone)
+    conv = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "good"}]
+    ids = tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False,
+              return_tensors="pt")
+    with torch.no_grad():
+        want = float(original(**ids).logits[0, 0])
+    for user in (pr.user_ids[0], "stranger"):
+        assert pr.rewards(["the cat"], ["good"], [user])[0] == pytest.approx(want, rel=1e-5)

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from .hf_export import export_hf
 
+        _quiet_transformers()  # its loading/saving bars would break the one-line errors
+
         out = export_hf(args.checkpoint, args.backbone, args.out, head_only=args.head_only,
                         overwrite=args.overwrite, dtype=args.dtype, embeddings=args.embeddings)
         print(f"wrote {out} ({'head only' if args.head_only else 'backbone + K-output head'}); "
@@ -52,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("lore-export", run, expected=(UnknownUserError,))
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        return
+    logging.disable_progress_bar()
 
 
 def entry() -> int:

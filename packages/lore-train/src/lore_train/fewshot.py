@@ -25,6 +25,7 @@ from .config import TrainConfig
 from .newton import newton_map
 from .objective import row_weights
 from .prior import log_prior_grad, prior_logits
+from .prior_scale import choose_for_new_users
 
 if TYPE_CHECKING:  # the model imports this module; this one only needs its type
     from .model import PersonalRewardModel
@@ -168,13 +169,24 @@ def personalize(
     first_user: int = 0,
     total_users: int | None = None,
     population: torch.Tensor | None = None,
+    seen_pairs: PreferencePairs | None = None,
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
     (``first_user``/``total_users``: see `fit_few_shot`; ``population``: see
-    `fewshot_settings`). All users are one batched fit (one Newton solve with
+    `fewshot_settings`). With the population prior and no
+    ``config.fewshot_prior_scale``, the prior's scale is chosen by empirical
+    Bayes on ``pairs`` (or, with too few users, ``seen_pairs``, the seen users'
+    training pairs: `lore_train.prior_scale.choose_for_new_users`) and kept
+    in ``meta["prior_scale"]`` (not across processes: there c = 1). All users are one batched fit (one Newton solve with
     the default solver). With ``config.early_stopping`` each user stops at
     their own best Adam step (`lore_train.stopping.personalize_early_stopped`;
     the Newton solver has no steps to stop early, so early stopping uses Adam)."""
+    if (population is None and not first_user and total_users is None
+            and config.fewshot_prior == "population" and config.fewshot_prior_scale is None
+            and model.kept_rank > 1):
+        choice = choose_for_new_users(model, pairs, seen_pairs, seed=config.seed)
+        model.meta["prior_scale"] = choice["scale"]
+        model.meta["prior_scale_choice"] = choice
     if config.early_stopping:
         if first_user or total_users is not None:
             raise ValueError("early stopping of few-shot users runs in one process")

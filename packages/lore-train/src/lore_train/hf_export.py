@@ -36,19 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from lore_datasets import DataError
 from lore_datasets.runtime.outputs import check_output_dir, is_empty_dir, publish
 
 from .model import PersonalRewardModel
+from .users_file import LAYOUTS, write_users
 
-USERS_TENSORS = "lore_users.safetensors"
-USERS_JSON = "lore_users.json"
-FORMAT = "lore-personal-reward"
-FORMAT_VERSION = 1
-LAYOUTS = ("full", "head_only")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -232,94 +226,6 @@ def _check_v_ref(model: PersonalRewardModel, v_ref: torch.Tensor | None, backbon
                         f"by {err:.3g} (relative): not the model that made the embeddings")
 
 
-# -- the users file ---------------------------------------------------------------
-def write_users(directory: Path, model: PersonalRewardModel, basis: torch.Tensor,
-                v_ref: torch.Tensor | None, *, recipe: dict[str, Any], layout: str,
-                backbone: str | None, dtype: str, checkpoint: str | None = None) -> None:
-    """``lore_users.safetensors`` and ``lore_users.json`` (see the module doc)."""
-    K = basis.shape[0]
-    alpha = _population_prior(model, K)
-    posterior_users = [u for u in model.user_ids if u in model._posteriors]
-    tensors = {"weights": model.weights().detach().float().cpu(),
-               "logits": model.W.detach().float().cpu(),
-               "prior_alpha": alpha.float().cpu(),
-               "basis": basis.float().cpu()}
-    if posterior_users:
-        tensors["precision"] = torch.stack([model._posteriors[u].to(torch.float64).cpu()
-                                            for u in posterior_users])
-    if v_ref is not None:
-        tensors["v_ref"] = v_ref.float().cpu()
-    save_file({k: t.contiguous() for k, t in tensors.items()}, str(directory / USERS_TENSORS))
-    train = model.train_config
-    fewshot = None if train is None else {
-        "steps": train.fewshot_steps, "lr": train.fewshot_lr, "reduction": train.reduction,
-        "prior": train.fewshot_prior, "solver": getattr(train, "fewshot_solver", "adam")}
-    doc = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "layout": layout,
-        "backbone": backbone, "dtype": dtype, "K": K, "lore_K": model.K, "dim": model.dim,
-        "tau": model.tau, "label_noise": model.label_noise,
-        "temperature": model.meta.get("temperature"),
-        "user_ids": model.user_ids, "seen": model.seen, "posterior_users": posterior_users,
-        "fewshot": fewshot, "embedder": recipe,
-        "source": {"checkpoint": checkpoint, "dataset": model.meta.get("dataset")},
-        "reward": "reward(x, y, u) = sum_k logits_k(x, y) * weights[u, k]; the K logits are the "
-                  "model's outputs (score.weight = V^T)",
-    }
-    (directory / USERS_JSON).write_text(json.dumps(doc, indent=1), encoding="utf-8")
-
-
-def _population_prior(model: PersonalRewardModel, K: int) -> torch.Tensor:
-    """The Dirichlet prior of a new user (uniform 1s for K <= 1 or no seen users)."""
-    if K <= 1 or not any(model.seen):
-        return torch.ones(K)
-    return model.population_prior().detach().float().cpu()
-
-
-def read_users(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, json) of an export directory, checked against each other; a `DataError`
-    naming the file when they are missing, unreadable or disagree."""
-    directory = Path(directory)
-    jpath, tpath = directory / USERS_JSON, directory / USERS_TENSORS
-    for path in (jpath, tpath):
-        if not path.is_file():
-            raise DataError(f"{path}: missing (not a lore-export hf directory)")
-    try:
-        doc = json.loads(jpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{jpath}: not JSON ({err})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DataError(f"{jpath}: not a {FORMAT} file")
-    if doc.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{jpath}: format_version {doc['format_version']} is newer than this lore "
-                        f"reads ({FORMAT_VERSION})")
-    try:
-        tensors = load_file(str(tpath))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise DataError(f"{tpath}: not a readable safetensors file ({err})") from None
-    K, users = doc.get("K"), doc.get("user_ids")
-    problems = [
-        (isinstance(K, int) and K >= 1, f"K is {K!r}"),
-        (isinstance(users, list) and all(isinstance(u, str) for u in users),
-         "user_ids must be a list of strings"),
-        (doc.get("layout") in LAYOUTS, f"layout is {doc.get('layout')!r}"),
-        (all(k in tensors for k in ("weights", "logits", "prior_alpha", "basis")),
-         "missing tensors (weights, logits, prior_alpha, basis)"),
-    ]
-    for ok, problem in problems:
-        if not ok:
-            raise DataError(f"{jpath}: {problem}")
-    posterior_users = doc.get("posterior_users") or []
-    shapes = [("weights", (len(users), K)), ("logits", (len(users), K)), ("prior_alpha", (K,)),
-              ("basis", (K, doc.get("dim")))]
-    if posterior_users:
-        shapes.append(("precision", (len(posterior_users), K, K)))
-    for name, shape in shapes:
-        if name not in tensors or tuple(tensors[name].shape) != shape:
-            got = tuple(tensors[name].shape) if name in tensors else None
-            raise DataError(f"{tpath}: {name} is {got}, {jpath.name} says {shape}")
-    return tensors, doc
-
-
 # -- writing the directory --------------------------------------------------------
 def _mkparent(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,9 +247,19 @@ def model_card(model: PersonalRewardModel, recipe: dict[str, Any], layout: str,
                backbone: str) -> str:
     """README.md of an export: what the K outputs are and how to call it."""
     K = model.kept_rank
-    load = ("from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+    load = ("import json\n"
+            "from safetensors.torch import load_file\n"
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
             "model = AutoModelForSequenceClassification.from_pretrained(DIR)   # num_labels = K\n"
-            "tokenizer = AutoTokenizer.from_pretrained(DIR)\n") if layout == "full" else (
+            "tokenizer = AutoTokenizer.from_pretrained(DIR)\n"
+            "users = json.load(open(f'{DIR}/lore_users.json'))['user_ids']\n"
+            "weights = load_file(f'{DIR}/lore_users.safetensors')['weights']   # [N, K]\n"
+            "conversation = [{'role': 'user', 'content': prompt},\n"
+            "                {'role': 'assistant', 'content': response}]\n"
+            "text = tokenizer.apply_chat_template(conversation, tokenize=False)\n"
+            "ids = tokenizer(text, add_special_tokens=False, return_tensors='pt')\n"
+            "basis = model(**ids).logits[0].float()                          # [K]\n"
+            "reward = basis @ weights[users.index(user)]\n") if layout == "full" else (
             f"# head-only layout: the backbone is {backbone}; PersonalReward loads both\n")
     return f"""# A personalized reward model (lore, K = {K})
 

@@ -118,27 +118,33 @@ def newton_map(
     if K <= 1:  # softmax of one logit is 1: nothing to fit
         W = torch.zeros(num_users, K, dtype=dt, device=device)
         f, g, _, fisher = problem.evaluate(W, exact=False)
-        norm = g.norm(dim=1)
+        norm = torch.linalg.vector_norm(g, dim=1)
         return NewtonResult(W, fisher, 0, norm, norm <= tol)
     shift = torch.ones(K, K, dtype=dt, device=device) if alpha is not None else None
     f, g, H, fisher = problem.evaluate(W)
     stuck = torch.zeros(num_users, dtype=torch.bool, device=device)
     iterations = 0
     while iterations < max_iter:
-        active = (g.norm(dim=1) > tol) & ~stuck
+        active = (torch.linalg.vector_norm(g, dim=1) > tol) & ~stuck
         if not bool(active.any()):
             break
         iterations += 1
         step = _newton_step(H, fisher, g, shift)
         step[~active] = 0.0
         slope = (g * step).sum(dim=1)  # < 0: a descent direction
-        t = torch.ones(num_users, dtype=dt, device=device)
-        todo = active.clone()
-        W_new = W.clone()
-        for _ in range(MAX_HALVINGS):
+        slack = 1e-13 * (1.0 + f.abs())  # rounding, once f is flat to machine precision
+        trial = W + step
+        full = problem.evaluate(trial)  # the full step first: near the MAP it is taken
+        ok = full[0] <= f + ARMIJO * slope + slack
+        if bool(ok.all()):
+            W, (f, g, H, fisher) = trial, full
+            continue
+        t = torch.where(ok, 1.0, 0.5).to(dt)
+        todo = active & ~ok
+        W_new = torch.where(ok[:, None], trial, W)
+        for _ in range(MAX_HALVINGS):  # Armijo backtracking for the users the full step failed
             trial = W + t[:, None] * step
-            # Armijo, with slack for rounding once f is flat to machine precision
-            ok = problem.objective(trial) <= f + ARMIJO * t * slope + 1e-13 * (1.0 + f.abs())
+            ok = problem.objective(trial) <= f + ARMIJO * t * slope + slack
             W_new[todo & ok] = trial[todo & ok]
             todo &= ~ok
             if not bool(todo.any()):
@@ -147,7 +153,7 @@ def newton_map(
         stuck |= todo  # no decrease at any step length: at the MAP to rounding
         W = W_new
         f, g, H, fisher = problem.evaluate(W)
-    norm = g.norm(dim=1)
+    norm = torch.linalg.vector_norm(g, dim=1)
     return NewtonResult(W, fisher, iterations, norm, norm <= tol)
 
 
@@ -209,59 +215,58 @@ class _Problem:
                 self.c[sorted_user, rank] = rows_c
         mean_c = self.c.sum(1) / counts.clamp(min=1).to(dt)
         self.c = self.c / mean_c.clamp(min=torch.finfo(dt).tiny)[:, None]
+        self.c_tau, self.c_tau2 = self.c * tau, self.c * tau * tau
         self.empty = n_max == 0
 
     def _margins(self, S: torch.Tensor) -> torch.Tensor:
         return torch.bmm(self.P, S[:, :, None])[..., 0]  # [N, n]
 
-    def _prior(self, W: torch.Tensor) -> torch.Tensor:
-        """-log p(w) per user (up to a constant)."""
+    def _with_prior(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmax(W) and -log p(w) per user (up to a constant)."""
         if self.alpha is None:
-            return 0.5 * FLAT_PRECISION * W.square().sum(1)
-        return -(torch.log_softmax(W, dim=1) * self.alpha).sum(1)
+            return torch.softmax(W, dim=1), (0.5 * FLAT_PRECISION) * W.square().sum(1)
+        log_s = torch.log_softmax(W, dim=1)
+        return log_s.exp(), -(log_s @ self.alpha)
 
     def objective(self, W: torch.Tensor) -> torch.Tensor:
         """f(w) [N]."""
-        out = self._prior(W)
+        S, out = self._with_prior(W)
         if not self.empty:
-            x = self.tau * self._margins(torch.softmax(W, dim=1))
-            out = out + (self.c * _nll(x, self.eps)).sum(1)
+            out = out + (self.c * _nll(self.tau * self._margins(S), self.eps)).sum(1)
         return out
 
     def evaluate(self, W: torch.Tensor, *, exact: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """f [N], grad [N, K], exact Hessian [N, K, K] and the Fisher matrix [N, K, K]."""
-        S = torch.softmax(W, dim=1)
+        S, f = self._with_prior(W)
         N, K = W.shape
         if self.alpha is None:
-            f = self._prior(W)
             g = FLAT_PRECISION * W
             H_prior = FLAT_PRECISION * torch.eye(K, dtype=W.dtype, device=W.device).expand(N, K, K)
         else:
-            A = self.alpha.sum()
-            f = self._prior(W)
-            g = A * S - self.alpha
-            H_prior = A * (torch.diag_embed(S) - S[:, :, None] * S[:, None, :])
+            AS = self.alpha.sum() * S
+            g = AS - self.alpha
+            H_prior = torch.diag_embed(AS) - AS[:, :, None] * S[:, None, :]  # A J
         if self.empty:
             return f, g, H_prior.clone(), H_prior.clone()
         m = self._margins(S)
-        x = self.tau * m
         a = S[:, None, :] * (self.P - m[..., None])  # dm/dw = J p, [N, n, K]
-        nll, d1, d2, fisher = _row_terms(x, self.eps)  # derivatives in x
+        nll, d1, d2, fisher = _row_terms(self.tau * m, self.eps)  # derivatives in x = tau m
         f = f + (self.c * nll).sum(1)
-        b = torch.bmm(a.transpose(1, 2), (self.c * d1 * self.tau)[..., None])[..., 0]  # [N, K]
-        g = g + b
         at = a.transpose(1, 2)
-        F_lik = torch.bmm(at * (self.c * fisher * self.tau**2)[:, None, :], a)
-        fisher_H = F_lik + H_prior
+        b = torch.bmm(at, (self.c_tau * d1)[..., None])[..., 0]  # the likelihood's gradient [N, K]
+        g = g + b
+        fisher_H = torch.baddbmm(H_prior, at * (self.c_tau2 * fisher)[:, None, :], a)
         if not exact:
             return f, g, fisher_H, fisher_H
         if self.eps == 0.0:  # plain Bradley-Terry: l'' is the Fisher information
-            G = F_lik
+            H = fisher_H.clone()
         else:
-            G = torch.bmm(at * (self.c * d2 * self.tau**2)[:, None, :], a)
-        H = G + torch.diag_embed(b) - S[:, :, None] * b[:, None, :] - b[:, :, None] * S[:, None, :]
-        return f, g, H + H_prior, fisher_H
+            H = torch.baddbmm(H_prior, at * (self.c_tau2 * d2)[:, None, :], a)
+        sb = S[:, :, None] * b[:, None, :]
+        H.diagonal(dim1=1, dim2=2).add_(b)
+        H.sub_(sb).sub_(sb.transpose(1, 2))
+        return f, g, H, fisher_H
 
 
 def _nll(x: torch.Tensor, eps: float) -> torch.Tensor:

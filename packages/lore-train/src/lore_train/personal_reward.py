@@ -28,12 +28,14 @@ import torch
 from lore_datasets import DataError, PreferencePairs
 
 from . import posterior as posterior_lib
+from .conversations import comparison_texts, conversation, token_batches
 from .elicitation import greedy_information_gain
 from .fewshot import fit_few_shot
-from .hf_export import install_basis_head, load_tokenizer, read_users
-from .model import UnknownUserError
+from .hf_export import install_basis_head, load_tokenizer
+from .model import PersonalRewardModel, UnknownUserError
 from .newton import newton_map
 from .prior import prior_logits
+from .users_file import read_users, users_record
 
 Message = dict[str, str]
 UNKNOWN_USER = ("prior", "error")
@@ -44,7 +46,10 @@ class PersonalReward:
 
     def __init__(self, model: Any, tokenizer: Any, tensors: dict[str, torch.Tensor],
                  doc: dict[str, Any], *, device: str | torch.device = "cpu",
-                 unknown_user: str = "prior", max_batch_tokens: int = 16384) -> None:
+                 unknown_user: str = "prior", max_batch_tokens: int = 16384,
+                 embedder: Any = None) -> None:
+        """Use `from_pretrained` (an export) or `from_checkpoint` (a checkpoint and the
+        embedder that made its embeddings) rather than this."""
         from lore_datasets.embed import RewardModelEmbedder
 
         if unknown_user not in UNKNOWN_USER:
@@ -52,8 +57,6 @@ class PersonalReward:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.K = int(doc["K"])
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.unknown_user = unknown_user
         self.max_batch_tokens = int(max_batch_tokens)
@@ -62,13 +65,23 @@ class PersonalReward:
         self.label_noise = float(doc.get("label_noise") or 0.0)
         self.temperature = doc.get("temperature")
         self.fewshot = dict(doc.get("fewshot") or {})
-        self.encoder = RewardModelEmbedder(self.model, tokenizer, max_length=self.recipe.get(
-            "max_length"), name=doc.get("backbone") or "lore export", outputs=self.K)
+        if embedder is None:  # a K-output reward model: rendered and pooled by the embedder's code
+            self.model = model.to(device).eval()
+            self.encoder = RewardModelEmbedder(
+                self.model, tokenizer, max_length=self.recipe.get("max_length"),
+                name=doc.get("backbone") or "lore export", outputs=self.K)
+        else:  # any embedder with .embed(conversations) -> phi [n, d] (a sentence encoder)
+            self.model = embedder.model
+            self.encoder = embedder
+            tokenizer = embedder.tokenizer
+        self.tokenizer = tokenizer
+        self._embedder = embedder
         if self.encoder.dim != int(doc["dim"]):
-            raise DataError(f"the backbone's hidden size is {self.encoder.dim}, the basis's "
+            raise DataError(f"the embedder's dimension is {self.encoder.dim}, the basis's "
                             f"{doc['dim']}")
         # the head in fp32 on the model's device: basis rewards are not rounded to bf16
-        self._head = tensors["basis"].to(self.device, torch.float32)
+        head_device = next(self.model.parameters()).device
+        self._head = tensors["basis"].to(head_device, torch.float32)
         self.alpha = tensors["prior_alpha"].to(torch.float32)
         self._logits: dict[str, torch.Tensor] = {
             u: w.to(torch.float64) for u, w in zip(doc["user_ids"], tensors["logits"])}
@@ -104,6 +117,29 @@ class PersonalReward:
                             f"lore_users.json says K = {doc['K']}")
         return cls(model, tokenizer, tensors, doc, device=device, unknown_user=unknown_user,
                    max_batch_tokens=max_batch_tokens)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, embedder: Any, *,
+                        unknown_user: str = "prior") -> PersonalReward:
+        """A lore checkpoint with the embedder that made its embeddings (say a
+        `lore_datasets.embed.SentenceEmbedder`, which has no score layer to export):
+        rewards are embedder.embed(conversations) @ V . s_u. The embedder's device is used."""
+        model = PersonalRewardModel.load(checkpoint)
+        recorded = model.meta.get("embedder_recipe") or {}
+        recipe = getattr(embedder, "recipe", None) or {}
+        for key in ("kind", "model"):
+            if recorded.get(key) is not None and recipe.get(key) not in (None, recorded[key]):
+                raise DataError(f"{checkpoint}: its embeddings were made by {key} "
+                                f"{recorded[key]!r}, the embedder given is {recipe[key]!r}")
+        if embedder.dim != model.dim:
+            raise DataError(f"{checkpoint}: embeddings of dimension {model.dim}, the embedder "
+                            f"gives {embedder.dim}")
+        tensors, doc = users_record(model, model.V.detach().T.contiguous(), model.v_ref,
+                                    recipe=recipe or recorded, layout=None,
+                                    backbone=recipe.get("model"), dtype="float32",
+                                    checkpoint=str(checkpoint))
+        return cls(None, None, tensors, doc, unknown_user=unknown_user,
+                   device=next(embedder.model.parameters()).device, embedder=embedder)
 
     # -- users -------------------------------------------------------------------
     @property
@@ -179,12 +215,8 @@ class PersonalReward:
         rewards = (basis.to(torch.float64) * S[owner]).sum(dim=1).to(torch.float32)
         if not return_std:
             return rewards
-        std = torch.empty(len(names), dtype=torch.float32)
-        for i, u in enumerate(distinct):  # the delta method, per user (closed form, no draws)
-            rows = (owner == i).nonzero().flatten()
-            cov = posterior_lib.covariance(self._user_precision(u)[None])[0]
-            std[rows] = posterior_lib.delta_std(basis[rows], W[i], cov)[1].to(torch.float32)
-        return rewards, std
+        cov = posterior_lib.covariance(torch.stack([self._user_precision(u) for u in distinct]))
+        return rewards, _delta_std(basis, S, cov, owner)
 
     def rewards(self, prompts: Sequence[Any], completions: Sequence[Any], users: Sequence[str], *,
                 return_std: bool = False) -> list[float] | tuple[list[float], list[float]]:
@@ -278,33 +310,16 @@ class PersonalReward:
         return W[0].to(torch.float64), H[0]
 
     def _comparison_diffs(self, user: str, comparisons: Sequence[Any]) -> torch.Tensor:
-        prompts, chosen, rejected = [], [], []
-        for i, item in enumerate(comparisons):
-            if isinstance(item, dict):
-                missing = [k for k in ("prompt", "chosen", "rejected") if k not in item]
-                if missing:
-                    raise ValueError(f"user {user!r}, comparison {i}: missing {missing}")
-                p, a, b = item["prompt"], item["chosen"], item["rejected"]
-            elif isinstance(item, (tuple, list)) and len(item) == 3:
-                p, a, b = item
-            else:
-                raise ValueError(f"user {user!r}, comparison {i}: expected a dict with prompt, "
-                                 "chosen, rejected or a 3-tuple")
-            for name, text in (("chosen", a), ("rejected", b)):
-                if not _text_of(text).strip():
-                    raise ValueError(f"user {user!r}, comparison {i}: {name} is empty")
-            if _text_of(a) == _text_of(b):
-                raise ValueError(f"user {user!r}, comparison {i}: chosen and rejected are the "
-                                 "same text")
-            prompts.append(p)
-            chosen.append(a)
-            rejected.append(b)
+        prompts, chosen, rejected = comparison_texts(user, comparisons)
         if not prompts:
             return torch.zeros(0, self.K)
         basis = self.basis_rewards(prompts + prompts, chosen + rejected)
         return basis[:len(prompts)] - basis[len(prompts):]
 
     def _basis_of(self, conversations: list[list[Message]]) -> torch.Tensor:
+        if self._embedder is not None:
+            phi = self._embedder.embed(conversations, progress=False)
+            return (phi.to(self._head) @ self._head.T).cpu()
         tokens = [self.encoder.render(c) for c in conversations]
         out = torch.empty(len(tokens), self.K)
         for idx in token_batches([len(t) for t in tokens], self.max_batch_tokens):
@@ -313,54 +328,18 @@ class PersonalReward:
         return out
 
 
-def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped by similar length so that rows x longest <= max_tokens (at least one
-    row per batch): sorting by length keeps padding small."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) + 1) * lengths[i] > max_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def conversation(prompt: Any, completion: Any, index: int = 0) -> list[Message]:
-    """[prompt messages..., assistant: completion]: a plain-text prompt is one user turn,
-    a list is chat messages; a completion is text or a list of assistant messages."""
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, (list, tuple)) and prompt and all(_is_message(m) for m in prompt):
-        messages = [dict(m) for m in prompt]
-    else:
-        raise ValueError(f"prompt {index}: expected text or a non-empty list of "
-                         "{role, content} messages")
-    if isinstance(completion, str):
-        return [*messages, {"role": "assistant", "content": completion}]
-    if isinstance(completion, (list, tuple)) and completion and all(_is_message(m)
-                                                                    for m in completion):
-        return [*messages, *(dict(m) for m in completion)]
-    raise ValueError(f"completion {index}: expected text or a list of {{role, content}} messages")
-
-
-def _is_message(m: Any) -> bool:
-    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(
-        m.get("content"), str)
-
-
-def _text_of(x: Any) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, (list, tuple)):
-        return "\n".join(str(m.get("content", "")) for m in x if isinstance(m, dict))
-    raise ValueError(f"expected text or a list of messages, got {type(x).__name__}")
-
-
 def _check_user(user: Any) -> str:
     if not isinstance(user, str):
         raise ValueError(f"user id {user!r} is a {type(user).__name__}, not a string")
     return user
+
+
+def _delta_std(basis: torch.Tensor, S: torch.Tensor, cov: torch.Tensor,
+               owner: torch.Tensor) -> torch.Tensor:
+    """`posterior.delta_std` batched over rows of many users: row b of user owner[b] has
+    d(q . s)/dw = J q = s * (q - q . s) and variance (J q)^T cov (J q)."""
+    s = S[owner]
+    q = basis.to(torch.float64)
+    G = s * (q - (q * s).sum(dim=1, keepdim=True))
+    var = torch.einsum("bk,bkl,bl->b", G, cov[owner], G)
+    return var.clamp(min=0).sqrt().to(torch.float32)

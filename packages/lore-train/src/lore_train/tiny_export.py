@@ -51,14 +51,16 @@ def tiny_text_pairs() -> list:
 
 
 def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K: int = 3,
-                      head_only: bool = False, seed: int = 0, **model_size: int) -> TinyExport:
+                      head_only: bool = False, seed: int = 0, max_length: int | None = None,
+                      **model_size: int) -> TinyExport:
     """Build everything under ``root`` (rm/, data/, run/, personal-rm/) and return the paths.
 
     The users' logits are spread (3 N(0, 1), seeded) after the short fit, as
     confident users' are, so users' rewards differ clearly. ``model_size``
     (``hidden_size``, ``num_layers``, ``max_positions`` of `tiny_reward_model`)
     makes a larger backbone, e.g. for a benchmark whose forward must cost
-    something.
+    something. ``max_length``: the embedder's token cut (from the left),
+    recorded in the recipe. K = 0 is the backbone's own head (every user the same).
     """
     from lore_datasets import load_dataset
     from lore_datasets.embed import RewardModelEmbedder, embed_pairs
@@ -70,18 +72,20 @@ def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K
 
     root = Path(root)
     backbone = save_tiny_reward_model(root / "rm", seed=seed, dtype=dtype, **model_size)
-    embedder = RewardModelEmbedder.from_pretrained(str(backbone), dtype=dtype, batch_size=4)
+    embedder = RewardModelEmbedder.from_pretrained(str(backbone), dtype=dtype, batch_size=4,
+                                                   max_length=max_length)
     data = embed_pairs(tiny_text_pairs(), embedder, root / "data", progress=False)
     bench = load_dataset(str(data), split={"min_pairs_per_user": 4, "unseen_user_fraction": 0.25,
                                            "seed": seed})
     config = TrainConfig(K=K, steps=40, fewshot_steps=60, seed=seed)
-    model, _ = fit(bench.seen_train, config, progress=False)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(seed + 1)
-        model.W.copy_(3 * torch.randn(model.W.shape, generator=gen))
-    unseen = bench.unseen_fewshot
-    first = unseen.user_ids[0]
-    model.adapt(first, unseen.select_users([first]), prior="population")
+    model, _ = fit(bench.seen_train, config, v_ref=bench.v_ref, progress=False)
+    if K >= 2:
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(seed + 1)
+            model.W.copy_(3 * torch.randn(model.W.shape, generator=gen))
+        unseen = bench.unseen_fewshot
+        first = unseen.user_ids[0]
+        model.adapt(first, unseen.select_users([first]), prior="population")
     checkpoint = root / "run" / save_cell(model, bench.meta, root / "run", K, 0.0)
     out = export_hf(checkpoint, str(backbone), root / "personal-rm", head_only=head_only)
     return TinyExport(out=out, backbone=backbone, data=data, checkpoint=checkpoint)
