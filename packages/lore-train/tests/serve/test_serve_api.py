@@ -64,6 +64,30 @@ def test_get_reward_labels_may_carry_the_raw_prompt(server, fresh_reward):
     assert bad.status_code == 422 and "labels[0]" in bad.json()["error"]
 
 
+def test_the_trl_reward_function_of_the_docs(server, fresh_reward):
+    """docs/serving.md's TRL reward function, as written there, against this server."""
+    import httpx
+
+    client = httpx.Client(base_url=server.url, timeout=60)
+
+    def lore_reward(prompts, completions, user_id, **kwargs):
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        body = {"query": texts, "prompts": [""] * len(texts),
+                "labels": [{"user": u, "prompt": p} for u, p in zip(user_id, prompts)]}
+        answer = client.post("/get_reward", json=body)
+        answer.raise_for_status()
+        return answer.json()["rewards"]
+
+    prompts = [PROMPT, PROMPT, "plain text prompt"]
+    completions = [[{"role": "assistant", "content": RESPONSES[0]}],
+                   [{"role": "assistant", "content": RESPONSES[1]}], RESPONSES[2]]
+    users = ["u1", "u6", "u1"]
+    got = lore_reward(prompts, completions, users, completion_ids=None)
+    assert got == pytest.approx(fresh_reward(prompts, completions, user_id=users),
+                                rel=1e-5, abs=1e-5)
+    client.close()
+
+
 def test_comparisons_refit_the_user_as_personal_reward_does(server, fresh_reward):
     c = server.client
     answers = _comparisons(0, 3)
