@@ -17,8 +17,10 @@ is a ``/v1/score`` of ``--responses`` responses of ``--words`` words.
    process, on batches of the same sizes and the same texts' shapes as the
    server formed (target <= 10%).
 
-Timings on a shared machine move with its load: the ratios compare phases of
-the same run, and the load average is recorded beside them.
+The three phases alternate for ``--rounds`` rounds and the ratios are the
+medians of the rounds': timings on a shared machine move with its load, so
+each ratio compares phases run back to back, and the load average is
+recorded beside them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,21 @@ def time_direct(reward: Any, sizes: list[int], prompt: str, responses: list[str]
     return total
 
 
+def _round(sequential: dict[str, Any], concurrent: dict[str, Any],
+           batches: list[tuple[int, int, float]], direct: float) -> dict[str, Any]:
+    """One round's numbers: the two phases, the batches, the ratios."""
+    sizes = [n for n, _, _ in batches]
+    return {
+        "sequential": sequential, "concurrent": concurrent,
+        "throughput_ratio": concurrent["requests_per_s"] / sequential["requests_per_s"],
+        "batches": {"count": len(sizes), "mean_conversations": sum(sizes) / max(1, len(sizes)),
+                    "max_conversations": max(sizes, default=0)},
+        "forward_in_server_s": sum(s for _, _, s in batches),
+        "backbone_direct_s": direct,
+        "server_overhead": concurrent["seconds"] / direct - 1 if direct > 0 else float("nan"),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, help="serve this export (else build a tiny one)")
@@ -80,13 +98,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--words", type=int, default=24, help="words (tokens) per response")
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch-tokens", type=int, default=8192)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternations of the phases; the ratios are their medians")
     p.add_argument("--quick", action="store_true", help="a small, fast run (CI)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     if args.quick:
         args.hidden_size, args.layers = 64, 2
-        args.sequential_requests, args.concurrent_requests = 8, 48
+        args.sequential_requests, args.concurrent_requests, args.rounds = 8, 48, 1
 
+    import torch
     from transformers.utils import logging as hf_logging
 
     from lore_train import PersonalReward
@@ -108,51 +129,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         limits = ServeLimits(max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
                              max_responses=max(64, args.responses))
         app = create_app(reward, store=Path(tmp) / "users.db", limits=limits, on_batch=on_batch)
+        prompt = load.texts(8, 1)
+        shapes = [load.texts(args.words, k) for k in range(18)]
+        rounds = []
         with ServerThread(app) as url:
             run_clients(url, 4, 16, args.responses, args.words, seed=99)  # warm up
-            sequential = run_clients(url, 1, args.sequential_requests, args.responses,
-                                     args.words, seed=1)
-            recording = True
-            concurrent = run_clients(url, args.clients, args.concurrent_requests,
-                                     args.responses, args.words, seed=2)
-            recording = False
-            # the backbone alone on the same batches, the server idle
-            prompt = load.texts(8, 1)
-            shapes = [load.texts(args.words, k) for k in range(18)]
-            direct = time_direct(reward, [n for n, _, _ in batches], prompt, shapes)
-    sizes = [n for n, _, _ in batches]
+            for r in range(args.rounds):  # phases alternate: a load drift hits all of them
+                sequential = run_clients(url, 1, args.sequential_requests, args.responses,
+                                         args.words, seed=10 * r + 1)
+                batches.clear()
+                recording = True
+                concurrent = run_clients(url, args.clients, args.concurrent_requests,
+                                         args.responses, args.words, seed=10 * r + 2)
+                recording = False
+                # the backbone alone on the same batches, the server idle
+                direct = time_direct(reward, [n for n, _, _ in batches], prompt, shapes)
+                rounds.append(_round(sequential, concurrent, list(batches), direct))
     result = {
         "model": {"export": str(args.model)} if args.model else
                  {"hidden_size": args.hidden_size, "layers": args.layers, "K": reward.K},
         "request": {"responses": args.responses, "words": args.words,
                     "max_wait_ms": args.max_wait_ms, "max_batch_tokens": args.max_batch_tokens},
-        "sequential": sequential,
-        "concurrent": concurrent,
-        "throughput_ratio": concurrent["requests_per_s"] / sequential["requests_per_s"],
-        "batches": {"count": len(sizes), "mean_conversations": sum(sizes) / max(1, len(sizes)),
-                    "max_conversations": max(sizes, default=0)},
-        "forward_in_server_s": sum(s for _, _, s in batches),
-        "backbone_direct_s": direct,
-        "server_overhead": concurrent["seconds"] / direct - 1 if direct > 0 else float("nan"),
-        "torch_threads": __import__("torch").get_num_threads(),
+        "rounds": rounds,
+        "throughput_ratio": statistics.median(r["throughput_ratio"] for r in rounds),
+        "server_overhead": statistics.median(r["server_overhead"] for r in rounds),
+        "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
     }
+    result.update(sequential=rounds[-1]["sequential"], concurrent=rounds[-1]["concurrent"],
+                  batches=rounds[-1]["batches"], backbone_direct_s=rounds[-1]["backbone_direct_s"])
     backbone = args.model or f"tiny Llama, hidden {args.hidden_size}, {args.layers} layers"
     print(f"backbone: {backbone}, K={reward.K}; "
           f"requests: /v1/score, {args.responses} responses x {args.words} words")
-    for name in ("sequential", "concurrent"):
-        row = result[name]
-        print(f"  {name:10s} {row['clients']:2d} client(s): {row['requests_per_s']:7.1f} req/s  "
-              f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}")
-    print(f"  throughput, {args.clients} clients / 1: {result['throughput_ratio']:.2f}x "
-          f"(target >= 4)")
-    print(f"  batches: {len(sizes)}, {result['batches']['mean_conversations']:.1f} conversations "
-          f"on average (max {result['batches']['max_conversations']})")
-    print(f"  server overhead over the backbone on the same batches: "
-          f"{100 * result['server_overhead']:.1f}% (wall {concurrent['seconds']:.2f} s, backbone "
-          f"{direct:.2f} s direct, {result['forward_in_server_s']:.2f} s inside the server; "
-          f"target <= 10%)")
-    print(f"  load average {result['load_average']:.1f} on {os.cpu_count()} CPUs")
+    for i, r in enumerate(rounds):
+        print(f"round {i + 1}:")
+        for name in ("sequential", "concurrent"):
+            row = r[name]
+            print(f"  {name:10s} {row['clients']:2d} client(s): {row['requests_per_s']:7.1f} "
+                  f"req/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+                  f"errors {row['errors']}")
+        print(f"  batches: {r['batches']['count']}, {r['batches']['mean_conversations']:.1f} "
+              f"conversations on average (max {r['batches']['max_conversations']}); wall "
+              f"{r['concurrent']['seconds']:.2f} s, backbone {r['backbone_direct_s']:.2f} s "
+              f"direct, {r['forward_in_server_s']:.2f} s inside the server")
+        print(f"  throughput {args.clients} clients / 1: {r['throughput_ratio']:.2f}x, server "
+              f"overhead {100 * r['server_overhead']:.1f}%")
+    print(f"median of {len(rounds)} rounds: throughput {result['throughput_ratio']:.2f}x "
+          f"(target >= 4), server overhead {100 * result['server_overhead']:.1f}% "
+          f"(target <= 10%); load average {result['load_average']:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

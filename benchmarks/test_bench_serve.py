@@ -30,6 +30,7 @@ def test_bench_serve_reports_throughput_and_overhead(serve_bench, small_export, 
         assert result[phase]["p99_ms"] >= result[phase]["p50_ms"] > 0
     assert result["concurrent"]["clients"] == 16 and result["sequential"]["clients"] == 1
     assert result["throughput_ratio"] > 0 and result["backbone_direct_s"] > 0
+    assert len(result["rounds"]) == 1
     # 48 requests of 2 conversations from 16 clients: batched, not one forward per request
     assert result["batches"]["count"] < 48 and result["batches"]["max_conversations"] > 2
 
