@@ -3,15 +3,17 @@
     python benchmarks/load_serve.py --clients 16 --seconds 30 --json load.json
 
 Without ``--url`` it builds a tiny export (``--hidden-size``/``--layers``;
-``--model DIR`` serves an existing one instead), starts ``lore-serve --port 0`` in a subprocess on a fresh store, and reads the
-server's resident memory (RSS) from /proc at the start and the end. With
-``--url`` it drives a server that is already running (the serve benchmark
-uses it as its client process). The run is bounded in time (``--seconds``)
-and in count (``--max-requests``). The mix (``--mix``) defaults to 70%
-``/v1/score`` (``--responses`` responses of ``--words`` words), 15%
-``/get_reward``, 10% comparisons posted to one of ``--users`` users (each a
-refit and a durable commit) and 5% ``/suggest``. It prints requests/s, p50/p99
-latency overall and per kind, the errors (which must be 0) and the RSS.
+``--model DIR`` serves an existing one instead), starts ``lore-serve --port 0``
+in a subprocess on a fresh store, and samples the server's resident memory
+(RSS, from /proc) every second: a leak shows as growth in the run's second
+half. With ``--url`` it drives a server that is already running (the serve
+benchmark uses it as its client process). The run is bounded in time
+(``--seconds``) and in count (``--max-requests``). The mix (``--mix``)
+defaults to 70% ``/v1/score`` (``--responses`` responses of ``--words``
+words), 15% ``/get_reward``, 10% comparisons posted to one of ``--users``
+users (each a refit and a durable commit) and 5% ``/suggest``. It prints
+requests/s, p50/p99 latency overall and per kind, the errors (which must be
+0) and the RSS.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -195,14 +198,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             export = args.model or build_export(root / "model", args.hidden_size, args.layers)
             proc, url = start_server(export, root / "users.db", root / "server.log",
                                      "--max-wait-ms", str(args.max_wait_ms))
+            samples: list[tuple[float, float]] = []
+            sampling = threading.Event()
+
+            def sample() -> None:  # the server's RSS once a second, to see it level off
+                start = time.perf_counter()
+                while not sampling.wait(1.0):
+                    samples.append((round(time.perf_counter() - start, 1), rss_mb(proc.pid)))
+
+            sampler = threading.Thread(target=sample, daemon=True)
             try:
                 rss_start = rss_mb(proc.pid)
+                sampler.start()
                 result = run(url)
+                sampling.set()
+                sampler.join()
                 rss_end = rss_mb(proc.pid)
             finally:
+                sampling.set()
                 proc.terminate()
                 proc.wait(60)
-            result.update(rss_start_mb=rss_start, rss_end_mb=rss_end,
+            half = [mb for t, mb in samples if t >= result["seconds"] / 2]
+            result.update(rss_start_mb=rss_start, rss_end_mb=rss_end, rss_samples_mb=samples,
+                          rss_growth_second_half_mb=half[-1] - half[0] if half else 0.0,
                           model=str(args.model) if args.model else
                           {"hidden_size": args.hidden_size, "layers": args.layers})
     result.update(mix=args.mix, responses=args.responses, words=args.words,
@@ -219,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"p99 {row['p99_ms']:8.1f} ms")
     if "rss_start_mb" in result:
         print(f"server RSS: {result['rss_start_mb']:.0f} MiB at the start, "
-              f"{result['rss_end_mb']:.0f} MiB at the end")
+              f"{result['rss_end_mb']:.0f} MiB at the end "
+              f"({result['rss_growth_second_half_mb']:+.0f} MiB in the second half of the run)")
     for err in result["first_errors"]:
         print("  error:", err)
     if args.json:

@@ -57,3 +57,20 @@ def test_help_names_every_limit(capsys):
     for flag in ("--max-body-bytes", "--max-responses", "--max-text-chars", "--max-batch-tokens",
                  "--max-wait-ms", "--token-file", "--store", "--host"):
         assert flag in out
+
+
+def test_questions_file(tmp_path):
+    from lore_datasets.errors import DataError
+    from lore_train.serve.page import load_questions, render_page
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"prompt": "Tea?", "candidates": ["a", "b </script><b>x"]}\n\n')
+    questions = load_questions(path)
+    assert [q.prompt for q in questions] == ["Tea?"]
+    html = render_page(3, questions, auth=False)
+    assert "Tea?" in html and "</script><b>" not in html  # the JSON cannot end the script
+    for text, line in (('{"prompt": "x", "candidates": ["one"]}\n', 1),
+                       ('{"prompt": "x", "candidates": ["a", "b"]}\nnot json\n', 2)):
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"{path}:{line}"):
+            load_questions(path)
