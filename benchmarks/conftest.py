@@ -47,3 +47,9 @@ def load_serve():
 def bench_adapt():
     """benchmarks/bench_adapt.py."""
     return load_script("bench_adapt")
+
+
+@pytest.fixture(scope="session")
+def embed_bench():
+    """benchmarks/bench_embed.py."""
+    return load_script("bench_embed")
