@@ -32,6 +32,18 @@ def accuracy_script():
 
 
 @pytest.fixture(scope="session")
+def serve_bench():
+    """benchmarks/bench_serve.py."""
+    return load_script("bench_serve")
+
+
+@pytest.fixture(scope="session")
+def load_serve():
+    """benchmarks/load_serve.py."""
+    return load_script("load_serve")
+
+
+@pytest.fixture(scope="session")
 def bench_adapt():
     """benchmarks/bench_adapt.py."""
     return load_script("bench_adapt")
