@@ -82,8 +82,9 @@ def plan(lib, dtype, M, d, grad=True) -> dict:
     return dict(zip(INFO, info.tolist(), strict=True))
 
 
-def run_bt(lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01,
-           label_noise=0.0):
+def run_bt(
+    lib, case, *, grad=True, sms=2, optin=OPTIN_H100, blocks_per_sm=2, tau=0.01, label_noise=0.0
+):
     """The registration's job: the row index, H = S[present] V^T, the row pass
     (which reads Z and writes margins in the caller's order), dV = G^T S[present]
     and dS[present] = G V."""
@@ -183,8 +184,10 @@ def misaligned(Z: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize(("d", "dtype"), [(1104, torch.float32), (2112, torch.bfloat16),
-                                          (64, torch.float32), (384, torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("d", "dtype"),
+    [(1104, torch.float32), (2112, torch.bfloat16), (64, torch.float32), (384, torch.bfloat16)],
+)
 def test_emulated_kernel_misaligned_Z(emu, d, dtype):
     """Z at storage offset 1 takes the element-wise path: the same values (bitwise:
     the same sums in the same order) as the aligned 16-byte path."""

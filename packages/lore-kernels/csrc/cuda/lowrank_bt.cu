@@ -615,7 +615,9 @@ template <typename T, typename ZT, bool kGrad>
 struct RowsKernel {
   using Fn = void (*)(RowsArgs<T, ZT>);
   static constexpr int V = kVec<ZT>;
-  static constexpr int kMaxPerThread = 32 / V < kMaxItems ? 32 / V : kMaxItems;
+  // h_c and G_c hold 2 x Items x V values: at most 64 words (fp64: 8 chunks).
+  static constexpr int kMaxPerThread =
+      std::is_same_v<T, double> ? 8 : (32 / V < kMaxItems ? 32 / V : kMaxItems);
   static constexpr int kWarpItems = V >= 8 ? 2 : 4;  // more would spill (ptxas -v)
   Fn fn = nullptr;
   bool warp = false;

@@ -49,8 +49,9 @@ struct Plan {
   size_t workspace_bytes;  // edge slots and loss partials, for launch_rows
 };
 
-// cudaErrorInvalidValue when d is beyond the kernel's register tiles
-// (d * sizeof(Z element) > 256 threads x 16 chunks x 16 bytes = 64 KiB).
+// cudaErrorInvalidValue when d is beyond the kernel's register tiles: 256
+// threads x 4 (16-bit Z) or 8 (fp32, fp64) 16-byte chunks, i.e. d <= 8192
+// (fp64: 4096).
 template <typename T>
 cudaError_t plan_rows(const RowsCall<T>& call, Plan* plan);
 
