@@ -29,3 +29,9 @@ def bench():
 def accuracy_script():
     """benchmarks/accuracy.py."""
     return load_script("accuracy")
+
+
+@pytest.fixture(scope="session")
+def bandwidth_script():
+    """benchmarks/gpu_bandwidth.py."""
+    return load_script("gpu_bandwidth")
