@@ -731,7 +731,8 @@ cudaError_t launch_rows(const RowsCall<T>& c, const Plan& plan, void* workspace,
     ra.loss_part = reinterpret_cast<T*>(ws + edge_bytes + user_bytes);
     LORE_CUDA_TRY(launch_kernel(k.fn, dim3(unsigned(plan.blocks)), plan.smem_bytes, stream, ra));
     const EdgeArgs<T> ea{ra.edges, ra.edge_user, slots, c.d, c.g};
-    const dim3 merge_grid(unsigned((c.d + kThreads - 1) / kThreads), unsigned(slots));
+    const int64_t column_blocks = (c.d + kThreads - 1) / kThreads;
+    const dim3 merge_grid(unsigned(column_blocks < 1 ? 1 : column_blocks), unsigned(slots));
     LORE_CUDA_TRY(launch_kernel(merge_edges<T>, merge_grid, 0, stream, ea));
     const SumArgs<T> sa{ra.loss_part, plan.workers, c.loss};
     return launch_kernel(sum_tree<T>, dim3(1), kThreads * sizeof(T), stream, sa);
