@@ -141,14 +141,32 @@ union Chunk {
   double f64[2];
 };
 
-template <typename T, typename ZT>
+// Element i of a chunk of bf16, widened. On the GPU a volatile shift or mask
+// that the compiler re-issues at each use instead of keeping the widened
+// values of a whole tile live: the warp path of d = 384 spilled without it
+// (the block path spills with it, so it is the warp path's only).
+__device__ __forceinline__ float bf16_bits_to_float(const Chunk& c, int i) {
+#if defined(__CUDA_ARCH__)
+  const unsigned w = i / 2 == 0 ? c.raw.x : i / 2 == 1 ? c.raw.y : i / 2 == 2 ? c.raw.z : c.raw.w;
+  unsigned bits;
+  if (i % 2 == 0)
+    asm volatile("shl.b32 %0, %1, 16;" : "=r"(bits) : "r"(w));
+  else
+    asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(bits) : "r"(w));
+  return __uint_as_float(bits);
+#else
+  return bf16_to_float(c.h[i]);
+#endif
+}
+
+template <typename T, typename ZT, bool kRewiden = false>
 __device__ __forceinline__ T chunk_elem(const Chunk& c, int i) {
   if constexpr (std::is_same_v<ZT, float>)
     return T(c.f[i]);
   else if constexpr (std::is_same_v<ZT, double>)
     return T(c.f64[i]);
   else if constexpr (std::is_same_v<ZT, Bf16>)
-    return T(bf16_to_float(c.h[i]));
+    return kRewiden ? T(bf16_bits_to_float(c, i)) : T(bf16_to_float(c.h[i]));
   else
     return T(half_bits_to_float(c.h[i]));
 }
@@ -266,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) rows_kernel(const RowsAr
 #pragma unroll
         for (int i = 0; i < Items; ++i)
 #pragma unroll
-          for (int e = 0; e < V; ++e) acc[r] += chunk_elem<T, ZT>(zc[r][i], e) * h[i][e];
+          for (int e = 0; e < V; ++e) acc[r] += chunk_elem<T, ZT, !kBlock>(zc[r][i], e) * h[i][e];
       }
 #pragma unroll
       for (int r = 0; r < TileRows; ++r) acc[r] = warp_sum(acc[r]);
@@ -305,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) rows_kernel(const RowsAr
 #pragma unroll
           for (int i = 0; i < Items; ++i)
 #pragma unroll
-            for (int e = 0; e < V; ++e) gacc[i][e] += g * chunk_elem<T, ZT>(zc[r][i], e);
+            for (int e = 0; e < V; ++e) gacc[i][e] += g * chunk_elem<T, ZT, !kBlock>(zc[r][i], e);
         }
       }
     }
