@@ -62,7 +62,8 @@ echo "torch==$torch_dist" > build/constraints.txt
 
 if [[ "${LORE_IN_PLACE:-0}" != 1 ]]; then
   "${pip[@]}" install -c build/constraints.txt setuptools wheel pybind11 ninja numpy \
-    safetensors matplotlib tqdm pytest pytest-benchmark ruff transformers tokenizers pyarrow
+    safetensors matplotlib tqdm pytest pytest-benchmark ruff transformers tokenizers pyarrow \
+    "trl>=1.0,<2" 'datasets>=4.0,<6' 'huggingface_hub>=0.34,<3'
 fi
 
 echo "[setup] installing the four packages (editable; the kernel build takes ~1-2 min)"
