@@ -43,7 +43,18 @@ struct RowIndex {
   at::Tensor present;  // [users]
   at::Tensor offsets;  // [users + 1]
   int64_t users = 0;
+  cudaStream_t stream = nullptr;  // the stream the index was allocated on
 };
+
+// Tells the caching allocator that `stream` reads the index, when it is not
+// the stream the index was allocated on: freeing the index (evicted from the
+// cache) must not hand its memory out before that stream's work is done.
+void use_on_current_stream(const RowIndex& index) {
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  if (stream.stream() == index.stream) return;
+  for (const at::Tensor* t : {&index.perm, &index.present, &index.offsets})
+    if (t->defined()) t->record_stream(stream);
+}
 
 struct IndexEntry {
   c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> owner;
@@ -91,6 +102,7 @@ RowIndex build_index(const at::Tensor& user, int64_t n, const char* op) {
     fail_user_range(info.bad_row, host.data_ptr<int64_t>()[info.bad_row], n, op);
   RowIndex index;
   index.users = info.users;
+  index.stream = c10::cuda::getCurrentCUDAStream().stream();
   index.present = present.narrow(0, 0, info.users).to(user.device());
   index.offsets = offsets.narrow(0, 0, info.users + 1).to(user.device());
   if (!info.sorted) index.perm = perm.narrow(0, 0, m).to(user.device());
@@ -110,6 +122,7 @@ RowIndex row_index(const at::Tensor& user, int64_t n, const char* op) {
       if (it->impl == impl && it->version == version && it->data == user.data_ptr() &&
           it->m == user.numel() && it->n == n) {
         cache.splice(cache.begin(), cache, it);  // most recently used first
+        use_on_current_stream(it->index);
         return it->index;
       }
   }
