@@ -298,3 +298,20 @@ def test_d_beyond_the_register_tiles_is_refused(emu):
     info = torch.zeros(len(INFO), dtype=torch.long)
     assert emu.emu_plan(0, ZTYPE[torch.bfloat16], 100, 8192, 1, info.data_ptr()) == 0
     assert emu.emu_plan(0, ZTYPE[torch.bfloat16], 100, 8193, 1, info.data_ptr()) != 0
+
+
+@pytest.mark.parametrize(
+    ("d", "pad", "dtype"),
+    [(1101, 3, torch.float32), (2101, 5, torch.bfloat16), (2112, 8, torch.bfloat16),
+     (384, 8, torch.bfloat16), (33, 1, torch.float16)],
+    ids=["fp32-elementwise", "bf16-elementwise", "bf16-vec16", "bf16-d384-vec16", "fp16-d33"],
+)  # fmt: skip
+def test_emulated_kernel_reads_nothing_past_a_row(emu, d, pad, dtype):
+    """Z as the first d columns of a NaN-padded wider matrix: a load past a row's
+    end (a chunk or element beyond d) would bring a NaN into the sums."""
+    case = make_case(90, d, 3, 4, dtype=dtype, users="shuffled", seed=7)
+    wide = torch.full((90, d + pad), float("nan"), dtype=dtype)
+    wide[:, :d] = case.Z
+    out, _ = run_bt(emu, Case(wide[:, :d], case.user, case.weight, case.V, case.S))
+    assert all(torch.isfinite(t).all() for t in out)
+    assert_within_dtype(out, case, dtype)
