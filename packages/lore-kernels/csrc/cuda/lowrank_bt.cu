@@ -15,8 +15,8 @@
 // whatever K is; everything that grows with K is a GEMM over users (n << m).
 //
 // Row pass (rows_kernel). The m positions (user order) are split evenly
-// between `workers`: a warp each when a row is at most 32 x 8 chunks of 16
-// bytes (d <= 2048 bf16, 1024 fp32), else a block of 256 threads. A worker
+// between `workers`: a warp each when a row is at most 32 x 2 (16-bit Z) or
+// 32 x 4 (fp32) chunks of 16 bytes (d <= 512), else a block of 256 threads. A worker
 // walks its positions run by run (a run: one user's consecutive positions,
 // from `offsets`), with h_c and G_c in registers: each thread owns `Items`
 // 16-byte column chunks (a template parameter, so the arrays stay in
