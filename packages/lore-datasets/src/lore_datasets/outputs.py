@@ -14,6 +14,10 @@ checked by `check_output_dir` before any data is loaded, and
   swapped in as a whole when it succeeds; if it fails the old run is left
   exactly as it was.
 
+A run holds an exclusive lock on its directory from start to end
+(`claim_output`), after finishing or rolling back a swap an earlier run was
+killed in; the swap, its recovery and the fsyncs are `lore_datasets.durable`.
+
 It lives in lore-datasets, the lowest package that writes files, so every
 command shares it.
 """
@@ -22,11 +26,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import durable
 from .errors import DataError
 
 
@@ -34,16 +38,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The parent directory is created. If ``write`` raises, the temporary file
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched. The file gets the umask's mode, and
+    its data and the rename are fsynced (`durable.replace_file`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = durable.new_file(path)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        durable.replace_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -96,27 +99,35 @@ def check_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = F
 
 
 @contextmanager
+def claim_output(path: str | Path, *, overwrite: bool = False, resume: bool = False,
+                 flag: str = "--out") -> Iterator[Path]:
+    """Hold ``path`` for a whole run: lock it (a second run is refused), finish or roll
+    back a swap a killed run left (`durable.recover`), then `check_run_dir`."""
+    path = check_output_dir(path, flag=flag)
+    with durable.lock(path, flag=flag):
+        durable.recover(path)
+        yield check_run_dir(path, overwrite=overwrite, resume=resume, flag=flag)
+
+
+@contextmanager
 def output_directory(path: str | Path, *, overwrite: bool = False,
                      resume: bool = False) -> Iterator[Path]:
     """The directory a run should write into (see the module docstring for the rules).
 
     With ``overwrite`` and a non-empty ``path``, yields a fresh sibling
-    directory; on normal exit it replaces ``path`` (the old run is moved
-    aside, the new one renamed in, the old one deleted); on an exception the
-    sibling is deleted and ``path`` is untouched.
+    directory; on normal exit it replaces ``path`` (`durable.swap_in`); on an
+    exception the sibling is deleted and ``path`` is untouched. The directory
+    is locked throughout (`claim_output`).
     """
-    path = check_run_dir(path, overwrite=overwrite, resume=resume)
-    if not overwrite or is_empty_dir(path):
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / path.name)
-    os.replace(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
+    with claim_output(path, overwrite=overwrite, resume=resume) as path:
+        if not overwrite or is_empty_dir(path):
+            path.mkdir(parents=True, exist_ok=True)
+            yield path
+            return
+        staging = durable.new_dir(path, "new")
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        durable.swap_in(staging, path)

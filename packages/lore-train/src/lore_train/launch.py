@@ -21,17 +21,14 @@ hangs makes every other process exit non-zero with one line within
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lore_datasets import SPLITS, Benchmark
+from lore_datasets import SPLITS, Benchmark, durable
 from lore_datasets.collectives import Process, check_agree, gather_object, on_terminate
-from lore_datasets.outputs import is_empty_dir
 
 from .config import TrainConfig
 from .experiment import cell_entry, save_cell, sweep_config, write_outputs
@@ -97,7 +94,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
     seen_ids = [u for s, _ in users for u in s]
     unseen_ids = [u for _, u in users for u in u]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = durable.new_dir(out_dir, "partial")
     cancel = on_terminate(lambda: shutil.rmtree(staging, ignore_errors=True))
     try:
         for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
@@ -111,22 +108,8 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
             )
             entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
         write_outputs(results, staging)
-        _publish(staging, out_dir)
+        durable.swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         cancel()
 
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Put the staged run in place of ``out_dir`` as a whole: an empty or new ``out_dir``
-    becomes it; a non-empty one (allowed with --overwrite) is moved aside, replaced
-    and deleted, never mixed with the new files."""
-    if out_dir.exists() and not is_empty_dir(out_dir):
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(staging, out_dir)
