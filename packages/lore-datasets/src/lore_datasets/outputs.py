@@ -24,11 +24,15 @@ command shares it.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from . import durable
 from .errors import DataError
@@ -45,11 +49,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = durable.new_file(path)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as err:  # a full disk, say: an OSError naming the target
+            raise _as_os_error(err, path) from None
         durable.replace_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _as_os_error(err: Exception, path: Path) -> OSError:
+    """safetensors reports an I/O failure as text ("... (os error 28)"): the OSError it was."""
+    found = re.search(r"os error (\d+)", str(err))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return OSError(errno.EIO, f"cannot write it ({err})", str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
