@@ -10,6 +10,7 @@ from typing import Any
 
 from lore_datasets import Benchmark, DataError
 from lore_datasets.outputs import output_directory
+from lore_datasets.paths import contained
 
 from .calibration import evaluate_calibration
 from .config import TrainConfig
@@ -191,8 +192,18 @@ def _finished_cells(out_dir: Path, config_doc: dict[str, Any]) -> dict[tuple[int
     if previous is None:
         return {}
     finished = {}
-    for entry in previous.get("runs", []):
+    path = out_dir / "results.json"
+    runs = previous.get("runs", [])
+    if not isinstance(runs, list):
+        raise DataError(f"{path}: 'runs' is not a list")
+    for i, entry in enumerate(runs):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("K"), int) or not isinstance(
+                entry.get("alpha"), (int, float)):
+            raise DataError(f"{where}: not a cell with an integer 'K' and a number 'alpha'")
         checkpoint = entry.get("checkpoint")
-        if entry.get("skipped") or (checkpoint and (out_dir / checkpoint / "config.json").is_file()):
+        if checkpoint is not None:
+            checkpoint = contained(out_dir, checkpoint, f"{where} 'checkpoint'")
+        if entry.get("skipped") or (checkpoint and (checkpoint / "config.json").is_file()):
             finished[(entry["K"], float(entry["alpha"]))] = entry
     return finished
