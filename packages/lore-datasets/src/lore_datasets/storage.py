@@ -297,7 +297,7 @@ class _Reader:
                 for k in ints)
                 or not isinstance(getattr(torch, str(doc.get("dtype")), None), torch.dtype)
                 or not isinstance(doc.get("shards"), list)
-                or not all(isinstance(x, dict) and isinstance(x.get("file"), str)
+                or not all(isinstance(x, dict) and "file" in x
                            and isinstance(x.get("rows"), list) and len(x["rows"]) == 2
                            for x in doc["shards"])):
             raise DataError(f"{self.index_path}: split {split!r} needs users, pairs, dim, dtype "
