@@ -29,7 +29,9 @@ Format 1 (all rows in one file, ids in the JSON) still loads as a whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from . import durable
 from .errors import DataError
 from .outputs import atomic_write, atomic_write_text
 from .pairs import SPLITS, Benchmark, PreferencePairs
@@ -233,16 +236,46 @@ class BenchmarkWriter:
         atomic_write_text(self.directory / INDEX, json.dumps(doc, indent=1))
 
 
+@contextmanager
+def dataset_directory(directory: str | Path, *, flag: str = "--out") -> Iterator[Path]:
+    """The directory to write a data set into, replacing one already at ``directory`` safely.
+
+    The directory is locked for the write (`durable.lock`: a second writer
+    is refused) after an interrupted swap is finished or rolled back. A new
+    directory, or one without a ``benchmark.json``, is written in place; an
+    existing data set is replaced as a whole: the new one is written beside
+    it and swapped in when complete (`durable.swap_in`), so a full disk, an
+    error or a kill leaves the old one as it was.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{flag} {directory}: exists and is not a directory")
+    with durable.lock(directory, flag=flag):
+        durable.recover(directory)
+        if not (directory / INDEX).is_file():
+            yield directory
+            return
+        staging = durable.new_dir(directory, "new")
+        try:
+            yield staging
+            durable.swap_in(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def save_benchmark(bench: Benchmark, directory: str | Path, *,
                    max_shard_bytes: int | None = None) -> None:
-    """Write ``bench`` in the canonical form (``max_shard_bytes``: cut rows into shards)."""
+    """Write ``bench`` in the canonical form (``max_shard_bytes``: cut rows into shards);
+    an existing data set there is replaced as a whole (`dataset_directory`)."""
     dtypes = {bench.split(s).features.dtype for s in SPLITS}
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
-    writer = BenchmarkWriter(directory, dim=bench.dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
-    for split in SPLITS:
-        part = bench.split(split)
-        writer.add(split, part.features, part.pairs_per_user().numpy(), part.user_ids, part.prompt_ids)
-    writer.close(bench.meta, bench.v_ref)
+    with dataset_directory(directory) as work:
+        writer = BenchmarkWriter(work, dim=bench.dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
+        for split in SPLITS:
+            part = bench.split(split)
+            writer.add(split, part.features, part.pairs_per_user().numpy(), part.user_ids,
+                       part.prompt_ids)
+        writer.close(bench.meta, bench.v_ref)
 
 
 # -- reading -----------------------------------------------------------------
