@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from . import durable
 from .errors import DataError
 from .outputs import atomic_write, atomic_write_text
-from .pairs import SPLITS, Benchmark, PreferencePairs
+from .pairs import SPLITS, Benchmark, PreferencePairs, non_finite_row
 from .paths import contained
 from .sharding import offsets_digest, rank_blocks
 from .textio import read_json
@@ -69,16 +69,6 @@ def decode_strings(data: bytes, ends: np.ndarray, base: int = 0) -> list[str]:
     starts = np.concatenate([[base], ends[:-1]]) - base
     stops = ends - base
     return [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), stops.tolist())]
-
-
-def non_finite_row(features: torch.Tensor, chunk: int = 1 << 16) -> int | None:
-    """The first row of ``features`` holding NaN or inf (None: all finite), in bounded memory."""
-    for start in range(0, features.shape[0], chunk):
-        bad = ~torch.isfinite(features[start:start + chunk])
-        if bool(bad.any()):
-            rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero()
-            return start + int(rows[0, 0])
-    return None
 
 
 def check_features(features: torch.Tensor, where: str, first_row: int = 0) -> None:
