@@ -110,6 +110,9 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
         entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
                                                     progress=progress)
         run.model.meta["temperature"] = entry["calibration"]["temperature"]
+    for part in (benchmark.seen_train, benchmark.unseen_fewshot):  # score(..., return_std=True)
+        if part.num_users:
+            run.model.fit_posterior(part)
     entry["checkpoint"] = save_cell(run.model, benchmark.meta, out_dir, run.K, run.alpha)
     remove_state(state_dir)
     return entry
