@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -163,3 +164,80 @@ def test_lore_eval_refuses_a_checkpoint_linked_from_outside(tmp_path, capsys):
                       "--shots", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "leads out of" in err[-1] and "K1_alpha0" in err[-1], err
+
+
+# -- embedding shards ---------------------------------------------------------
+class _Embedder:
+    """Deterministic rows (no model): row i of a call is its conversation's number."""
+
+    name = "counting"
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.calls, self.stop_after = 0, stop_after
+
+    def embed(self, conversations, progress=False):
+        if self.stop_after is not None and self.calls == self.stop_after:
+            raise KeyboardInterrupt  # a kill after some shards
+        self.calls += 1
+        return torch.tensor([[float(c[0]), 1.0, 2.0] for c in conversations])
+
+
+CONVERSATIONS = [[i] for i in range(10)]
+
+
+def _interrupted(tmp_path: Path) -> Path:
+    """A shard directory with shards 0 and 1 of 4 finished, as a killed run leaves it."""
+    from lore_datasets.embed import embed_resumable
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_resumable(CONVERSATIONS, _Embedder(stop_after=2), tmp_path / "shards", "fp",
+                        tmp_path / "embeddings.npy", shard_size=3, progress=False)
+    return tmp_path / "shards"
+
+
+def _resume(tmp_path: Path):
+    from lore_datasets.embed import embed_resumable
+
+    return embed_resumable(CONVERSATIONS, _Embedder(), tmp_path / "shards", "fp",
+                           tmp_path / "embeddings.npy", shard_size=3, progress=False)
+
+
+@pytest.mark.parametrize(("damage", "pattern"), [
+    (lambda p: p.write_bytes(b""), r"000001\.npy: not a whole \.npy shard \(EOFError"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-7]), r"000001\.npy: not a whole \.npy shard"),
+    (lambda p: np.save(p, np.array([[1.0, np.nan, 0.0]] * 3, np.float32)),
+     r"000001\.npy: row 0 is not finite"),
+    (lambda p: np.save(p, np.zeros((2, 3), np.float32)), r"000001\.npy: holds float32 \(2, 3\)"),
+])
+def test_a_damaged_embedding_shard_is_one_line_and_never_merged(tmp_path, damage, pattern):
+    shards = _interrupted(tmp_path)
+    damage(shards / "000001.npy")
+    with pytest.raises(DataError, match=pattern) as caught:
+        _resume(tmp_path)
+    assert "\n" not in str(caught.value) and "delete it and rerun" in str(caught.value)
+    assert not (tmp_path / "embeddings.npy").exists()  # nothing merged
+    (shards / "000001.npy").unlink()  # what the message says to do
+    matrix = _resume(tmp_path)
+    assert matrix[:, 0].tolist() == [float(i) for i in range(10)]
+
+
+def test_a_garbage_embedding_manifest_is_one_line(tmp_path):
+    shards = _interrupted(tmp_path)
+    for text in ("{not json", '{"fingerprint": "fp", "rows": 10, "shard_size": 3, "done": ["x"]}',
+                 "[]"):
+        (shards / "manifest.json").write_text(text)
+        with pytest.raises(DataError, match=r"manifest\.json: "):
+            _resume(tmp_path)
+
+
+def test_embedding_shards_are_fsynced_before_they_are_renamed(tmp_path, monkeypatch):
+    from lore_datasets import durable
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(durable.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(durable.os, "replace",
+                        lambda a, b: (events.append(f"rename {Path(b).name}"), real_replace(a, b)))
+    _resume(tmp_path)
+    first = events.index("rename 000000.npy")
+    assert events[first - 1] == "fsync" and events[first + 1] == "fsync"  # file, then directory
