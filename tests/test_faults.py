@@ -1,7 +1,7 @@
 """Faults: kill -9 in the middle of a swap, two runs into one --out, a full disk, file modes.
 
 The kills are real: a child process runs the real swap and SIGKILLs itself
-at one of its steps (`lore_datasets.durable._hook`, which does nothing
+at one of its steps (`lore_datasets.runtime.durable._hook`, which does nothing
 unless a test replaces it); the next start must find ``--out`` whole, as
 the old run or the new one, never missing or mixed.
 """
@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lore_datasets import DataError, durable
-from lore_datasets.cli_common import one_line
-from lore_datasets.outputs import atomic_write_text, claim_output, output_directory
+from lore_datasets import DataError
+from lore_datasets.runtime import durable
+from lore_datasets.runtime.cli import one_line
+from lore_datasets.runtime.outputs import atomic_write_text, claim_output, output_directory
 from lore_train import PersonalRewardModel
 
 
@@ -40,8 +41,8 @@ def make_run(path: Path, tag: str) -> dict[str, bytes]:
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from lore_datasets import durable
-    from lore_datasets.outputs import output_directory
+    from lore_datasets.runtime import durable
+    from lore_datasets.runtime.outputs import output_directory
     out, step, exchange = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
     if not exchange:
         durable._exchange = lambda a, b: False
@@ -105,7 +106,7 @@ def test_a_second_run_into_the_same_out_is_refused_with_one_line(tmp_path, capfd
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
             import sys
-            from lore_datasets.outputs import claim_output
+            from lore_datasets.runtime.outputs import claim_output
             with claim_output(sys.argv[1]):
                 print("holding", flush=True)
                 sys.stdin.read()

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from lore_datasets import DataError, synthetic_benchmark
 from lore_datasets.paths import contained
-from lore_datasets.storage import load_benchmark, read_rank
+from lore_datasets.storage import load_benchmark, read_rank, save_benchmark
 from lore_train.cli import main as train_main
 
 FAST = ["--K", "0", "1", "--steps", "3", "--fewshot-steps", "3", "--no-progress", "--no-select"]
@@ -31,7 +31,7 @@ def sharded(tmp_path_factory) -> Path:
     """A small synthetic benchmark saved in shards of ~4 KB, and a foreign shard beside it."""
     root = tmp_path_factory.mktemp("hostile")
     bench, _ = synthetic_benchmark(num_users=12, pairs_per_user=20, dim=8)
-    bench.save(root / "data", max_shard_bytes=4096)
+    save_benchmark(bench, root / "data", max_shard_bytes=4096)
     other = root / "other"
     other.mkdir()
     save_file({"seen_train.features": torch.ones(500, 8)}, other / "x.safetensors")
@@ -231,7 +231,7 @@ def test_a_garbage_embedding_manifest_is_one_line(tmp_path):
 
 
 def test_embedding_shards_are_fsynced_before_they_are_renamed(tmp_path, monkeypatch):
-    from lore_datasets import durable
+    from lore_datasets.runtime import durable
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace

@@ -19,8 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lore_datasets import DataError, durable
-from lore_datasets.outputs import atomic_write, atomic_write_text
+from lore_datasets import DataError
+from lore_datasets.runtime import durable
+from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = 2
 FILES = ("model.safetensors", "config.json")

@@ -14,7 +14,7 @@ the checkpoints only after every cell of every process has finished, through
 a staging directory beside the output moved into place at the end: a failed
 run leaves the output directory as it was.
 
-Every collective is bounded (`lore_datasets.collectives`): a process that raises, dies or
+Every collective is bounded (`lore_datasets.runtime.collectives`): a process that raises, dies or
 hangs makes every other process exit non-zero with one line within
 ``timeout`` seconds (plus the watchdog's grace), never hang.
 """
@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 
-from lore_datasets import SPLITS, Benchmark, durable
-from lore_datasets.collectives import Process, check_agree, gather_object, on_terminate
+from lore_datasets import SPLITS, Benchmark
+from lore_datasets.runtime import durable
+from lore_datasets.runtime.collectives import Process, check_agree, gather_object, on_terminate
+from lore_datasets.runtime.outputs import publish
 
 from .config import TrainConfig
 from .experiment import cell_entry, save_cell, sweep_config, write_outputs
@@ -108,8 +110,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
             )
             entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
         write_outputs(results, staging)
-        durable.swap_in(staging, out_dir)
+        publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         cancel()
-

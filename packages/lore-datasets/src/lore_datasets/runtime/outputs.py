@@ -16,10 +16,10 @@ checked by `check_output_dir` before any data is loaded, and
 
 A run holds an exclusive lock on its directory from start to end
 (`claim_output`), after finishing or rolling back a swap an earlier run was
-killed in; the swap, its recovery and the fsyncs are `lore_datasets.durable`.
-
-It lives in lore-datasets, the lowest package that writes files, so every
-command shares it.
+killed in. `publish` is the one directory swap: an ``--overwrite`` run, the
+staging directory of a torchrun run and a replaced data set all end in it;
+the swap's crash-safe protocol, its recovery and the fsyncs are
+`lore_datasets.runtime.durable`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from ..errors import DataError
 from . import durable
-from .errors import DataError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -146,4 +146,11 @@ def output_directory(path: str | Path, *, overwrite: bool = False,
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        durable.swap_in(staging, path)
+        publish(staging, path)
+
+
+def publish(staging: str | Path, path: str | Path) -> Path:
+    """Put the complete directory ``staging`` (a sibling) in place of ``path`` as a whole:
+    the old and new files are never mixed, a reader sees one run or the other, and a
+    kill at any point leaves ``path`` whole or recoverable (`durable.swap_in`)."""
+    return durable.swap_in(staging, path)

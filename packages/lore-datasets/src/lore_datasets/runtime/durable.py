@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 # test-only: a function called with the name of each step of `swap_in`
 # (tests replace it in a child process to kill it there); does nothing otherwise
