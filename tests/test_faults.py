@@ -8,6 +8,7 @@ the old run or the new one, never missing or mixed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -207,3 +208,43 @@ def test_a_full_disk_while_a_checkpoint_is_written_keeps_the_old_one(small_disk)
     assert tree(ckpt) == before  # the old checkpoint, byte for byte
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(before)  # no temporary file left
     assert PersonalRewardModel.load(ckpt).K == 2
+
+
+def test_a_full_disk_while_a_data_set_is_replaced_keeps_the_old_one(small_disk):
+    from lore_datasets import synthetic_benchmark
+    from lore_datasets.storage import load_benchmark, save_benchmark
+
+    data = small_disk / "data"
+    small, _ = synthetic_benchmark(num_users=10, pairs_per_user=20, dim=8)
+    save_benchmark(small, data)
+    before = tree(data)
+    big, _ = synthetic_benchmark(num_users=200, pairs_per_user=100, dim=32)  # ~2.6 MB of rows
+    with pytest.raises(OSError) as caught:
+        save_benchmark(big, data, max_shard_bytes=256 * 1024)
+    assert "No space left on device" in one_line(caught.value)
+    assert tree(data) == before  # the old data set, byte for byte, and still readable
+    assert load_benchmark(data).seen_train.num_pairs == small.seen_train.num_pairs
+    assert sorted(p.name for p in small_disk.iterdir()) == ["data"]  # no staging, no lock left
+
+
+def test_resume_on_changed_data_is_refused_before_anything_is_reused(tmp_path, capsys):
+    from lore_datasets import synthetic_benchmark
+    from lore_datasets.storage import save_benchmark
+    from lore_train.cli import main as train_main
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    save_benchmark(synthetic_benchmark(num_users=12, pairs_per_user=30, dim=8)[0], data)
+    args = ["--dataset", str(data), "--out", str(out), "--K", "1", "2", "--steps", "3",
+            "--fewshot-steps", "3", "--no-progress", "--no-select"]
+    assert train_main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    results["runs"] = results["runs"][:1]  # as a run killed after its first cell leaves it
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    save_benchmark(synthetic_benchmark(num_users=12, pairs_per_user=30, dim=8, label_noise=0.3)[0], data)
+    before = tree(out)
+    capsys.readouterr()
+    assert train_main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lore-train: error: ") and "the data differ" in err[-1], err
+    assert "seen_train" in err[-1]
+    assert tree(out) == before  # results.json not rewritten
