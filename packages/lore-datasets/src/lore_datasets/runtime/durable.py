@@ -132,7 +132,13 @@ def replace_file(tmp: str | Path, target: str | Path) -> None:
 
 
 # -- the directory swap ------------------------------------------------------
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute and normalized, so ``.`` or ``run/..`` has a real name."""
+    return Path(os.path.abspath(path))
+
+
 def journal_path(path: Path) -> Path:
+    path = _absolute(path)
     return path.parent / f".{path.name}.swap.json"
 
 
@@ -161,8 +167,10 @@ def swap_in(staging: str | Path, path: str | Path) -> Path:
     by the crash-safe protocol of the module docstring. Either way the files
     are on the disk before they are published.
     """
-    staging, path = Path(staging), Path(path)
+    staging, path = _absolute(staging), _absolute(path)
     parent = path.parent
+    if staging.parent != parent:
+        raise ValueError(f"{staging}: the staging directory must be a sibling of {path}")
     fsync_tree(staging)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         if path.exists():
@@ -199,7 +207,7 @@ def recover(path: str | Path) -> str | None:
     Call it holding `lock` on ``path``. Returns what was done ("finished",
     "rolled back", "rolled forward") or None when there was nothing to do.
     """
-    path = Path(path)
+    path = _absolute(path)
     parent, journal = path.parent, journal_path(path)
     done = None
     if journal.is_file():
@@ -238,6 +246,7 @@ _held: dict[str, int] = {}  # lock files this process holds -> nesting depth
 
 
 def lock_path(path: Path) -> Path:
+    path = _absolute(path)
     return path.parent / f".{path.name}.lock"
 
 
