@@ -165,13 +165,20 @@ def test_files_and_swapped_directories_get_the_umask_mode(tmp_path):
         os.umask(old)
 
 
-def test_a_corrupt_swap_journal_is_one_line(tmp_path):
+@pytest.mark.parametrize("journal", [
+    '{"new": "../../etc", "aside": 3}',
+    '{"new": "run", "aside": ".run.old-1", "new_inode": 1}',  # would name --out itself
+    '{"new": ".run.new-1", "aside": "../x", "new_inode": 1}',
+    "not json",
+])
+def test_a_corrupt_swap_journal_is_one_line_and_touches_nothing(tmp_path, journal):
     out = tmp_path / "run"
-    make_run(out, "old")
-    durable.journal_path(out).write_text('{"new": "../../etc", "aside": 3}')
+    before = make_run(out, "old")
+    durable.journal_path(out).write_text(journal)
     with (pytest.raises(DataError, match=r"\.run\.swap\.json: an interrupted swap's journal"),
           claim_output(out, overwrite=True)):
         pass
+    assert tree(out) == before
 
 
 @pytest.fixture

@@ -215,23 +215,26 @@ def recover(path: str | Path) -> str | None:
             record = json.loads(journal.read_text(encoding="utf-8"))
             new, aside = parent / record["new"], parent / record["aside"]
             inode = int(record["new_inode"])
-            if new.parent != parent or aside.parent != parent:
-                raise ValueError("names outside the directory")
+            prefix = f".{path.name}."
+            if (new.parent != parent or aside.parent != parent
+                    or not (new.name.startswith(prefix) and aside.name.startswith(prefix))):
+                raise ValueError(f"names that are not {prefix}* siblings")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise DataError(f"{journal}: an interrupted swap's journal that cannot be read "
                             f"({err}); compare {path} with its .{path.name}.* siblings and "
                             "delete the journal") from None
-        if path.exists() and path.stat().st_ino == inode:
-            done = "finished"
-        elif path.exists():
-            done = "rolled back"
-        elif new.is_dir():
+        if path.exists():  # the new run (inode) after the swap, or still the old one
+            done = "finished" if path.stat().st_ino == inode else "rolled back"
+        elif new.is_dir():  # killed between the two renames: the new run is complete
             os.replace(new, path)
             done = "rolled forward"
         elif aside.is_dir():
             os.replace(aside, path)
             done = "rolled back"
         fsync_dir(parent)
+        for leftover in (new, aside):  # the old run, or a staging directory not swapped in
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
         journal.unlink()
         fsync_dir(parent)
     for tag in STAGING_TAGS:
