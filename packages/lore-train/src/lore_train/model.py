@@ -183,6 +183,7 @@ class PersonalRewardModel(nn.Module):
     def posterior(self, user: str, *, samples: int = posterior_lib.DEFAULT_SAMPLES,
                   seed: int = 0) -> torch.Tensor:
         """Seeded draws [1, samples, K] of ``user``'s weights from their Laplace posterior."""
+        samples = checks.positive_int("samples", samples)
         idx = self.user_index([user])
         if str(user) not in self._posteriors:
             raise ValueError(f"no posterior for user {user!r}: adapt() them, or call "
