@@ -32,6 +32,18 @@ def accuracy_script():
 
 
 @pytest.fixture(scope="session")
+def serve_bench():
+    """benchmarks/bench_serve.py."""
+    return load_script("bench_serve")
+
+
+@pytest.fixture(scope="session")
+def load_serve():
+    """benchmarks/load_serve.py."""
+    return load_script("load_serve")
+
+
+@pytest.fixture(scope="session")
 def bench_adapt():
     """benchmarks/bench_adapt.py."""
     return load_script("bench_adapt")
@@ -41,3 +53,9 @@ def bench_adapt():
 def embed_bench():
     """benchmarks/bench_embed.py."""
     return load_script("bench_embed")
+
+
+@pytest.fixture(scope="session")
+def bandwidth_script():
+    """benchmarks/gpu_bandwidth.py."""
+    return load_script("gpu_bandwidth")

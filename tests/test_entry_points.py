@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # command -> the module whose `entry` the console script runs
 COMMANDS = {"lore-prepare": "lore_datasets.cli", "lore-train": "lore_train.cli",
-            "lore-eval": "lore_eval.cli", "lore-export": "lore_train.export_cli"}
+            "lore-eval": "lore_eval.cli", "lore-export": "lore_train.export_cli",
+            "lore-serve": "lore_train.serve.cli"}
 
 
 def scripts() -> dict[str, str]:
@@ -31,6 +32,8 @@ def test_every_command_is_its_packages_cli_entry():
 
 @pytest.mark.parametrize(("command", "module"), sorted(COMMANDS.items()))
 def test_cli_has_main_of_argv_and_an_entry_without_arguments(command, module, capsys):
+    if module.startswith("lore_train.serve"):
+        pytest.importorskip("starlette")  # the [serve] extra
     cli = importlib.import_module(module)
     assert list(inspect.signature(cli.main).parameters) == ["argv"]
     assert not inspect.signature(cli.entry).parameters

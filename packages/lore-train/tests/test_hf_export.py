@@ -118,8 +118,10 @@ def test_personal_reward_from_text_equals_the_embedded_score(run) -> None:
     for user in model.user_ids:
         want = model.score(phi, user)
         got = torch.tensor(pr.rewards(prompts, completions, [user] * len(convs)))
-        # same-dtype embeddings, fp32 head: as close as fp32 whatever the backbone dtype
-        assert float((got - want).abs().max()) <= tolerance(want, torch.float32), user
+        # fp32 head on same-dtype hidden states; in bf16 the embedding pipeline ran each
+        # prompt's prefix once (a KV cache) and the responses on top, so its hidden
+        # states may differ from a whole-sequence forward by a bf16 rounding
+        assert float((got - want).abs().max()) <= tolerance(want, run["dtype"]), user
         torch.testing.assert_close(pr.user_weights(user),
                                    model.weights()[model.user_index([user])][0].detach())
     # the TRL convention: conversational completions and plain-text prompts

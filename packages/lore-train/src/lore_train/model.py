@@ -25,6 +25,7 @@ import lore_kernels
 from lore_datasets import DataError, PreferencePairs
 from lore_kernels import Likelihood
 
+from . import checks
 from . import posterior as posterior_lib
 from . import prior as prior_lib
 from .checkpoint import check_checkpoint, read_checkpoint, write_checkpoint
@@ -32,6 +33,7 @@ from .config import FEWSHOT_PRIORS, TrainConfig
 from .elicitation import greedy_information_gain
 from .export import write_reward_head
 from .newton import newton_map
+from .prior_scale import adjust as adjust_prior
 from .solver import fit_few_shot, single_user_pairs
 
 
@@ -175,15 +177,16 @@ class PersonalRewardModel(nn.Module):
     @property
     def prior_scale(self) -> float:
         """The scale c on the population prior's concentration: the config's
-        ``fewshot_prior_scale`` when set, else the one chosen by empirical Bayes
-        (``meta["prior_scale"]``, `lore_train.prior_scale`), else 1."""
-        if self.train_config is not None and self.train_config.fewshot_prior_scale is not None:
+        ``fewshot_prior_scale`` when > 0, else (0: empirical Bayes, or no config)
+        the chosen one in ``meta["prior_scale"]`` (`lore_train.prior_scale`), else 1."""
+        if self.train_config is not None and self.train_config.fewshot_prior_scale > 0:
             return float(self.train_config.fewshot_prior_scale)
         return float(self.meta.get("prior_scale", 1.0))
 
     def population_prior(self, *, scaled: bool = True) -> torch.Tensor:
         """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`),
-        times `prior_scale` (``scaled=False``: the fit itself). Kept until the seen users'
+        times `prior_scale` with its mean moved toward uniform by ``meta["prior_mean_weight"]``
+        (`lore_train.prior_scale.adjust`; ``scaled=False``: the fit itself). Kept until the seen users'
         weights change, so adapting users one by one does not refit it each time."""
         key = self._prior_key()
         if self._prior_cache is None or self._prior_cache[0] != key:
@@ -193,7 +196,12 @@ class PersonalRewardModel(nn.Module):
             alpha = prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
             self._prior_cache = (key, alpha)
         alpha = self._prior_cache[1]
-        return alpha * self.prior_scale if scaled else alpha.clone()
+        if not scaled:
+            return alpha.clone()
+        mean_weight = 1.0
+        if self.train_config is None or self.train_config.fewshot_prior_scale == 0:
+            mean_weight = float(self.meta.get("prior_mean_weight", 1.0))
+        return adjust_prior(alpha, self.prior_scale, mean_weight)
 
     def _prior_key(self) -> tuple[int, int, int]:
         """Changes whenever W or the seen flags may have (a new W, an in-place edit, a user)."""
@@ -215,6 +223,7 @@ class PersonalRewardModel(nn.Module):
     def posterior(self, user: str, *, samples: int = posterior_lib.DEFAULT_SAMPLES,
                   seed: int = 0) -> torch.Tensor:
         """Seeded draws [1, samples, K] of ``user``'s weights from their Laplace posterior."""
+        samples = checks.positive_int("samples", samples)
         idx = self.user_index([user])
         return posterior_lib.logit_draws(self.W.detach()[idx], self._covariance(user)[None],
                                          samples, seed=seed)
@@ -228,7 +237,7 @@ class PersonalRewardModel(nn.Module):
         H = self._posteriors[user]
         cached = self._covariances.get(user)
         if cached is None or cached[0] is not H:
-            cached = (H, posterior_lib.covariance(H[None])[0])
+            cached = (H, posterior_lib.covariance(checks.precision_ok(H, user)[None])[0])
             self._covariances[user] = cached
         return cached[1]
 
@@ -245,9 +254,8 @@ class PersonalRewardModel(nn.Module):
         by the delta method through the softmax Jacobian; ``"draws"``: mean and
         std over seeded posterior draws.
         """
-        T = float(self.meta.get("temperature", 1.0)) if temperature is None else float(temperature)
-        if T <= 0:
-            raise ValueError(f"temperature must be > 0, got {T}")
+        T = (checks.positive_finite("meta temperature", self.meta.get("temperature", 1.0))
+             if temperature is None else checks.positive_finite("temperature", temperature))
         Q = (self._embeddings(chosen) - self._embeddings(rejected)) @ self.V.detach()
         if method == "delta":
             idx = self.user_index([user])
@@ -276,7 +284,11 @@ class PersonalRewardModel(nn.Module):
         are not redundant. A user the model does not know yet is a new user:
         the population prior is their posterior.
         """
+        n = checks.positive_int("n", n, minimum=0)
         if isinstance(candidates, tuple):
+            if len(candidates) != 2 or candidates[0].shape != candidates[1].shape:
+                raise ValueError("candidates: give (emb_a [C, d], emb_b [C, d]) of one shape, or "
+                                 "their differences [C, d]")
             Z = self._embeddings(candidates[0]) - self._embeddings(candidates[1])
         else:
             Z = self._embeddings(candidates)
@@ -285,7 +297,8 @@ class PersonalRewardModel(nn.Module):
             idx = self.user_index([user])
             if str(user) not in self._posteriors:
                 self.posterior(user)  # raises the explanatory error
-            W, H = self.W.detach()[idx], self._posteriors[str(user)][None]
+            W = self.W.detach()[idx]
+            H = checks.precision_ok(self._posteriors[str(user)], str(user))[None]
         else:
             alpha = self.population_prior()
             W = prior_lib.prior_logits(alpha)[None]
@@ -305,9 +318,10 @@ class PersonalRewardModel(nn.Module):
     def _embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim == 1:
             embeddings = embeddings[None]
-        if embeddings.shape[-1] != self.dim:
-            raise ValueError(f"embeddings have dim {embeddings.shape[-1]}, the model {self.dim}")
-        return embeddings.to(self.V.device, torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[-1] != self.dim:
+            raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, the model wants "
+                             f"[B, {self.dim}]")
+        return checks.finite_rows("embeddings", embeddings.to(self.V.device, torch.float32))
 
     # -- users --------------------------------------------------------------
     def with_users(self, user_ids: Sequence[str], W: torch.Tensor) -> PersonalRewardModel:
@@ -357,6 +371,10 @@ class PersonalRewardModel(nn.Module):
         if user in self._index and not replace:
             kind = "trained jointly with V" if self.seen[self._index[user]] else "already adapted"
             raise ValueError(f"user {user!r} is {kind}; pass replace=True to refit their weights")
+        if steps is not None:
+            steps = checks.positive_int("steps", steps)
+        if lr is not None:
+            lr = checks.positive_finite("lr", lr)
         pairs = single_user_pairs(user, data, self.dim)
         if prior is not None and prior not in FEWSHOT_PRIORS:
             raise ValueError(f"prior must be one of {', '.join(map(repr, FEWSHOT_PRIORS))}, "
