@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:  # one process under torchrun: it ends itself, like lore-train
-        from lore_datasets import collectives
+        from lore_datasets.runtime import collectives
 
         collectives.end_process(_worker(args.worker))
     if args.allreduce:

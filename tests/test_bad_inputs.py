@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import save_file
 
 from lore_datasets import DataError, DataSource, synthetic_benchmark
-from lore_datasets.embed.cli import main as prepare_main
-from lore_datasets.outputs import atomic_write_text, output_directory
+from lore_datasets.cli import main as prepare_main
+from lore_datasets.runtime.outputs import atomic_write_text, output_directory
 from lore_eval.cli.evaluate import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
@@ -289,10 +289,10 @@ def test_lore_train_unwritable_out(tmp_path, capsys, monkeypatch):
     locked.mkdir()
     locked.chmod(0o500)
     if os.geteuid() == 0:  # root may write anywhere: make the permission check say no
-        import lore_datasets.outputs
+        import lore_datasets.runtime.outputs
 
         real_access = os.access
-        monkeypatch.setattr(lore_datasets.outputs.os, "access",
+        monkeypatch.setattr(lore_datasets.runtime.outputs.os, "access",
                             lambda p, mode: Path(p) != locked and real_access(p, mode))
     try:
         code, err = call(train_main, ["--dataset", tmp_path / "nowhere", "--out", locked / "run"],
@@ -553,7 +553,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         tmp.write_text("{\"half")
         raise OSError("killed")
 
-    from lore_datasets.outputs import atomic_write
+    from lore_datasets.runtime.outputs import atomic_write
 
     with pytest.raises(OSError, match="killed"):
         atomic_write(path, half_written)

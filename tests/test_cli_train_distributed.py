@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lore_datasets import write_synthetic
-from lore_datasets.collectives import WATCHDOG_GRACE
+from lore_datasets.runtime.collectives import WATCHDOG_GRACE
 from lore_train.cli import main
 
 SETTINGS = ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from lore_datasets import collectives
+from lore_datasets.runtime import collectives
 
 
 def test_the_watchdog_ends_a_process_stuck_in_a_collective():
     script = textwrap.dedent("""
         import time
-        from lore_datasets import collectives
+        from lore_datasets.runtime import collectives
         collectives.start_watchdog(0.5, "lore-x")
         with collectives.collective("the sum of V's gradient"):
             time.sleep(60)  # a collective that never returns
@@ -51,7 +51,7 @@ def test_world_size_and_local_device(monkeypatch):
 
 
 def test_end_process_flushes_and_exits_with_the_status():
-    code = ("import sys; from lore_datasets import collectives; print('done'); "
+    code = ("import sys; from lore_datasets.runtime import collectives; print('done'); "
             "print('note', file=sys.stderr); collectives.end_process(3); print('never')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

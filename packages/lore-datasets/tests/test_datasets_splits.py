@@ -14,7 +14,9 @@ from lore_datasets import (
     DataError,
     PreferencePairs,
     SplitConfig,
+    load_benchmark,
     make_synthetic,
+    save_benchmark,
     split_benchmark,
 )
 
@@ -164,8 +166,8 @@ def test_benchmark_and_pairs_round_trip(pairs, tmp_path):
     bench = split_benchmark(
         pairs, SplitConfig(seed=7), v_ref=torch.arange(8.0), meta={"source": "t"}
     )
-    bench.save(tmp_path / "bench")
-    back = Benchmark.load(tmp_path / "bench")
+    save_benchmark(bench, tmp_path / "bench")
+    back = load_benchmark(tmp_path / "bench")
     assert_same(bench, back)
     assert torch.equal(back.v_ref, bench.v_ref) and back.meta["source"] == "t"
     bench.seen_test.save(tmp_path / "pairs")

@@ -14,8 +14,8 @@ from lore_datasets.generic import load_generic
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from lore_datasets.cli import main
 from lore_datasets.embed import TextPair, embed_pairs
-from lore_datasets.embed.cli import main
 
 from .test_embed_pipeline import (  # _one_thread: the same autouse fixture here
     WORDS,

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from lore_datasets import DataError, SplitConfig, load_dataset
+from lore_datasets.cli import main as prepare_main
 from lore_datasets.convert import convert
-from lore_datasets.embed.cli import main as prepare_main
 from lore_datasets.tldr import load_tldr
 
 

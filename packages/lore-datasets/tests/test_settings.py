@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 
 from lore_datasets import DataError, DataSource, SplitConfig
-from lore_datasets.cli_common import resolve_device, run_cli
-from lore_datasets.settings import add_arguments, from_dict, given
+from lore_datasets.runtime.cli import resolve_device, run_cli
+from lore_datasets.runtime.settings import add_arguments, from_dict, given
 
 
 @dataclass(frozen=True)

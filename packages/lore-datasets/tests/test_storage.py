@@ -10,7 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lore_datasets import SPLITS, Benchmark, DataError, PreferencePairs, load_dataset
+from lore_datasets import (
+    SPLITS,
+    Benchmark,
+    DataError,
+    PreferencePairs,
+    load_benchmark,
+    load_dataset,
+    save_benchmark,
+)
 from lore_datasets.storage import (
     BenchmarkWriter,
     read_benchmark_users,
@@ -46,8 +54,8 @@ def block(pairs: PreferencePairs, u0: int, u1: int) -> PreferencePairs:
 
 @pytest.mark.parametrize("max_shard_bytes", [None, 1_000, 1])
 def test_round_trip_whole_and_sharded(bench, tmp_path, max_shard_bytes):
-    bench.save(tmp_path / "b", max_shard_bytes=max_shard_bytes)
-    assert_same(bench, Benchmark.load(tmp_path / "b"))
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=max_shard_bytes)
+    assert_same(bench, load_benchmark(tmp_path / "b"))
     assert_same(bench, load_dataset(str(tmp_path / "b")))
     index = json.loads((tmp_path / "b" / "benchmark.json").read_text())
     shards = index["splits"]["seen_train"]["shards"]
@@ -63,7 +71,7 @@ def test_round_trip_whole_and_sharded(bench, tmp_path, max_shard_bytes):
 
 @pytest.mark.parametrize("max_shard_bytes", [None, 700])
 def test_read_users_is_the_block(bench, tmp_path, max_shard_bytes):
-    bench.save(tmp_path / "b", max_shard_bytes=max_shard_bytes)
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=max_shard_bytes)
     for split in SPLITS:
         whole = bench.split(split)
         assert torch.equal(user_offsets(tmp_path / "b", split), whole.offsets)
@@ -77,7 +85,7 @@ def test_read_users_is_the_block(bench, tmp_path, max_shard_bytes):
 
 
 def test_read_benchmark_users(bench, tmp_path):
-    bench.save(tmp_path / "b", max_shard_bytes=500)
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=500)
     part = read_benchmark_users(tmp_path / "b", (4, 20), (1, 6))
     for split in SPLITS:
         u0, u1 = (4, 20) if split.startswith("seen") else (1, 6)
@@ -88,7 +96,7 @@ def test_read_benchmark_users(bench, tmp_path):
 
 @pytest.mark.parametrize("world", [1, 3, 50])
 def test_read_rank_shares_cover_every_row_once(bench, tmp_path, world):
-    bench.save(tmp_path / "b", max_shard_bytes=600)
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=600)
     shares = [read_rank(tmp_path / "b", r, world) for r in range(world)]
     for split in SPLITS:
         whole = bench.split(split)
@@ -112,7 +120,7 @@ def test_a_source_loaded_whole_gives_the_same_shares(bench, tmp_path, world):
     from lore_datasets.sharding import rank_share
     from lore_datasets.storage import row_range_readable
 
-    bench.save(tmp_path / "b", max_shard_bytes=600)
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=600)
     assert row_range_readable(tmp_path / "b") and not row_range_readable(tmp_path)
     for r in range(world):
         read = DataSource(str(tmp_path / "b")).load_rank(r, world)
@@ -130,18 +138,18 @@ def test_a_source_loaded_whole_gives_the_same_shares(bench, tmp_path, world):
 
 def test_bf16_rows_stay_bf16(bench, tmp_path):
     small = Benchmark(*(bench.split(s).to(dtype=torch.bfloat16) for s in SPLITS), meta={"x": 1})
-    small.save(tmp_path / "b", max_shard_bytes=300)
-    back = Benchmark.load(tmp_path / "b")
+    save_benchmark(small, tmp_path / "b", max_shard_bytes=300)
+    back = load_benchmark(tmp_path / "b")
     assert back.seen_train.features.dtype == torch.bfloat16 and back.v_ref is None
     assert_same_pairs(back.seen_test, small.seen_test)
 
 
 def test_resave_replaces_old_shards(bench, tmp_path):
-    bench.save(tmp_path / "b", max_shard_bytes=200)
+    save_benchmark(bench, tmp_path / "b", max_shard_bytes=200)
     many = sorted(p.name for p in (tmp_path / "b").glob("benchmark-*.safetensors"))
-    bench.save(tmp_path / "b")
+    save_benchmark(bench, tmp_path / "b")
     assert len(many) > 4 and not list((tmp_path / "b").glob("benchmark-*.safetensors"))
-    assert_same(bench, Benchmark.load(tmp_path / "b"))
+    assert_same(bench, load_benchmark(tmp_path / "b"))
 
 
 def test_format_1_still_loads_whole(bench, tmp_path):
@@ -154,7 +162,7 @@ def test_format_1_still_loads_whole(bench, tmp_path):
     tensors["v_ref"] = bench.v_ref
     save_file(tensors, d / "benchmark.safetensors")
     (d / "benchmark.json").write_text(json.dumps({"format": 1, "meta": bench.meta, "splits": ids}))
-    assert_same(bench, Benchmark.load(d))
+    assert_same(bench, load_benchmark(d))
     with pytest.raises(DataError, match=r"format 1 has no row-range reads; load it and save it"):
         user_offsets(d)
 
@@ -195,14 +203,14 @@ def test_writer_rejects_inconsistent_blocks(tmp_path, args, match):
 
 def test_broken_directories_name_the_file(bench, tmp_path):
     d = tmp_path / "b"
-    bench.save(d, max_shard_bytes=400)
+    save_benchmark(bench, d, max_shard_bytes=400)
     with pytest.raises(DataError, match=r"users 3:99 out of range for seen_train's 30 users"):
         read_users(d, 3, 99)
     shard = d / "benchmark-seen_train-00002.safetensors"
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"benchmark-seen_train-00002\.safetensors: not a readable"):
-        Benchmark.load(d)
+        load_benchmark(d)
     shard.unlink()
     with pytest.raises(DataError, match=r"benchmark-seen_train-00002\.safetensors: file not found"):
         read_users(d, 0, 30)
@@ -214,15 +222,15 @@ def test_broken_directories_name_the_file(bench, tmp_path):
         user_offsets(d)
     (d / "benchmark.json").write_text("{")
     with pytest.raises(DataError, match=r"benchmark\.json, line 1: invalid JSON"):
-        Benchmark.load(d)
+        load_benchmark(d)
     (d / "benchmark.json").unlink()
     with pytest.raises(DataError, match=r"benchmark\.json: file not found"):
-        Benchmark.load(d)
+        load_benchmark(d)
     with pytest.raises(DataError, match=r"benchmark directory not found"):
-        Benchmark.load(tmp_path / "nowhere")
+        load_benchmark(tmp_path / "nowhere")
 
 
 def test_save_into_a_file_is_refused(bench, tmp_path: Path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataError, match=r"f: exists and is not a directory"):
-        bench.save(tmp_path / "f")
+        save_benchmark(bench, tmp_path / "f")

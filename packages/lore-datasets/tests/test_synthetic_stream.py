@@ -13,9 +13,10 @@ from lore_datasets import (
     DataError,
     PreferencePairs,
     SplitConfig,
+    load_benchmark,
     split_benchmark,
 )
-from lore_datasets.embed.cli import main as prepare_main
+from lore_datasets.cli import main as prepare_main
 from lore_datasets.storage import read_users, user_offsets
 from lore_datasets.synthetic_stream import BLOCK_USERS, write_synthetic
 
@@ -26,7 +27,7 @@ SMALL = {"num_users": BLOCK_USERS + 900, "pairs_per_user": 20, "dim": 5, "rank":
 def streamed(tmp_path_factory):
     out = tmp_path_factory.mktemp("stream") / "s"
     oracle = write_synthetic(out, **SMALL, seed=4, max_shard_bytes=200_000)
-    return out, oracle, Benchmark.load(out)
+    return out, oracle, load_benchmark(out)
 
 
 def union(bench: Benchmark) -> PreferencePairs:
@@ -81,7 +82,7 @@ def test_pair_split_and_fewshot_cap(tmp_path):
     config = SplitConfig(seed=1, max_fewshot_pairs=3, min_pairs_per_user=8)
     write_synthetic(tmp_path / "s", num_users=50, pairs_per_user=8, dim=4, rank=2, num_prompts=5,
                     split=config, dtype=torch.bfloat16)
-    bench = Benchmark.load(tmp_path / "s")
+    bench = load_benchmark(tmp_path / "s")
     assert bench.meta["split"]["split_by"] == "pair"
     assert (bench.seen_test.pairs_per_user() == 2).all()  # round(0.25 * 8)
     assert (bench.seen_train.pairs_per_user() == 6).all()
@@ -109,10 +110,10 @@ def test_cli_synthetic_and_convert(tmp_path, capsys):
                          "--pairs-per-user", "20", "--dim", "6", "--rank", "2",
                          "--max-shard-size", "8KiB"]) == 0
     assert "300 users x 20 pairs" in capsys.readouterr().out
-    bench = Benchmark.load(tmp_path / "s")
+    bench = load_benchmark(tmp_path / "s")
     # re-shard a canonical directory into one file: same data, same stored split
     assert prepare_main(["convert", "--dataset", str(tmp_path / "s"), "--out", str(tmp_path / "c")]) == 0
-    again = Benchmark.load(tmp_path / "c")
+    again = load_benchmark(tmp_path / "c")
     for name in SPLITS:
         assert torch.equal(again.split(name).features, bench.split(name).features)
     index = json.loads((tmp_path / "c" / "benchmark.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lore_datasets import DataError, load_generic
-from lore_datasets.embed.cli import read_pairs
+from lore_datasets.cli import read_pairs
 from lore_datasets.registry import _embedder
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lore_datasets import DataError, synthetic_benchmark
+from lore_datasets import DataError, save_benchmark, synthetic_benchmark
 from lore_train import TrainConfig, fit
 from lore_train.cli import main
 from lore_train.train_state import STATE_FILE
@@ -72,10 +72,9 @@ def test_resume_refuses_other_settings_or_data(bench, tmp_path):
 
 def test_lore_train_resume_finishes_an_interrupted_run_exactly(tmp_path, monkeypatch, capsys):
     """Kill the second of three cells mid-fit, resume, compare with a run that never stopped."""
-    from lore_datasets import Benchmark
 
     data = tmp_path / "data"
-    Benchmark.save(synthetic_benchmark(seed=1, num_users=10, pairs_per_user=30, dim=6, rank=2)[0],
+    save_benchmark(synthetic_benchmark(seed=1, num_users=10, pairs_per_user=30, dim=6, rank=2)[0],
                    data)
     args = ["--dataset", str(data), "--K", "1", "2", "3", "--steps", "30", "--fewshot-steps", "10",
             "--checkpoint-every", "7", "--no-progress"]

@@ -6,8 +6,8 @@
     bench.seen_train.features, bench.seen_train.user  # [M, d] rows, [M] user index
     bench.meta["split"]["counts"]                     # what the split did
 
-Large data: ``Benchmark.save(dir, max_shard_bytes=...)`` stores rows by user
-(optionally sharded); ``user_offsets`` and ``read_users`` /
+Large data: ``save_benchmark(bench, dir, max_shard_bytes=...)`` stores rows by
+user (optionally sharded) and ``load_benchmark(dir)`` reads them back; ``user_offsets`` and ``read_users`` /
 ``read_benchmark_users`` read one block of users without the rest,
 ``balanced_user_blocks`` plans pair-balanced blocks per rank (``read_rank``
 reads one rank's share), and
@@ -19,10 +19,10 @@ embeddings.npy) into ``PreferencePairs``; ``split_benchmark`` cuts those into a
 training pairs (whole prompts where there are enough); ``synthetic_benchmark``
 plants low-rank users and returns the ``Oracle``. Bad input raises ``DataError`` naming the file, line and user.
 ``DataSource`` and ``SplitConfig`` are the data settings as records (stored in
-results files, turned into command flags by ``lore_datasets.settings``);
-``lore_datasets.cli_common`` is the error handling and device choice every
-lore command shares; ``lore_datasets.collectives`` the process group
-under torchrun and its time-bounded collectives.
+results files, turned into command flags by ``lore_datasets.runtime.settings``);
+``lore_datasets.runtime`` is what every lore command shares (errors as one
+line, the device, output directories, settings as flags, the process group
+under torchrun); ``lore_datasets.cli`` is the `lore-prepare` command.
 """
 
 from .errors import DataError, DatasetUnavailable
@@ -31,7 +31,14 @@ from .pairs import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
 from .registry import DATASETS, DataSource, load_dataset
 from .sharding import balanced_user_blocks, block_pairs
 from .splits import SplitConfig, split_benchmark
-from .storage import read_benchmark_users, read_rank, read_users, user_offsets
+from .storage import (
+    load_benchmark,
+    read_benchmark_users,
+    read_rank,
+    read_users,
+    save_benchmark,
+    user_offsets,
+)
 from .synthetic import Oracle, make_synthetic, synthetic_benchmark
 from .synthetic_stream import write_synthetic
 from .validation import ValidationSplit, split_validation
@@ -50,12 +57,14 @@ __all__ = [
     "ValidationSplit",
     "balanced_user_blocks",
     "block_pairs",
+    "load_benchmark",
     "load_dataset",
     "load_generic",
     "make_synthetic",
     "read_benchmark_users",
     "read_rank",
     "read_users",
+    "save_benchmark",
     "split_benchmark",
     "split_validation",
     "synthetic_benchmark",

@@ -11,21 +11,13 @@ directory) converts the same way, e.g. to shard it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError
 from .pairs import Benchmark
-from .personalllm import load_personalllm
-from .prism import load_prism
-from .tldr import load_tldr
-
-REFERENCE_LOADERS: dict[str, Callable[..., Benchmark]] = {
-    "tldr": load_tldr,
-    "prism": load_prism,
-    "personalllm": load_personalllm,
-}
+from .registry import REFERENCE_LOADERS, load_dataset
+from .storage import save_benchmark
 
 
 def convert(name: str, data_dir: str | Path | None, out_dir: str | Path, *, seed: int = 0,
@@ -39,13 +31,11 @@ def convert(name: str, data_dir: str | Path | None, out_dir: str | Path, *, seed
         bench = REFERENCE_LOADERS[name](data_dir, seed=seed, **options)
         bench.meta = {**bench.meta, "converted_from": str(Path(data_dir).resolve())}
     else:
-        from .registry import load_dataset  # the registry imports this module
-
         if options:
             raise DataError(f"{name}: options {sorted(options)} apply to reference sources only")
         source = Path(name)
         canonical = source.is_dir() and (source / "benchmark.json").is_file()
         bench = load_dataset(name, data_dir=data_dir, split=None if canonical else {"seed": seed})
         bench.meta = {**bench.meta, "converted_from": str(source.resolve()) if source.is_dir() else name}
-    bench.save(out_dir, max_shard_bytes=max_shard_bytes)
+    save_benchmark(bench, out_dir, max_shard_bytes=max_shard_bytes)
     return bench

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .outputs import atomic_write, atomic_write_text
+from .runtime.outputs import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 
@@ -233,22 +233,6 @@ class Benchmark:
         if name not in SPLITS:
             raise KeyError(f"unknown split {name!r}; expected one of {SPLITS}")
         return getattr(self, name)
-
-    def save(self, directory: str | Path, *, max_shard_bytes: int | None = None) -> None:
-        """Canonical form: ``benchmark.json`` + safetensors, rows by user (``storage.py``).
-
-        ``max_shard_bytes`` cuts each split's rows into files of about that size.
-        """
-        from .storage import save_benchmark
-
-        save_benchmark(self, directory, max_shard_bytes=max_shard_bytes)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Benchmark:
-        """A directory written by ``save`` (any format version), read whole."""
-        from .storage import load_benchmark
-
-        return load_benchmark(directory)
 
 
 def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:

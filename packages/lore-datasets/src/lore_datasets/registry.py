@@ -5,7 +5,7 @@ keep_ties) -> Benchmark``. TL;DR, PRISM and PersonalLLM read the reference
 pipelines' files from ``data_dir`` and split them the reference's way (only
 the split seed can change). A name that is not registered but is a directory
 is read in the generic layout (``generic.py``, picking up a
-``v_ref.safetensors`` beside it), or as a canonical ``Benchmark.save``
+``v_ref.safetensors`` beside it), or as a canonical ``save_benchmark``
 directory (``benchmark.json``), whose stored split is used as is.
 """
 
@@ -16,20 +16,31 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .convert import REFERENCE_LOADERS
 from .errors import DataError
 from .generic import load_generic
 from .pairs import Benchmark
+from .personalllm import load_personalllm
+from .prism import load_prism
 from .reference_files import read_v_ref
-from .settings import from_dict
+from .runtime.settings import from_dict
+from .sharding import rank_share
 from .splits import SplitConfig, split_benchmark
+from .storage import load_benchmark, read_rank, row_range_readable
 from .synthetic import synthetic_benchmark
 from .textio import read_json
+from .tldr import load_tldr
 
 DATA_DIR = Path(__file__).parent / "data"
 
 SplitArg = SplitConfig | dict[str, Any] | None
 Loader = Callable[..., Benchmark]
+
+# The reference pipelines' files: (data_dir, *, seed, ...) -> Benchmark, split their way.
+REFERENCE_LOADERS: dict[str, Callable[..., Benchmark]] = {
+    "tldr": load_tldr,
+    "prism": load_prism,
+    "personalllm": load_personalllm,
+}
 
 
 def load_dataset(
@@ -85,7 +96,7 @@ def _load_directory(
     directory: Path, split: SplitArg, embeddings: str | Path | None, keep_ties: bool
 ) -> Benchmark:
     if (directory / "benchmark.json").is_file():
-        return Benchmark.load(directory)
+        return load_benchmark(directory)
     pairs, meta = load_generic(directory, embeddings=embeddings, keep_ties=keep_ties)
     sidecar = (directory / meta["embeddings"]).with_suffix(".json")
     meta = {"source": str(directory), "embedder": _embedder(sidecar), **meta}
@@ -199,9 +210,6 @@ class DataSource:
         loaded whole and then cut (`sharding.rank_share`), so every process
         briefly holds all of it.
         """
-        from .sharding import rank_share
-        from .storage import read_rank, row_range_readable
-
         if self.dataset not in LOADERS and row_range_readable(self.dataset):
             return read_rank(self.dataset, rank, world_size)
         return rank_share(self.load(split), rank, world_size)

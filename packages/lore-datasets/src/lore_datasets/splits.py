@@ -16,7 +16,7 @@ import torch
 
 from .errors import DataError
 from .pairs import SPLITS, Benchmark, PreferencePairs
-from .settings import from_dict
+from .runtime.settings import from_dict
 
 SplitBy = Literal["auto", "prompt", "pair"]
 _STREAMS = {"users": 1, "prompts": 2, "pairs": 3, "fewshot": 4}

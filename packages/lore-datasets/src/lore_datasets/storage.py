@@ -40,8 +40,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DataError
-from .outputs import atomic_write, atomic_write_text
 from .pairs import SPLITS, Benchmark, PreferencePairs
+from .runtime.outputs import atomic_write, atomic_write_text
 from .sharding import offsets_digest, rank_blocks
 from .textio import read_json
 
@@ -267,7 +267,7 @@ class _Reader:
             raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if self.format != FORMAT_VERSION:
             raise DataError(f"{self.index_path}: format {self.format} has no row-range reads; "
-                            "load it and save it again (Benchmark.load(d).save(d))")
+                            "load it and save it again (save_benchmark(load_benchmark(d), d))")
         doc = self.doc["splits"].get(split) if isinstance(self.doc["splits"], dict) else None
         if not isinstance(doc, dict):
             raise DataError(f"{self.index_path}: no split {split!r}")

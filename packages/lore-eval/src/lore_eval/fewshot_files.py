@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from lore_datasets.outputs import atomic_write
+from lore_datasets.runtime.outputs import atomic_write
 from lore_train.results import load_document, write_results
 from lore_train.tables import model_label
 

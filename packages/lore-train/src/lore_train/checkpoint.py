@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lore_datasets import DataError
-from lore_datasets.outputs import atomic_write, atomic_write_text
+from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = 2
 FILES = ("model.safetensors", "config.json")

@@ -17,16 +17,17 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig, collectives
-from lore_datasets.cli_common import (
+from lore_datasets import SPLITS, Benchmark, DataSource, SplitConfig
+from lore_datasets.runtime import collectives
+from lore_datasets.runtime.cli import (
     ArgumentParser,
     console_entry,
     resolve_device,
     run_cli,
     run_cli_to_the_end,
 )
-from lore_datasets.outputs import check_run_dir
-from lore_datasets.settings import add_arguments, given, to_dict
+from lore_datasets.runtime.outputs import check_run_dir
+from lore_datasets.runtime.settings import add_arguments, given, to_dict
 
 from . import heldout, launch
 from .config import PRESETS, TrainConfig
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The `lore-train` console script (`lore_datasets.cli_common.console_entry`)."""
+    """The `lore-train` console script (`lore_datasets.runtime.cli.console_entry`)."""
     return console_entry(main)
 
 

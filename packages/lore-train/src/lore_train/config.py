@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from lore_datasets.settings import from_dict
+from lore_datasets.runtime.settings import from_dict
 from lore_datasets.validation import ValSplitBy
 
 Mode = Literal["joint", "alternating"]

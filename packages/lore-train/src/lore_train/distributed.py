@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from lore_datasets import PreferencePairs
-from lore_datasets.collectives import all_gather_object, all_reduce, check_agree, local_device
+from lore_datasets.runtime.collectives import all_gather_object, all_reduce, check_agree, local_device
 
 from . import prior as prior_lib
 from .config import TrainConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import Benchmark, DataError
-from lore_datasets.outputs import output_directory
+from lore_datasets.runtime.outputs import output_directory
 
 from .calibration import evaluate_calibration
 from .config import TrainConfig

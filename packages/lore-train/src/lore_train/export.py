@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lore_datasets.outputs import atomic_write, atomic_write_text
+from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 USAGE = (
     "reward(x, y) = h(x, y) . score.weight[0], h = the backbone's final hidden state "

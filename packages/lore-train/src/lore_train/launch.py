@@ -14,14 +14,13 @@ the checkpoints only after every cell of every process has finished, through
 a staging directory beside the output moved into place at the end: a failed
 run leaves the output directory as it was.
 
-Every collective is bounded (`lore_datasets.collectives`): a process that raises, dies or
+Every collective is bounded (`lore_datasets.runtime.collectives`): a process that raises, dies or
 hangs makes every other process exit non-zero with one line within
 ``timeout`` seconds (plus the watchdog's grace), never hang.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import Any
 import torch
 
 from lore_datasets import SPLITS, Benchmark
-from lore_datasets.collectives import Process, check_agree, gather_object, on_terminate
-from lore_datasets.outputs import is_empty_dir
+from lore_datasets.runtime.collectives import Process, check_agree, gather_object, on_terminate
+from lore_datasets.runtime.outputs import publish
 
 from .config import TrainConfig
 from .experiment import cell_entry, save_cell, sweep_config, write_outputs
@@ -111,22 +110,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
             )
             entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
         write_outputs(results, staging)
-        _publish(staging, out_dir)
+        publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         cancel()
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Put the staged run in place of ``out_dir`` as a whole: an empty or new ``out_dir``
-    becomes it; a non-empty one (allowed with --overwrite) is moved aside, replaced
-    and deleted, never mixed with the new files."""
-    if out_dir.exists() and not is_empty_dir(out_dir):
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(staging, out_dir)

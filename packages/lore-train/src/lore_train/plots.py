@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from lore_datasets.outputs import atomic_write
+from lore_datasets.runtime.outputs import atomic_write
 
 from .metrics import SETTING_LABELS
 from .tables import model_label

@@ -23,7 +23,7 @@ import torch
 
 import lore_kernels
 from lore_datasets import DataError
-from lore_datasets.outputs import atomic_write, atomic_write_text
+from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 from .metrics import SETTINGS
 

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lore_datasets import DataError, PreferencePairs
-from lore_datasets.outputs import atomic_write
+from lore_datasets.runtime.outputs import atomic_write
 
 from .config import TrainConfig
 

@@ -45,9 +45,11 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .. import collectives
 from ..errors import DataError
-from ..outputs import atomic_write, atomic_write_text
+from ..personalllm import RESPONSES, SCORE_COLUMNS
+from ..runtime import collectives
+from ..runtime.outputs import atomic_write, atomic_write_text
+from .reward_model import check_head
 
 Message = dict[str, str]
 MANIFEST = "manifest.json"
@@ -116,8 +118,6 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
         k = min(check_pairs, len(rows))
         chosen = [conversations[a] for a, _ in rows[:k]]
         rejected = [conversations[b] for _, b in rows[:k]]
-        from .reward_model import check_head
-
         sidecar["head_check"] = check_head(
             embedder, chosen, rejected,
             torch.from_numpy(np.stack([matrix[a] for a, _ in rows[:k]])),
@@ -240,8 +240,6 @@ def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: st
     columns); row 8p+i of the embeddings is [user: prompt p, assistant:
     response i+1], as the reference's prepare.py orders them.
     """
-    from ..personalllm import RESPONSES, SCORE_COLUMNS
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     conversations = []

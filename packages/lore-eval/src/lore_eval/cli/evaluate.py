@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import DataSource, SplitConfig
-from lore_datasets.cli_common import ArgumentParser, resolve_device, run_cli
-from lore_datasets.outputs import atomic_write_text, check_output_dir
-from lore_datasets.settings import add_arguments, given, to_dict
+from lore_datasets.runtime.cli import ArgumentParser, resolve_device, run_cli
+from lore_datasets.runtime.outputs import atomic_write_text, check_output_dir
+from lore_datasets.runtime.settings import add_arguments, given, to_dict
 from lore_train import PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results

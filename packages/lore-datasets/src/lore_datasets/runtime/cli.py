@@ -19,8 +19,8 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from ..errors import DataError
 from . import collectives
-from .errors import DataError
 
 # Failures a user can fix (bad data, a missing or unreadable file, a bad
 # value, an output place that cannot be written): one line, exit 2.
@@ -94,7 +94,7 @@ def run_cli_to_the_end(
 ) -> int:
     """`run_cli` that always returns an exit status: an unexpected error prints its
     traceback and gives 1 (for a process that must then end itself, see
-    `lore_datasets.collectives.end_process`)."""
+    `lore_datasets.runtime.collectives.end_process`)."""
     try:
         return run_cli(prog, main, expected=expected)
     except Exception:  # a bug: keep its traceback
@@ -104,7 +104,7 @@ def run_cli_to_the_end(
 
 def console_entry(main: Callable[[], int]) -> int:
     """A console script's body: ``main()``, and under torchrun the process then ends
-    itself (`lore_datasets.collectives.end_process`: no interpreter teardown)."""
+    itself (`lore_datasets.runtime.collectives.end_process`: no interpreter teardown)."""
     code = main()
     if collectives.world_size() > 1:
         collectives.end_process(code)

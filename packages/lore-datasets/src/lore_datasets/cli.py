@@ -1,4 +1,4 @@
-"""``lore-prepare``: embed raw text pairs, or convert reference files to the canonical form.
+"""``lore-prepare``: embed text pairs, convert a data set to the canonical form, or stream planted users.
 
     lore-prepare embed --source tldr --model Skywork/Skywork-Reward-Llama-3.1-8B-v0.2 --out data/tldr
     lore-prepare embed --source pairs --pairs my_pairs.jsonl --encoder minilm --out data/mine
@@ -15,20 +15,29 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from .. import collectives
-from ..cli_common import (
+import torch
+
+from . import hub
+from .convert import convert
+from .embed.pipeline import TextPair, embed_pairs, embed_personalllm
+from .embed.reward_model import RewardModelEmbedder
+from .embed.sentence import SentenceEmbedder
+from .errors import DataError
+from .runtime import collectives
+from .runtime.cli import (
     ArgumentParser,
     console_entry,
     resolve_device,
     run_cli,
     run_cli_to_the_end,
 )
-from ..errors import DataError
-from ..outputs import check_output_dir
-from ..textio import json_lines
+from .runtime.outputs import check_output_dir
+from .synthetic_stream import write_synthetic
+from .textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
@@ -103,13 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The `lore-prepare` console script (`lore_datasets.cli_common.console_entry`)."""
+    """The `lore-prepare` console script (`lore_datasets.runtime.cli.console_entry`)."""
     return console_entry(main)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..convert import convert
-
     bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed,
                     max_shard_bytes=args.max_shard_size)
     counts = bench.meta.get("split", bench.meta).get("counts", {})
@@ -138,12 +145,6 @@ def parse_size(text: str) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from ..synthetic_stream import write_synthetic
-
     start = time.perf_counter()
     write_synthetic(args.out, num_users=args.users, pairs_per_user=args.pairs_per_user,
                     dim=args.dim, rank=args.rank, label_noise=args.label_noise,
@@ -155,15 +156,9 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
-    import torch
-
     device = collectives.local_device(resolve_device(args.device))
     if args.encoder == "minilm":
-        from .sentence import SentenceEmbedder
-
         return SentenceEmbedder.minilm(device=device, batch_size=args.batch_size)
-    from .reward_model import RewardModelEmbedder
-
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     return RewardModelEmbedder.from_pretrained(
         args.model, dtype=getattr(torch, dtype), device=device, batch_size=args.batch_size,
@@ -186,9 +181,6 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _embed_with(args: argparse.Namespace, pairs: list | None) -> int:
-    from .. import hub
-    from .pipeline import embed_pairs, embed_personalllm
-
     embedder = _embedder(args)
     common = {"shard_size": args.shard_size, "progress": not args.no_progress}
     out: Path = args.out
@@ -226,8 +218,6 @@ def _first() -> bool:
 
 def read_pairs(path: Path) -> list:
     """A JSONL of judgments -> TextPairs; a string prompt becomes one user message."""
-    from .pipeline import TextPair
-
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected JSONL text pairs)")
     out = []

@@ -14,8 +14,8 @@ checked by `check_output_dir` before any data is loaded, and
   swapped in as a whole when it succeeds; if it fails the old run is left
   exactly as it was.
 
-It lives in lore-datasets, the lowest package that writes files, so every
-command shares it.
+`publish` is the one directory swap: an ``--overwrite`` run and the
+staging directory of a torchrun run both end in it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -116,7 +116,24 @@ def output_directory(path: str | Path, *, overwrite: bool = False,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / path.name)
+    publish(staging, path)
+
+
+def publish(staging: str | Path, path: str | Path) -> Path:
+    """Put the directory ``staging`` in place of ``path`` as a whole.
+
+    A new or empty ``path`` simply becomes it; a non-empty one is moved aside
+    into a temporary sibling, replaced, and then deleted, so the old and new
+    files are never mixed and a reader sees one run or the other.
+    """
+    staging, path = Path(staging), Path(path)
+    if path.exists() and not is_empty_dir(path):
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, old / path.name)
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+    if path.exists():
+        path.rmdir()
     os.replace(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
+    return path

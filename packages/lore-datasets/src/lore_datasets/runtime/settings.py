@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
-from .errors import DataError
+from ..errors import DataError
 
 T = TypeVar("T")
 
