@@ -29,3 +29,27 @@ def bench():
 def accuracy_script():
     """benchmarks/accuracy.py."""
     return load_script("accuracy")
+
+
+@pytest.fixture(scope="session")
+def serve_bench():
+    """benchmarks/bench_serve.py."""
+    return load_script("bench_serve")
+
+
+@pytest.fixture(scope="session")
+def load_serve():
+    """benchmarks/load_serve.py."""
+    return load_script("load_serve")
+
+
+@pytest.fixture(scope="session")
+def bench_adapt():
+    """benchmarks/bench_adapt.py."""
+    return load_script("bench_adapt")
+
+
+@pytest.fixture(scope="session")
+def embed_bench():
+    """benchmarks/bench_embed.py."""
+    return load_script("bench_embed")

@@ -35,6 +35,17 @@ pip=(pip_quiet "$py" -m pip --disable-pip-version-check -q)
 # warns once per package. Drop only those lines.
 pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 
+# The lore-serve page test drives the OS's Chromium (never a downloaded browser).
+# Skipped when both are there (a quick check), without root or apt, in place
+# (no downloads) or with LORE_CHROMIUM=0; never fatal: the browser test then skips.
+if [[ "${LORE_CHROMIUM:-1}" != 0 && "${LORE_IN_PLACE:-0}" != 1 ]] && ! { [[ -x /usr/bin/chromium ]] && command -v chromedriver >/dev/null; } \
+   && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "[setup] installing chromium and chromium-driver (Debian packages, for the page test)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver; } >/dev/null 2>&1 \
+    || echo "[setup] warning: chromium could not be installed; the browser test will skip" >&2
+fi
+
 # Skip everything when the inputs of the install have not changed.
 stamp_inputs=$(cat pyproject.toml scripts/setup.sh packages/*/pyproject.toml \
   packages/lore-kernels/setup.py 2>/dev/null; \
@@ -62,7 +73,9 @@ echo "torch==$torch_dist" > build/constraints.txt
 
 if [[ "${LORE_IN_PLACE:-0}" != 1 ]]; then
   "${pip[@]}" install -c build/constraints.txt setuptools wheel pybind11 ninja numpy \
-    safetensors matplotlib tqdm pytest pytest-benchmark ruff transformers tokenizers pyarrow
+    safetensors matplotlib tqdm pytest pytest-benchmark ruff transformers tokenizers pyarrow \
+    "trl>=1.0,<2" 'datasets>=4.0,<6' 'huggingface_hub>=0.34,<3' \
+    starlette uvicorn prometheus_client httptools uvloop httpx selenium
 fi
 
 echo "[setup] installing the four packages (editable; the kernel build takes ~1-2 min)"

@@ -122,8 +122,8 @@ def test_embed_under_torchrun_splits_shards_resumes_and_merges_as_one_process(tm
     capsys.readouterr()
     want = np.load(one / "embeddings.npy")
     assert want.shape[0] == 24  # 8 shards: both processes get several
-    # an interrupted run left shard 7 (rows 21..23, process 1's, past the pairs the
-    # head check reads); a sentinel shows it is reused
+    # an interrupted run left shard 7 (rows order[21:24] of the global length order,
+    # process 1's; the head check re-embeds its pairs alone); a sentinel shows it is reused
     sidecar = json.loads((one / "embeddings.json").read_text())
     (many / "shards").mkdir(parents=True)
     (many / "shards" / "manifest.json").write_text(json.dumps(
@@ -141,8 +141,14 @@ def test_embed_under_torchrun_splits_shards_resumes_and_merges_as_one_process(tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1  # process 0 reports
     got = np.load(many / "embeddings.npy")
-    assert (got[21:] == 7.0).all()
-    assert np.array_equal(got[:21], want[:21])
+    emb = embedder("left")
+    convs = [[*r["prompt"], {"role": "assistant", "content": r["text"]}]
+             for r in map(json.loads, (one / "responses.jsonl").read_text().splitlines())]
+    order = emb.order(*emb.tokenize(convs))
+    last = sorted(order[21:])
+    assert (got[last] == 7.0).all()
+    rest = sorted(order[:21])
+    assert np.array_equal(got[rest], want[rest])
     assert not (many / "shards").exists()
     for name in ("responses.jsonl", "comparisons.csv", "v_ref.safetensors"):
         assert (many / name).read_bytes() == (one / name).read_bytes(), name

@@ -157,12 +157,19 @@ class _Flaky:
         self.inner, self.fail_after, self.calls, self.rows = inner, fail_after, 0, 0
         self.kind, self.name, self.v_ref = inner.kind, inner.name, inner.v_ref
 
-    def embed(self, conversations, progress=False):
+    def _count(self, n: int) -> None:
         if self.fail_after is not None and self.calls == self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
-        self.rows += len(conversations)
+        self.rows += n
+
+    def embed(self, conversations, progress=False):
+        self._count(len(conversations))
         return self.inner.embed(conversations, progress=progress)
+
+    def embed_tokens(self, tokens, keys=None, progress=False):
+        self._count(len(tokens))
+        return self.inner.embed_tokens(tokens, keys, progress=progress)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

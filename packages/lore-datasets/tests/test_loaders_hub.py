@@ -25,16 +25,15 @@ def tldr_rows() -> list[dict]:
 
 def test_tldr_rows_become_worker_pairs() -> None:
     pairs, skipped = tldr_pairs(tldr_rows(), "validation")
-    assert skipped == {"identical_summaries": 1}
+    assert skipped == {"cnndm_rows": 1, "identical_summaries": 1, "below_min_confidence": 0}
     assert [(p.user_id, p.chosen, p.rejected) for p in pairs] == [
-        ("w1", "sum B", "sum A"), ("w2", "sum A", "sum B"), ("w3", "x", "y")]
+        ("w1", "sum B", "sum A"), ("w2", "sum A", "sum B")]
     assert pairs[0].prompt == [{"role": "user", "content": "my post"}]
-    assert pairs[2].prompt[0]["content"] == "news text"  # CNN/DM rows have no post
-    assert {p.prompt_id for p in pairs} == {"t3_1", "cnn_1"}
+    assert {p.prompt_id for p in pairs} == {"t3_1"}  # CNN/DM rows (no post) are not TL;DR
     assert all(p.split == "validation" for p in pairs)
     bad = tldr_rows()[:1]
     bad[0]["choice"] = 2
-    with pytest.raises(DataError, match="row 0: expected worker"):
+    with pytest.raises(DataError, match="row 0: expected worker, two summaries"):
         tldr_pairs(bad, "train")
 
 

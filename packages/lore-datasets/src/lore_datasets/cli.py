@@ -13,6 +13,7 @@ Only argument parsing and printing live here; the work is in the library.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -24,9 +25,16 @@ import torch
 from . import hub
 from .convert import convert
 from .embed.pipeline import TextPair, embed_pairs, embed_personalllm
-from .embed.reward_model import RewardModelEmbedder
+from .embed.reward_model import (
+    ATTENTION,
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_MAX_LENGTH,
+    RewardModelEmbedder,
+)
 from .embed.sentence import SentenceEmbedder
 from .errors import DataError
+from .hub_files import source_rows
+from .personalllm import write_score_settings
 from .runtime import collectives
 from .runtime.cli import (
     ArgumentParser,
@@ -56,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "becomes v_ref) or the MiniLM sentence encoder, in resumable shards. "
                        "See docs/datasets.md.")
     e.add_argument("--source", required=True, choices=("tldr", "prism", "personalllm", "pairs"),
-                   help="a hub data set (needs network and `datasets`) or a local JSONL of pairs")
+                   help="a hub data set (network, or --data-dir with its files) or a local JSONL "
+                   "of pairs")
+    e.add_argument("--data-dir", type=Path, default=None,
+                   help="a local copy of the hub files in the hub's layout (no network needed)")
+    e.add_argument("--min-confidence", type=int, default=None,
+                   help="tldr: keep rows whose extra.confidence (1-9) is at least this")
+    e.add_argument("--normalize", choices=("none", "zscore"), default=None,
+                   help="personalllm: how lore-train mixes the 10 reward models' scores "
+                   "(recorded in scores.json; default: none, the reference's raw mix)")
+    e.add_argument("--cost-sign", choices=("raw", "flip"), default=None,
+                   help="personalllm: beaver_7b is a cost model (higher = worse); flip negates "
+                   "it (default: raw, as the reference)")
     e.add_argument("--pairs", type=Path, help="JSONL, one object per line: user_id, prompt "
                    "(text or chat messages), chosen, rejected[, prompt_id, split]")
     e.add_argument("--out", type=Path, required=True, help="output directory (rerun to resume)")
@@ -66,9 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=DTYPES, default=None,
                    help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    e.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
-    e.add_argument("--max-length", type=int, default=None,
-                   help="keep at most this many tokens, cut from the left (default: no cut)")
+    e.add_argument("--batch-size", type=int, default=8,
+                   help="rows per batch of --legacy-batching (and of --encoder minilm)")
+    e.add_argument("--max-batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                   help="padded tokens per forward pass (halved on a CUDA out-of-memory error)")
+    e.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                   help="keep at most this many tokens, cut from the left; 0: no cut")
+    e.add_argument("--attention", choices=ATTENTION, default="auto",
+                   help="attention kernel (auto: flash_attention_2 on CUDA when installed, else sdpa)")
+    e.add_argument("--no-shared-prompts", action="store_true",
+                   help="compute every row whole (default: a prompt's common prefix once)")
+    e.add_argument("--legacy-batching", action="store_true",
+                   help="the original pipeline: --batch-size rows per batch, no global sort")
     e.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
     e.add_argument("--limit", type=int, default=None,
                    help="first N hub rows per split, for a quick test (default: all)")
@@ -92,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-shard-size", type=parse_size, default=None,
                    help="cut each split's rows into files of about this size (e.g. 2GB, 512MiB) "
                    "(default: one file per split)")
+    c.add_argument("--normalize", choices=("none", "zscore"), default=None,
+                   help="personalllm: mix raw scores or per-model z-scores (default: as in "
+                   "scores.json, else none)")
+    c.add_argument("--cost-sign", choices=("raw", "flip"), default=None,
+                   help="personalllm: keep or negate the beaver_7b cost model (default: as in "
+                   "scores.json, else raw)")
     g = sub.add_parser("synthetic", help="stream planted low-rank users into the canonical form "
                        "in bounded memory",
                        description="Draw users from a planted rank-K model (a shared basis, "
@@ -133,8 +167,12 @@ def entry() -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in (("normalize", args.normalize), ("cost_sign", args.cost_sign))
+               if v is not None}
+    if options and args.dataset != "personalllm":
+        raise DataError("--normalize and --cost-sign go with --dataset personalllm")
     bench = convert(args.dataset, args.data_dir, args.out, seed=args.seed,
-                    max_shard_bytes=args.max_shard_size)
+                    max_shard_bytes=args.max_shard_size, **options)
     counts = bench.meta.get("split", bench.meta).get("counts", {})
     print(f"wrote {args.out}/benchmark.json + safetensors: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -177,52 +215,90 @@ def _embedder(args: argparse.Namespace) -> Any:
         return SentenceEmbedder.minilm(device=device, batch_size=args.batch_size)
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     return RewardModelEmbedder.from_pretrained(
-        args.model, dtype=getattr(torch, dtype), device=device, batch_size=args.batch_size,
-        max_length=args.max_length)
+        args.model, dtype=getattr(torch, dtype), device=device, attention=args.attention,
+        batch_size=args.batch_size, max_length=args.max_length or None,
+        max_batch_tokens=args.max_batch_tokens, shared_prompts=not args.no_shared_prompts,
+        legacy=args.legacy_batching)
 
 
 def _embed(args: argparse.Namespace) -> int:
     if (args.source == "pairs") != (args.pairs is not None):
         raise DataError("--pairs FILE goes with --source pairs (and only with it)")
+    if args.source == "pairs" and args.data_dir is not None:
+        raise DataError("--data-dir goes with --source tldr|prism|personalllm")
+    if args.source != "personalllm" and (args.normalize or args.cost_sign):
+        raise DataError("--normalize and --cost-sign go with --source personalllm")
+    if args.source != "tldr" and args.min_confidence is not None:
+        raise DataError("--min-confidence goes with --source tldr")
+    if args.max_batch_tokens < 1 or args.max_length < 0:
+        raise DataError("--max-batch-tokens must be >= 1 and --max-length >= 0")
     resolve_device(args.device)  # a bad --device fails before the pairs are read
-    pairs = read_pairs(args.pairs) if args.pairs is not None else None
+    if args.encoder == "reward-model" and importlib.util.find_spec("transformers") is None:
+        raise DataError("embedding with a reward model needs transformers: "
+                        "pip install 'lore-datasets[embed]'")
+    jobs = _read_inputs(args)  # the data (and the network) before any model is loaded
     if collectives.world_size() <= 1:
-        return _embed_with(args, pairs)
+        return _embed_with(args, jobs)
     # under torchrun: gloo only coordinates (shards go through the file system)
     collectives.join("cpu", args.dist_timeout, "lore-prepare", backend="gloo")
     try:
-        return _embed_with(args, pairs)
+        return _embed_with(args, jobs)
     finally:
         collectives.leave()
 
 
-def _embed_with(args: argparse.Namespace, pairs: list | None) -> int:
+def _read_inputs(args: argparse.Namespace) -> list[tuple[str, Any, Path, dict[str, Any]]]:
+    """(kind, pairs or rows, output directory, source meta) for each part to embed."""
+    out: Path = args.out
+    read = {"limit": args.limit, "data_dir": args.data_dir}
+    if args.source == "pairs":
+        return [("pairs", read_pairs(args.pairs), out, {"pairs_file": str(args.pairs)})]
+    if args.source == "tldr":
+        jobs = []
+        for split in ("train", "validation"):
+            split_pairs, skipped = hub.tldr_pairs(_rows("tldr", split, read), split,
+                                                  min_confidence=args.min_confidence)
+            print(f"tldr {split}: {len(split_pairs)} pairs, dropped {skipped}", file=sys.stderr)
+            jobs.append(("pairs", split_pairs, out / split,
+                         {"hub": "openai/summarize_from_feedback", "split": split,
+                          "min_confidence": args.min_confidence, "dropped": skipped}))
+        return jobs
+    if args.source == "prism":
+        prism_pairs, skipped = hub.prism_pairs(_rows("prism", "train", read))
+        print(f"prism: {len(prism_pairs)} pairs, counts {skipped}", file=sys.stderr)
+        return [("pairs", prism_pairs, out,
+                 {"hub": "HannahRoseKirk/prism-alignment", "counts": skipped})]
+    return [("personalllm", _rows("personalllm", split, read), out, {"split": split})
+            for split in ("train", "test")]
+
+
+def _rows(source: str, split: str, read: dict[str, Any]) -> list[dict[str, Any]]:
+    rows, files = source_rows(source, split, **read)
+    print(f"{source} {split}: {len(rows)} rows from {files}", file=sys.stderr)
+    return rows
+
+
+def _embed_with(args: argparse.Namespace, jobs: list) -> int:
     embedder = _embedder(args)
     common = {"shard_size": args.shard_size, "progress": not args.no_progress}
     out: Path = args.out
-    if args.source == "pairs":
-        embed_pairs(pairs, embedder, out, **common)
-        hint = f"lore-train --dataset {out}"
-    elif args.source == "tldr":
-        for split in ("train", "validation"):
-            split_pairs, skipped = hub.tldr_pairs(hub.load_hub_rows("tldr", split, limit=args.limit),
-                                                  split)
-            print(f"tldr {split}: {len(split_pairs)} pairs, skipped {skipped}", file=sys.stderr)
-            embed_pairs(split_pairs, embedder, out / split, **common)
-        if (out / "train" / "v_ref.safetensors").is_file() and _first():
-            shutil.copyfile(out / "train" / "v_ref.safetensors", out / "v_ref.safetensors")
-        hint = f"lore-train --dataset tldr --data-dir {out}"
-    elif args.source == "prism":
-        prism_pairs, skipped = hub.prism_pairs(hub.load_hub_rows("prism", "train", limit=args.limit))
-        print(f"prism: {len(prism_pairs)} pairs, skipped {skipped}", file=sys.stderr)
-        embed_pairs(prism_pairs, embedder, out, **common)
-        hint = f"lore-train --dataset prism --data-dir {out}"
-    else:
-        for split in ("train", "test"):
-            embed_personalllm(hub.load_hub_rows("personalllm", split, limit=args.limit),
-                              embedder, out, split, **common)
-        hint = f"lore-train --dataset personalllm --data-dir {out}"
+    for kind, data, target, meta in jobs:
+        if kind == "pairs":
+            embed_pairs(data, embedder, target, source=meta, **common)
+        else:
+            embed_personalllm(data, embedder, target, meta["split"], **common)
+    if args.source == "tldr" and (out / "train" / "v_ref.safetensors").is_file() and _first():
+        shutil.copyfile(out / "train" / "v_ref.safetensors", out / "v_ref.safetensors")
+    if args.source == "personalllm" and _first():
+        write_score_settings(out, normalize=args.normalize or "none",
+                             cost_sign=args.cost_sign or "raw")
+    hint = (f"lore-train --dataset {out}" if args.source == "pairs"
+            else f"lore-train --dataset {args.source} --data-dir {out}")
     if _first():
+        stats = getattr(embedder, "stats", None)
+        if stats is not None:
+            print(f"embedded {stats.rows} rows: {stats.postfix()}, {stats.truncated_rows} rows "
+                  f"cut to --max-length {args.max_length}", file=sys.stderr)
         print(f"wrote {out}; next: {hint}")
     return 0
 

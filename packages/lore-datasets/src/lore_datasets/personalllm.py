@@ -7,6 +7,21 @@ Input, per split (``train``, ``test``):
   with the 80 reward columns ``response_{i}_{model}`` (i = 1..8, the 10
   models in ``MODELS``); other columns are ignored. Parquet needs pyarrow.
 
+Scores: each column is a reward model's raw output, and the scales differ
+widely between models, so a raw Dirichlet mix is dominated by the models
+with the largest spread. ``normalize="zscore"`` standardizes each reward
+model's scores (mean 0, std 1 over all responses of all prompts of the
+split) before mixing, as PersonalLLM's own persona code does;
+``normalize="none"`` (the default) mixes the raw scores as the LoRe
+reference does. ``beaver_7b`` is PKU-Alignment/beaver-7b-v1.0-cost, a *cost*
+model: higher means more harmful, the opposite sign of the other nine.
+PersonalLLM's columns keep its raw logit and the reference mixes it as it is
+(a user weighting it prefers costlier responses); ``cost_sign="flip"``
+negates it so that every column reads "higher is better". Both settings
+default to what ``scores.json`` in the data directory says (written by
+``lore-prepare embed --source personalllm --normalize ... --cost-sign ...``),
+else to the reference's.
+
 Users are Dirichlet(alpha = 0.1) mixtures of the 10 reward models:
 ``num_seen`` seen and ``num_unseen`` unseen. A user's pair for a prompt is
 its best response (highest mixed score) against its worst. Each seen user
@@ -32,6 +47,7 @@ Departures from the reference (REFERENCE.md §3.4, §7):
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -42,7 +58,8 @@ import torch
 from .errors import DataError
 from .pairs import Benchmark, PreferencePairs
 from .reference_files import read_safetensors, read_v_ref
-from .textio import csv_rows
+from .runtime.outputs import atomic_write_text
+from .textio import csv_rows, read_json
 
 MODELS = (
     "gemma_2b", "gemma_7b", "mistral_raft", "llama3_sfairx", "oasst_deberta_v3",
@@ -50,6 +67,10 @@ MODELS = (
 )
 RESPONSES = 8
 SCORE_COLUMNS = tuple(f"response_{i}_{m}" for i in range(1, RESPONSES + 1) for m in MODELS)
+COST_MODEL = "beaver_7b"
+SETTINGS_FILE = "scores.json"
+NORMALIZE = ("none", "zscore")
+COST_SIGN = ("raw", "flip")
 _CHUNK = 1 << 14
 
 
@@ -65,12 +86,17 @@ def load_personalllm(
     fewshot_frac: float = 0.001,
     unseen_test_frac: float = 1.0,
     dtype: torch.dtype = torch.float32,
+    normalize: str | None = None,
+    cost_sign: str | None = None,
 ) -> Benchmark:
     """Simulated-user PersonalLLM benchmark (see the module docstring)."""
     data_dir = Path(data_dir)
     if num_seen < 1 or num_unseen < 1:
         raise DataError(f"need at least one seen and one unseen user, got {num_seen}, {num_unseen}")
+    normalize, cost_sign = _score_settings(data_dir, normalize, cost_sign)
     splits = {s: _read_split(data_dir, s) for s in ("train", "test")}
+    for name, (emb, scores, valid) in splits.items():
+        splits[name] = (emb, _adjust(scores, valid, normalize, cost_sign), valid)
     dim = splits["train"][0].shape[1]
     if splits["test"][0].shape[1] != dim:
         raise DataError(f"{data_dir}: train embeddings have width {dim}, test "
@@ -101,6 +127,7 @@ def load_personalllm(
         "dim": dim,
         "population": {"alpha": alpha, "models": list(MODELS), "num_seen": num_seen,
                        "num_unseen": num_unseen},
+        "scores": {"normalize": normalize, "cost_sign": cost_sign, "cost_model": COST_MODEL},
         "fractions": {"seen_train": seen_train_frac, "seen_test": seen_test_frac,
                       "unseen_fewshot": fewshot_frac, "unseen_test": unseen_test_frac},
         "prompts": {s: int(v[0].shape[0] // RESPONSES) for s, v in splits.items()},
@@ -110,6 +137,49 @@ def load_personalllm(
         "counts": {name: part.num_pairs for name, part in parts.items()},
     }
     return Benchmark(**parts, v_ref=read_v_ref(data_dir, dim), meta=meta)
+
+
+def write_score_settings(data_dir: str | Path, *, normalize: str = "none",
+                         cost_sign: str = "raw") -> Path:
+    """Record how the scores of ``data_dir`` are to be mixed (read by ``load_personalllm``)."""
+    _check_settings(normalize, cost_sign)
+    path = Path(data_dir) / SETTINGS_FILE
+    atomic_write_text(path, json.dumps({"normalize": normalize, "cost_sign": cost_sign}) + "\n")
+    return path
+
+
+def _check_settings(normalize: str, cost_sign: str) -> None:
+    if normalize not in NORMALIZE:
+        raise DataError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if cost_sign not in COST_SIGN:
+        raise DataError(f"cost_sign must be one of {', '.join(COST_SIGN)}, got {cost_sign!r}")
+
+
+def _score_settings(data_dir: Path, normalize: str | None, cost_sign: str | None
+                    ) -> tuple[str, str]:
+    """The given settings, else those in ``scores.json``, else the reference's."""
+    stored: dict[str, Any] = {}
+    path = data_dir / SETTINGS_FILE
+    if path.is_file() and (normalize is None or cost_sign is None):
+        stored = read_json(path, "a JSON object with 'normalize' and 'cost_sign'")
+        if not isinstance(stored, dict):
+            raise DataError(f"{path}: expected a JSON object with 'normalize' and 'cost_sign'")
+    normalize = normalize or stored.get("normalize", "none")
+    cost_sign = cost_sign or stored.get("cost_sign", "raw")
+    _check_settings(normalize, cost_sign)
+    return normalize, cost_sign
+
+
+def _adjust(scores: np.ndarray, valid: np.ndarray, normalize: str, cost_sign: str) -> np.ndarray:
+    """[P, 8, 10] scores with the cost model's sign and the per-model standardization applied."""
+    out = scores.copy()
+    if cost_sign == "flip":
+        out[:, :, MODELS.index(COST_MODEL)] *= -1.0
+    if normalize == "zscore":
+        usable = out[valid].reshape(-1, len(MODELS))  # every response of every usable prompt
+        mean, std = usable.mean(axis=0), usable.std(axis=0)
+        out = (out - mean) / np.where(std > 0, std, 1.0)
+    return out
 
 
 def simulated_user_weights(seed: int, num_users: int, alpha: float = 0.1) -> np.ndarray:

@@ -92,6 +92,15 @@ def _embedder(sidecar: Path) -> str | None:
     return doc.get("model")
 
 
+def _recipe(sidecar: Path) -> dict | None:
+    """The ``recipe`` in an embeddings sidecar (chat template, pooling, dtype...), if any."""
+    if not sidecar.is_file():
+        return None
+    doc = read_json(sidecar, "a JSON object with a 'model' field")
+    recipe = doc.get("recipe") if isinstance(doc, dict) else None
+    return recipe if isinstance(recipe, dict) else None
+
+
 def _load_directory(
     directory: Path, split: SplitArg, embeddings: str | Path | None, keep_ties: bool
 ) -> Benchmark:
@@ -100,6 +109,9 @@ def _load_directory(
     pairs, meta = load_generic(directory, embeddings=embeddings, keep_ties=keep_ties)
     sidecar = (directory / meta["embeddings"]).with_suffix(".json")
     meta = {"source": str(directory), "embedder": _embedder(sidecar), **meta}
+    recipe = _recipe(sidecar)
+    if recipe is not None:  # how phi was made from text (`lore-prepare embed`)
+        meta["embedder_recipe"] = recipe
     v_ref = read_v_ref(directory, pairs.dim) if embeddings is None else None
     return split_benchmark(pairs, _split_config(split, SplitConfig()), v_ref=v_ref, meta=meta)
 

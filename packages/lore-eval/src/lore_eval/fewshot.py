@@ -12,7 +12,8 @@ their pairs would put fewer-shot users into the n-shot average and flatten
 the curve. ``n_users`` says how many users each point averages.
 
 Speed: V is projected once (P = Z V for the pool and the test rows), and all
-T trials of one shot count are one few-shot fit: trial t of user u is a
+T trials of one shot count are one few-shot fit (one batched Newton solve
+with the default solver): trial t of user u is a
 pseudo-user of a packed `PreferencePairs` whose features are rows of P, fitted
 on the identity basis. Users are independent problems (one Adam over all
 rows equals separate fits), so this is exact, not an approximation.
@@ -39,6 +40,7 @@ from lore_train.results import device_description, versions
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
 PRIORS = ("none", "population")
 STRATEGIES = ("random", "active")
+SOLVERS = ("newton", "adam")
 SHORT_USERS_RULE = "skipped at this shot count (fewer pool pairs than shots)"
 
 
@@ -53,6 +55,7 @@ def fewshot_curve(
     lr: float | None = None,
     prior: str = "none",
     strategy: str = "random",
+    solver: str | None = None,
 ) -> dict[str, Any]:
     """Few-shot accuracy of ``model``'s basis for the benchmark's unseen users.
 
@@ -63,7 +66,10 @@ def fewshot_curve(
     ``strategy``: "random" draws each shot count's pairs afresh; "active"
     grows one sequence per (trial, user), each round asking the pool pairs of
     greatest expected information gain (`lore_train.elicitation`) and
-    refitting. Returns a JSON-ready dict with one entry per shot count in ``points``.
+    refitting. ``solver``: "newton" (the exact MAP, one batched solve per
+    shot count) or "adam" (``steps`` steps at ``lr``); default the model's
+    `TrainConfig.fewshot_solver`. Returns a JSON-ready dict with one entry
+    per shot count in ``points``.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -80,6 +86,9 @@ def fewshot_curve(
     steps = trained.fewshot_steps if steps is None else steps
     lr = trained.fewshot_lr if lr is None else lr
     reduction = trained.reduction
+    solver = trained.fewshot_solver if solver is None else solver
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
 
     V = model.V.detach()
     device = V.device
@@ -89,7 +98,7 @@ def fewshot_curve(
     test_counts = test.pairs_per_user().numpy()
     alpha = model.population_prior() if prior == "population" else None
     fit_kw = dict(steps=steps, lr=lr, tau=model.tau, reduction=reduction, prior=alpha,
-                  label_noise=model.label_noise)
+                  label_noise=model.label_noise, solver=solver)
     shot_list = sorted({int(s) for s in shots})
     active = (_active_sequences(P_pool, pool, shot_list, trials, seed=seed, **fit_kw)
               if strategy == "active" else None)
@@ -135,7 +144,9 @@ def fewshot_curve(
         "alpha": None if model.train_config is None else model.train_config.alpha,
         "prior": prior,
         "prior_concentration": None if alpha is None else alpha.tolist(),
+        "prior_scale": None if alpha is None else model.prior_scale,
         "strategy": strategy,
+        "solver": solver,
         "trials": trials,
         "seed": seed,
         "fewshot_steps": steps,
@@ -162,14 +173,16 @@ def run_fewshot(
     config: dict[str, Any] | None = None,
     priors: Sequence[str] = ("none",),
     strategies: Sequence[str] = ("random",),
+    solvers: Sequence[str | None] = (None,),
 ) -> dict[str, Any]:
-    """`fewshot_curve` for each checkpoint directory and each (prior, strategy);
-    the document fewshot.json stores."""
+    """`fewshot_curve` for each checkpoint directory and each (prior, strategy, solver)
+    (solver None: the checkpoint's); the document fewshot.json stores."""
     doc = {
         "format": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"shots": sorted({int(s) for s in shots}), "trials": trials, "seed": seed,
                    "steps": steps, "lr": lr, "priors": list(priors), "strategies": list(strategies),
+                   "solvers": list(solvers),
                    "short_users": SHORT_USERS_RULE, **(config or {})},
         "dataset": benchmark.meta,
         "versions": versions(),
@@ -181,12 +194,14 @@ def run_fewshot(
         model = PersonalRewardModel.load(path, device=device)
         for prior in priors:
             for strategy in strategies:
-                try:
-                    curve = fewshot_curve(model, benchmark, shots, trials, seed=seed, steps=steps,
-                                          lr=lr, prior=prior, strategy=strategy)
-                except ValueError as err:
-                    raise ValueError(f"{path}: {err}") from None
-                doc["curves"].append({"checkpoint": str(path), **curve})
+                for solver in solvers:
+                    try:
+                        curve = fewshot_curve(model, benchmark, shots, trials, seed=seed,
+                                              steps=steps, lr=lr, prior=prior, strategy=strategy,
+                                              solver=solver)
+                    except ValueError as err:
+                        raise ValueError(f"{path}: {err}") from None
+                    doc["curves"].append({"checkpoint": str(path), **curve})
     return doc
 
 
@@ -235,7 +250,7 @@ def draw_shots(
 def _fit_trials(
     P: torch.Tensor, rows: torch.Tensor, *, steps: int, lr: float, tau: float,
     reduction: str, seed: int, prior: torch.Tensor | None = None, logits: bool = False,
-    label_noise: float = 0.0,
+    label_noise: float = 0.0, solver: str | None = None,
 ) -> torch.Tensor:
     """Simplex weights [T, U, K] (or their logits): each (trial, user) fitted on its
     rows of P (``rows`` [T, U, n]; -1 marks no row)."""
@@ -248,14 +263,14 @@ def _fit_trials(
                             [str(i) for i in range(T * U)])
     identity = torch.eye(K, device=P.device)  # project(P, I) = P: the pool is already projected
     W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed,
-                     prior=prior, label_noise=label_noise)
+                     prior=prior, label_noise=label_noise, solver=solver)
     return (W if logits else torch.softmax(W, dim=1)).reshape(T, U, K)
 
 
 def _active_sequences(
     P: torch.Tensor, pool: PreferencePairs, shots: Sequence[int], trials: int, *, seed: int,
     steps: int, lr: float, tau: float, reduction: str, prior: torch.Tensor | None,
-    label_noise: float = 0.0,
+    label_noise: float = 0.0, solver: str | None = None,
 ) -> dict[str, Any]:
     """Actively chosen rows [T, U, max shots] of every pool user, and the weights
     [T, U, K] fitted after each shot count (one round per shot count: the
@@ -273,7 +288,7 @@ def _active_sequences(
     rows = torch.full((T * U, max(shots, default=0)), -1, dtype=torch.int64)
     W = _fit_trials(P, rows[:, :0].reshape(T, U, 0), steps=steps, lr=lr, tau=tau,
                     reduction=reduction, seed=seed, prior=prior, logits=True,
-                    label_noise=label_noise).reshape(T * U, K)
+                    label_noise=label_noise, solver=solver).reshape(T * U, K)
     weights, done = {}, 0
     for n in shots:
         if n > done:
@@ -294,7 +309,7 @@ def _active_sequences(
             done = n
             W = _fit_trials(P, rows[:, :n].reshape(T, U, n), steps=steps, lr=lr, tau=tau,
                             reduction=reduction, seed=seed + n, prior=prior,
-                            logits=True, label_noise=label_noise).reshape(T * U, K)
+                            logits=True, label_noise=label_noise, solver=solver).reshape(T * U, K)
         weights[n] = torch.softmax(W, dim=1).reshape(T, U, K)
     return {"rows": rows.reshape(T, U, -1), "weights": weights}
 

@@ -21,7 +21,8 @@ from lore_datasets.runtime.outputs import atomic_write
 from lore_train.results import load_document, write_results
 from lore_train.tables import model_label
 
-CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "shots", "trials", "n_users",
+CSV_COLUMNS = ("checkpoint", "K", "kept_rank", "alpha", "prior", "strategy", "solver", "shots", "trials",
+               "n_users",
                "n_short_users", "fewshot_train_mean", "fewshot_train_std",
                "unseen_prompts_mean", "unseen_prompts_std", "unseen_prompts_users", "fit_seconds")
 
@@ -42,7 +43,7 @@ def write_fewshot(doc: dict[str, Any], out_dir: str | Path) -> list[Path]:
                     writer.writerow([
                         curve.get("checkpoint", ""), curve["K"], curve["kept_rank"], curve["alpha"],
                         curve.get("prior", "none"), curve.get("strategy", "random"),
-                        p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
+                        curve.get("solver", "adam"), p["shots"], curve["trials"], p["n_users"], p["short_users"]["count"],
                         p["fewshot_train"]["mean"], p["fewshot_train"]["std"],
                         p["unseen_prompts"]["mean"], p["unseen_prompts"]["std"],
                         p["unseen_prompts"]["n_users"], round(p["fit_seconds"], 4),
@@ -66,6 +67,8 @@ def curve_label(curve: dict[str, Any]) -> str:
         name += ", population prior"
     if curve.get("strategy", "random") != "random":
         name += f", {curve['strategy']}"
+    if curve.get("solver", "adam") == "adam":  # files from before the Newton solver: Adam
+        name += ", adam"
     return name
 
 

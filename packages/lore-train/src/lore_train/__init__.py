@@ -14,7 +14,8 @@ Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
 (new users on a frozen basis), ``stopping`` (early stopping on validation
 pairs), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
-``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
+``personal_reward`` (text -> rewards, a TRL reward function), ``hf_export`` (the
+``lore-export hf`` directory), ``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
 ``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
 processes), ``launch`` (the command under torchrun) and ``cli`` (the
 `lore-train` command).
@@ -26,6 +27,7 @@ from .fewshot import fit_few_shot, personalize
 from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
+from .personal_reward import PersonalReward
 from .results import load_results, write_results
 from .selection import Selection, choice_test_numbers, select_model, validation_split
 from .sweep import SweepRun, sweep
@@ -36,6 +38,7 @@ __all__ = [
     "PRESETS",
     "SETTINGS",
     "FitHistory",
+    "PersonalReward",
     "PersonalRewardModel",
     "Selection",
     "SweepRun",

@@ -6,7 +6,8 @@ results files and checkpoints store ``to_dict()``, and ``from_dict`` reads
 that back. The defaults reproduce the reference `run()` entry point (joint
 Adam, lr 0.5, 1000 steps, per-user-mean loss, tau = 1/100; few-shot 500 steps
 at lr 0.1), except that new users are fitted MAP under the population prior
-(``fewshot_prior="none"`` is the reference's maximum likelihood); `PRESETS`
+(``fewshot_prior="none"`` is the reference's maximum likelihood) by Newton's
+method (``fewshot_solver="adam"`` is the reference's Adam); `PRESETS`
 names the reference's other setting, the PRISM `run_regularized()`.
 """
 
@@ -27,6 +28,7 @@ WInit = Literal["normal", "uniform", "zeros"]
 Anchor = Literal["auto", "v_ref", "population"]
 AlphaSchedule = Literal["ramp", "constant"]
 FewshotPrior = Literal["none", "population"]
+FewshotSolver = Literal["adam", "newton"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ class TrainConfig:
     fewshot_prior: FewshotPrior = field(default="population", metadata={
         "help": "new users' weights: MAP under a Dirichlet fitted to the seen users' "
         "(population) or maximum likelihood as in the reference (none)"})
+    fewshot_solver: FewshotSolver = field(default="newton", metadata={
+        "help": "new users' weights: the exact MAP by a damped Newton method (newton) or "
+        "--fewshot-steps Adam steps as in the reference (adam; the only one with --early-stopping)"})
+    fewshot_prior_scale: float | None = field(default=None, metadata={
+        "help": "scale c on the population prior's concentration (None: chosen by empirical "
+        "Bayes on the seen users' held-out pairs)"})
     seed: int = field(default=0, metadata={"help": "seeds every initialization"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
@@ -152,11 +160,14 @@ class TrainConfig:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         for name, kind in (("mode", Mode), ("reduction", Reduction), ("w_init", WInit),
                            ("val_split_by", ValSplitBy), ("anchor", Anchor),
-                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior)):
+                           ("alpha_schedule", AlphaSchedule), ("fewshot_prior", FewshotPrior),
+                           ("fewshot_solver", FewshotSolver)):
             allowed = get_args(kind)  # the choices are the Literal's, written once
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
                                  f"got {getattr(self, name)!r}")
+        if self.fewshot_prior_scale is not None and self.fewshot_prior_scale <= 0:
+            raise ValueError(f"fewshot_prior_scale must be > 0, got {self.fewshot_prior_scale}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -204,8 +215,9 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" for its
-    # maximum-likelihood few-shot fit).
+    # The reference `run()`: the dataclass defaults (add fewshot_prior="none" and
+    # fewshot_solver="adam" for its 500-step maximum-likelihood Adam few-shot fit). It
+    # is lore-train's default preset, so it takes the default Newton solver.
     "reference": {},
     # The reference `run_regularized()` (PRISM at HEAD): alternating W/V Adam
     # steps, U[0,1) logits, global-mean loss, cosine pull toward v_ref with
@@ -218,5 +230,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=20000,
         prune_threshold=1e-2,
         fewshot_lr=0.5,
+        fewshot_solver="adam",
     ),
 }

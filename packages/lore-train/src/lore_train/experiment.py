@@ -124,7 +124,7 @@ def cell_entry(run: SweepRun) -> dict[str, Any]:
     entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
     if run.history and run.history.early_stopping:  # the chosen step and curves
         entry["early_stopping"] = run.history.early_stopping
-    for key in ("fewshot_early_stopping", "anchor"):
+    for key in ("fewshot_early_stopping", "anchor", "prior_scale", "prior_scale_choice"):
         if key in run.model.meta:
             entry[key] = run.model.meta[key]
     return entry
@@ -134,6 +134,8 @@ def save_cell(model: PersonalRewardModel, dataset_meta: dict[str, Any], out_dir:
               K: int, alpha: float) -> str:
     """Write a cell's checkpoint under ``out_dir/checkpoints``; its path relative to ``out_dir``."""
     model.meta.update(dataset=dataset_meta.get("source"), embedder=dataset_meta.get("embedder"))
+    if dataset_meta.get("embedder_recipe") is not None:  # for `lore-export hf`
+        model.meta["embedder_recipe"] = dataset_meta["embedder_recipe"]
     path = model.save(out_dir / "checkpoints" / checkpoint_name(K, alpha))
     return str(path.relative_to(out_dir))
 

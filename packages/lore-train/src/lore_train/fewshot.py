@@ -22,8 +22,10 @@ from lore_kernels.reference import bt_terms_reference
 
 from ._util import progress_bar, seeded_generator
 from .config import TrainConfig
+from .newton import newton_map
 from .objective import row_weights
 from .prior import log_prior_grad, prior_logits
+from .prior_scale import choose_for_new_users
 
 if TYPE_CHECKING:  # the model imports this module; this one only needs its type
     from .model import PersonalRewardModel
@@ -46,6 +48,7 @@ def fit_few_shot(
     first_user: int = 0,
     total_users: int | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    solver: str | None = None,
 ) -> torch.Tensor:
     """Fit logits [N, K] for ``pairs``' users on a frozen basis V.
 
@@ -63,7 +66,21 @@ def fit_few_shot(
     When ``pairs`` is one process's block of users (``first_user`` on, of
     ``total_users``), the block's rows of the full initial draw are used, so
     the fit equals the one-process fit.
+
+    ``solver``: "newton" (`TrainConfig.fewshot_solver`'s default) solves for
+    the exact MAP (`lore_train.newton`; ``steps``, ``lr``, ``seed`` and
+    ``on_step`` do not apply, and without a prior the reference's N(0, 1)
+    logit initialization is read as the prior); "adam" runs ``steps`` Adam
+    steps, the reference's fit and the one early stopping watches.
     """
+    solver = (DEFAULTS.fewshot_solver if on_step is None else "adam") if solver is None else solver
+    if solver == "newton":
+        if on_step is not None:
+            raise ValueError("on_step follows Adam steps; the Newton solver has none")
+        return _fit_newton(V, pairs, tau=tau, reduction=reduction, label_noise=label_noise,
+                           prior=prior)
+    if solver != "adam":
+        raise ValueError(f"solver must be 'adam' or 'newton', got {solver!r}")
     steps = DEFAULTS.fewshot_steps if steps is None else steps
     lr = DEFAULTS.fewshot_lr if lr is None else lr
     tau = DEFAULTS.tau if tau is None else tau
@@ -115,6 +132,22 @@ def fit_few_shot(
     return W
 
 
+def _fit_newton(V: torch.Tensor, pairs: PreferencePairs, *, tau: float | None,
+                reduction: str | None, label_noise: float, prior: torch.Tensor | None) -> torch.Tensor:
+    """`fit_few_shot` by `newton_map`: all users in one batched solve, logits [N, K] fp32."""
+    tau = DEFAULTS.tau if tau is None else tau
+    reduction = DEFAULTS.reduction if reduction is None else reduction
+    K = V.shape[1]
+    if prior is not None and prior.shape != (K,):
+        raise ValueError(f"prior has shape {tuple(prior.shape)}, the basis K={K}")
+    with torch.no_grad():
+        P = lore_kernels.project(pairs.features.to(V.device), V.detach())
+    weight = row_weights(pairs, reduction).to(V.device) if pairs.num_pairs else None
+    result = newton_map(P, pairs.user.to(V.device), pairs.num_users, tau=tau,
+                        label_noise=label_noise, prior=prior, weight=weight)
+    return result.W.to(torch.float32)
+
+
 def logit_gradient(
     P: torch.Tensor, user: torch.Tensor, c: torch.Tensor, W: torch.Tensor, tau: float,
     label_noise: float = 0.0,
@@ -136,11 +169,24 @@ def personalize(
     first_user: int = 0,
     total_users: int | None = None,
     population: torch.Tensor | None = None,
+    seen_pairs: PreferencePairs | None = None,
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
     (``first_user``/``total_users``: see `fit_few_shot`; ``population``: see
-    `fewshot_settings`). With ``config.early_stopping`` each user stops at
-    their own best step (`lore_train.stopping.personalize_early_stopped`)."""
+    `fewshot_settings`). With the population prior and no
+    ``config.fewshot_prior_scale``, the prior's scale is chosen by empirical
+    Bayes on ``pairs`` (or, with too few users, ``seen_pairs``, the seen users'
+    training pairs: `lore_train.prior_scale.choose_for_new_users`) and kept
+    in ``meta["prior_scale"]`` (not across processes: there c = 1). All users are one batched fit (one Newton solve with
+    the default solver). With ``config.early_stopping`` each user stops at
+    their own best Adam step (`lore_train.stopping.personalize_early_stopped`;
+    the Newton solver has no steps to stop early, so early stopping uses Adam)."""
+    if (population is None and not first_user and total_users is None
+            and config.fewshot_prior == "population" and config.fewshot_prior_scale is None
+            and model.kept_rank > 1):
+        choice = choose_for_new_users(model, pairs, seen_pairs, seed=config.seed)
+        model.meta["prior_scale"] = choice["scale"]
+        model.meta["prior_scale_choice"] = choice
     if config.early_stopping:
         if first_user or total_users is not None:
             raise ValueError("early stopping of few-shot users runs in one process")
@@ -155,7 +201,8 @@ def personalize(
 def fewshot_settings(model: PersonalRewardModel, config: TrainConfig,
                      population: torch.Tensor | None = None) -> dict[str, Any]:
     """`fit_few_shot`'s settings for adding users to ``model`` under ``config``: its
-    few-shot steps, lr, tau, reduction, label noise, seed (config.seed + 1) and prior. The
+    few-shot steps, lr, tau, reduction, label noise, seed (config.seed + 1), prior and
+    solver (Adam under early stopping, which watches Adam's steps). The
     prior is ``population`` when given (the whole population's, when ``model``
     holds only some seen users), else the one fitted to ``model``'s seen users."""
     prior = None
@@ -163,7 +210,8 @@ def fewshot_settings(model: PersonalRewardModel, config: TrainConfig,
         prior = population if population is not None else model.population_prior()
     return dict(steps=config.fewshot_steps, lr=config.fewshot_lr, tau=config.tau,
                 reduction=config.reduction, label_noise=config.label_noise,
-                seed=config.seed + 1, prior=prior)
+                seed=config.seed + 1, prior=prior,
+                solver="adam" if config.early_stopping else config.fewshot_solver)
 
 
 def single_user_pairs(user: str, data: PreferencePairs | torch.Tensor | None, dim: int) -> PreferencePairs:

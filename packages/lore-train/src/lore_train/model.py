@@ -24,6 +24,7 @@ from torch import nn
 
 import lore_kernels
 from lore_datasets import DataError, PreferencePairs
+from lore_kernels.reference import label_probability
 
 from . import posterior as posterior_lib
 from . import prior as prior_lib
@@ -32,6 +33,7 @@ from .config import TrainConfig
 from .elicitation import greedy_information_gain
 from .export import write_reward_head
 from .fewshot import fit_few_shot, single_user_pairs
+from .newton import newton_map
 
 
 class UnknownUserError(KeyError):
@@ -82,6 +84,8 @@ class PersonalRewardModel(nn.Module):
         self.meta = dict(meta or {})
         self.train_config = train_config
         self._posteriors: dict[str, torch.Tensor] = {}  # user -> Laplace precision [K, K]
+        self._covariances: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # user -> (H, H^-1)
+        self._prior_cache: tuple[tuple[int, int, int], torch.Tensor] | None = None
         self.register_buffer(
             "v_ref", None if v_ref is None else v_ref.detach().to(torch.float32).clone()
         )
@@ -142,29 +146,57 @@ class PersonalRewardModel(nn.Module):
 
     @torch.no_grad()
     def score(
-        self, embeddings: torch.Tensor, user: str, *, return_std: bool = False
+        self, embeddings: torch.Tensor, user: str, *, return_std: bool = False, method: str = "delta"
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Rewards phi . V softmax(W_u) of a batch of response embeddings [B, d] -> [B].
 
         ``return_std=True`` also returns each reward's std under the user's
-        posterior (see `posterior`), as ``(rewards, std)``.
+        posterior (see `posterior`), as ``(rewards, std)``: by the delta
+        method (``method="delta"``, closed form: var = (J q)^T Sigma (J q),
+        `posterior.delta_std`) or over seeded posterior draws (``"draws"``).
         """
         embeddings = self._embeddings(embeddings)
         rewards = embeddings @ self.user_head(user)
         if not return_std:
             return rewards
-        draws = self.posterior(user)
-        _, std = posterior_lib.reward_moments(embeddings @ self.V.detach(), draws,
-                                              torch.zeros(len(embeddings), dtype=torch.int64))
+        Q = embeddings @ self.V.detach()
+        idx = self.user_index([user])
+        if method == "delta":
+            _, std = posterior_lib.delta_std(Q, self.W.detach()[idx][0], self._covariance(user))
+        elif method == "draws":
+            _, std = posterior_lib.reward_moments(Q, self.posterior(user),
+                                                  torch.zeros(len(Q), dtype=torch.int64))
+        else:
+            raise ValueError(f"method must be 'delta' or 'draws', got {method!r}")
         return rewards, std.to(rewards)
 
     # -- cold start (issue 12): prior, posterior, preference probability, elicitation --
-    def population_prior(self) -> torch.Tensor:
-        """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`)."""
-        seen = torch.tensor(self.seen, dtype=torch.bool, device=self.W.device)
-        if not bool(seen.any()):
-            raise ValueError("the model has no seen users to fit a population prior to")
-        return prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
+    @property
+    def prior_scale(self) -> float:
+        """The scale c on the population prior's concentration: the config's
+        ``fewshot_prior_scale`` when set, else the one chosen by empirical Bayes
+        (``meta["prior_scale"]``, `lore_train.prior_scale`), else 1."""
+        if self.train_config is not None and self.train_config.fewshot_prior_scale is not None:
+            return float(self.train_config.fewshot_prior_scale)
+        return float(self.meta.get("prior_scale", 1.0))
+
+    def population_prior(self, *, scaled: bool = True) -> torch.Tensor:
+        """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`),
+        times `prior_scale` (``scaled=False``: the fit itself). Kept until the seen users'
+        weights change, so adapting users one by one does not refit it each time."""
+        key = self._prior_key()
+        if self._prior_cache is None or self._prior_cache[0] != key:
+            seen = torch.tensor(self.seen, dtype=torch.bool, device=self.W.device)
+            if not bool(seen.any()):
+                raise ValueError("the model has no seen users to fit a population prior to")
+            alpha = prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
+            self._prior_cache = (key, alpha)
+        alpha = self._prior_cache[1]
+        return alpha * self.prior_scale if scaled else alpha.clone()
+
+    def _prior_key(self) -> tuple[int, int, int]:
+        """Changes whenever W or the seen flags may have (a new W, an in-place edit, a user)."""
+        return id(self.W), self.W._version, len(self.seen)
 
     @torch.no_grad()
     def fit_posterior(self, pairs: PreferencePairs, *, prior: str = "population") -> PersonalRewardModel:
@@ -183,25 +215,48 @@ class PersonalRewardModel(nn.Module):
                   seed: int = 0) -> torch.Tensor:
         """Seeded draws [1, samples, K] of ``user``'s weights from their Laplace posterior."""
         idx = self.user_index([user])
-        if str(user) not in self._posteriors:
+        return posterior_lib.logit_draws(self.W.detach()[idx], self._covariance(user)[None],
+                                         samples, seed=seed)
+
+    def _covariance(self, user: str) -> torch.Tensor:
+        """The user's Laplace covariance [K, K] (fp64), kept until their posterior changes."""
+        user = str(user)
+        if user not in self._posteriors:
             raise ValueError(f"no posterior for user {user!r}: adapt() them, or call "
                              "fit_posterior(pairs) with their pairs")
-        cov = posterior_lib.covariance(self._posteriors[str(user)][None])
-        return posterior_lib.logit_draws(self.W.detach()[idx], cov, samples, seed=seed)
+        H = self._posteriors[user]
+        cached = self._covariances.get(user)
+        if cached is None or cached[0] is not H:
+            cached = (H, posterior_lib.covariance(H[None])[0])
+            self._covariances[user] = cached
+        return cached[1]
 
     @torch.no_grad()
     def preference_probability(
-        self, chosen: torch.Tensor, rejected: torch.Tensor, user: str, *, temperature: float | None = None
+        self, chosen: torch.Tensor, rejected: torch.Tensor, user: str, *,
+        temperature: float | None = None, method: str = "delta",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """P(``user`` prefers chosen[i] to rejected[i]) [B] and its std under the posterior.
 
         The probability is sigmoid(tau / T * margin) (eps + (1 - 2 eps) times
-        that with label noise eps) averaged over posterior draws; T defaults to the calibration temperature in ``meta`` (1 if none).
+        that with label noise eps); T defaults to the calibration temperature in
+        ``meta`` (1 if none). ``method="delta"``: at the MAP weights, its std
+        by the delta method through the softmax Jacobian; ``"draws"``: mean and
+        std over seeded posterior draws.
         """
         T = float(self.meta.get("temperature", 1.0)) if temperature is None else float(temperature)
         if T <= 0:
             raise ValueError(f"temperature must be > 0, got {T}")
         Q = (self._embeddings(chosen) - self._embeddings(rejected)) @ self.V.detach()
+        if method == "delta":
+            idx = self.user_index([user])
+            margin, std = posterior_lib.delta_std(Q, self.W.detach()[idx][0], self._covariance(user))
+            x = (self.tau / T) * margin
+            p = label_probability(x, self.label_noise)
+            slope = (1 - 2 * self.label_noise) * torch.sigmoid(x) * torch.sigmoid(-x) * (self.tau / T)
+            return p.to(torch.float32), (slope * std).to(torch.float32)
+        if method != "draws":
+            raise ValueError(f"method must be 'delta' or 'draws', got {method!r}")
         mean, std = posterior_lib.preference_moments(Q, self.posterior(user), torch.zeros(
             len(Q), dtype=torch.int64), self.tau / T, self.label_noise)
         return mean.to(torch.float32), std.to(torch.float32)
@@ -280,15 +335,17 @@ class PersonalRewardModel(nn.Module):
         seed: int = 0,
         replace: bool = False,
         prior: str | None = None,
+        solver: str | None = None,
     ) -> PersonalRewardModel:
         """Fit ``user``'s K logits on the frozen basis and add them to this model, in place.
 
         ``data`` is the user's pairs: a `PreferencePairs` (their rows, or all
         rows when it holds a single user) or a raw [n, d] tensor of
         chosen-minus-rejected rows; None or no rows gives the population's
-        mean user (the prior mean). ``steps``/``lr``/``prior`` ("none" or
-        "population") default to the few-shot settings the model was trained
-        with ("none" for a model built by hand), so an adapted user is fitted
+        mean user (the prior mean). ``prior`` ("none" or "population") and
+        ``solver`` ("newton": the exact MAP, `lore_train.newton`; "adam":
+        ``steps`` Adam steps at ``lr``) default to the few-shot settings the model
+        was trained with ("none" and "newton" for a model built by hand), so an adapted user is fitted
         exactly like the unseen users of an evaluation. A user already in the
         model is refitted only with ``replace=True``. Returns ``self``;
         ``save()`` stores the new row and the user's posterior (for
@@ -303,17 +360,29 @@ class PersonalRewardModel(nn.Module):
         prior = trained.fewshot_prior if prior is None else prior
         if prior not in ("none", "population"):
             raise ValueError(f"prior must be 'none' or 'population', got {prior!r}")
+        solver = trained.fewshot_solver if solver is None else solver
         alpha = self.population_prior() if prior == "population" or pairs.num_pairs == 0 else None
-        W = fit_few_shot(
-            self.V.detach(),
-            pairs,
-            steps=trained.fewshot_steps if steps is None else steps,
-            lr=trained.fewshot_lr if lr is None else lr,
-            tau=self.tau,
-            label_noise=self.label_noise,
-            seed=seed,
-            prior=alpha,
-        ).to(self.W)
+        prior_key = self._prior_cache[0] if self._prior_cache is not None else None
+        H = None
+        if solver == "newton":
+            P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
+            result = newton_map(P, pairs.user.to(self.V.device), 1, tau=self.tau,
+                                label_noise=self.label_noise, prior=alpha)
+            W, H = result.W.to(self.W), result.precision[0]
+        else:
+            W = fit_few_shot(
+                self.V.detach(),
+                pairs,
+                steps=trained.fewshot_steps if steps is None else steps,
+                lr=trained.fewshot_lr if lr is None else lr,
+                tau=self.tau,
+                label_noise=self.label_noise,
+                seed=seed,
+                prior=alpha,
+                solver=solver,
+            ).to(self.W)
+        kept_prior = prior_key == self._prior_key() and (
+            user not in self._index or not self.seen[self._index[user]])
         with torch.no_grad():
             if user in self._index:
                 i = self._index[user]
@@ -324,7 +393,12 @@ class PersonalRewardModel(nn.Module):
                 self._index[user] = len(self.user_ids)
                 self.user_ids.append(user)
                 self.seen.append(False)
-        self._store_posterior(pairs, alpha)
+        if kept_prior:  # the seen users' weights did not change: the fitted prior still holds
+            self._prior_cache = (self._prior_key(), self._prior_cache[1])
+        if H is None:
+            self._store_posterior(pairs, alpha)
+        else:
+            self._posteriors[user] = H
         return self
 
     def export_reward_head(

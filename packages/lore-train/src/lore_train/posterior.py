@@ -11,8 +11,10 @@ log posterior,
 (rows' projected features p_m = V^T z_m, F the label's Fisher information per
 unit logit -- sig (1 - sig) for plain Bradley-Terry, see
 `lore_kernels.reference.label_fisher` -- and the Dirichlet prior's term A J).
-Predictions average over seeded logit draws pushed through the softmax, so
-probability stays on the simplex however wide the posterior is.
+A prediction's std is by default the delta method's (`delta_std`: the
+prediction linearized at the MAP, closed form); on request, predictions
+average over seeded logit draws pushed through the softmax, so probability
+stays on the simplex however wide the posterior is.
 `lore_train.prior.empirical_log_weights` is the particle alternative.
 """
 
@@ -73,6 +75,22 @@ def covariance(H: torch.Tensor) -> torch.Tensor:
     inner = B.T @ H @ B
     inner = 0.5 * (inner + inner.transpose(-1, -2))
     return B @ torch.linalg.inv(inner) @ B.T
+
+
+def delta_std(Q: torch.Tensor, w: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value q_r . s and its delta-method std [R] for rows Q [R, K] of one user
+    (MAP logits w [K], logit covariance cov [K, K]).
+
+    Linearized at w*: d(q . s)/dw = J q = s * (q - q . s), so var = (J q)^T Sigma (J q).
+    Closed form, no draws: the std of a reward, and, times the slope of the
+    likelihood's probability, that of a preference probability.
+    """
+    s = torch.softmax(w.to(torch.float64), dim=0)
+    Q = Q.to(torch.float64)
+    value = Q @ s
+    G = s * (Q - value[:, None])  # J q, rows
+    var = ((G @ cov.to(torch.float64)) * G).sum(dim=1)
+    return value, var.clamp(min=0).sqrt()
 
 
 def logit_draws(W: torch.Tensor, cov: torch.Tensor, n: int = DEFAULT_SAMPLES, *, seed: int = 0) -> torch.Tensor:

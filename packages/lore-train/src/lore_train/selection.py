@@ -205,7 +205,8 @@ def choice_test_numbers(selection: Selection, benchmark: Benchmark, config: Trai
         return with_test_numbers(selection, results)
     cell = config.with_(K=chosen.K, alpha=chosen.alpha, **chosen.variant)
     model, _ = fit(benchmark.seen_train, cell, v_ref=benchmark.v_ref, progress=progress)
-    model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress)
+    model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress,
+                        seen_pairs=benchmark.seen_train)
     scores = evaluate(model, benchmark)
     test = {key: {k: scores[key][k] for k in ("mean", "std", "n_users")} for key in SETTINGS}
     return {**selection.to_dict(), "refit": "full seen_train (refitted for the variant)",

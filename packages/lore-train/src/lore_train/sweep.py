@@ -106,7 +106,7 @@ def sweep(
                 model, benchmark.unseen_fewshot, cell, progress=progress and unseen is None,
                 first_user=unseen.first_user if unseen else 0,
                 total_users=unseen.total_users if unseen else None,
-                population=population,
+                population=population, seen_pairs=benchmark.seen_train,
             )
             yield SweepRun(K, alpha, model, history, train_seconds, time.perf_counter() - start)
 

@@ -17,7 +17,13 @@ Resuming: rows are embedded in shards under ``shards/``; a manifest records
 the finished ones with a fingerprint of the inputs and the embedder, so a
 rerun after an interruption skips them, and a rerun with other inputs stops
 instead of mixing the two. A shard file appears only once complete (written
-then renamed), so a shard file present counts as finished too.
+then renamed), so a shard file present counts as finished too. With a
+reward-model embedder the shards follow its global length order (a prompt's
+rows together, so the shared prefix is computed once); the manifest records a
+digest of that order (a rerun with another ``max_length`` or sharing stops)
+and the throughput so far, and the merge puts every row back in its input
+place. ``embeddings.json`` keeps the final throughput (tokens, padding,
+tokens saved, tokens/s, rows cut to ``max_length``).
 
 Under torchrun (an initialized default process group) the shards are dealt
 out round-robin: process r embeds shards r, r + W, r + 2W, ... (W processes)
@@ -72,8 +78,14 @@ class TextPair:
 
 
 def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *,
-                shard_size: int = 512, check_pairs: int = 8, progress: bool = True) -> Path:
-    """Embed each distinct response once and write the generic layout into ``out_dir``."""
+                shard_size: int = 512, check_pairs: int = 8, progress: bool = True,
+                source: dict[str, Any] | None = None) -> Path:
+    """Embed each distinct response once and write the generic layout into ``out_dir``.
+
+    ``source`` (where the pairs came from, what was dropped) is kept in
+    ``embeddings.json`` beside the embedder's throughput figures; each key of
+    the pairs' ``extra`` becomes a column of ``comparisons.csv``.
+    """
     pairs = list(pairs)
     if not pairs:
         raise DataError("no text pairs to embed")
@@ -113,6 +125,13 @@ def embed_pairs(pairs: Iterable[TextPair], embedder: Any, out_dir: str | Path, *
     sidecar: dict[str, Any] = {"model": embedder.name, "kind": embedder.kind,
                                "dim": int(matrix.shape[1]), "responses": len(records),
                                "pairs": len(pairs), "fingerprint": fingerprint}
+    if getattr(embedder, "recipe", None) is not None:
+        sidecar["recipe"] = embedder.recipe
+    if source is not None:
+        sidecar["source"] = source
+    if getattr(embedder, "stats", None) is not None:
+        sidecar["throughput"] = embedder.stats.as_dict()
+        sidecar["settings"] = getattr(embedder, "settings", {})
     if embedder.v_ref is not None:
         _save_tensors({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
         k = min(check_pairs, len(rows))
@@ -132,6 +151,10 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
                     progress: bool = True) -> np.ndarray:
     """Embed in shards recorded in a manifest, then assemble ``target`` (.npy, fp32).
 
+    An embedder with ``tokenize``/``order``/``embed_tokens`` (the reward
+    model) is run in its global order: every row is tokenized once, the rows
+    are sorted by length with a prompt's rows together, and shard i holds rows
+    ``order[i*S:(i+1)*S]``; the merge puts each row back in its input place.
     Under torchrun each process embeds its round-robin share of the shards
     and process 0 merges them (see the module doc); every process returns
     the merged matrix.
@@ -149,30 +172,48 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
         collectives.check_agree(finished, "the state of the output directory")
     if finished:
         return np.load(target, mmap_mode="r")
+    planned = all(hasattr(embedder, a) for a in ("tokenize", "order", "embed_tokens"))
+    if planned:
+        tokens, keys = embedder.tokenize(conversations)
+        order = list(embedder.order(tokens, keys))
+    else:
+        tokens, keys, order = [], [], list(range(n))
+    order_digest = hashlib.sha256(np.asarray(order, dtype=np.int64).tobytes()).hexdigest()[:16]
     if rank == 0:
-        manifest = _open_manifest(shard_dir, fingerprint, n, shard_size)
+        manifest = _open_manifest(shard_dir, fingerprint, n, shard_size, order_digest)
     if world > 1:
         collectives.barrier("the embedding manifest")
-        manifest = _open_manifest(shard_dir, fingerprint, n, shard_size) if rank else manifest
+        manifest = (_open_manifest(shard_dir, fingerprint, n, shard_size, order_digest) if rank
+                    else manifest)
     shards = range((n + shard_size - 1) // shard_size)
     done = set(manifest["done"]) | {i for i in shards if (shard_dir / f"{i:06d}.npy").is_file()}
     mine = [i for i in shards if i % world == rank]
     bar = tqdm(total=sum(min(shard_size, n - i * shard_size) for i in mine),
                desc=f"embedding ({embedder.name})", unit="seq", disable=not progress or rank != 0,
                initial=sum(min(shard_size, n - i * shard_size) for i in mine if i in done))
+    stats = getattr(embedder, "stats", None)
     for i in mine:
         if i in done:
             continue
         lo, hi = i * shard_size, min((i + 1) * shard_size, n)
-        emb = embedder.embed(conversations[lo:hi], progress=False)
+        rows = order[lo:hi]
+        if planned:
+            emb = embedder.embed_tokens([tokens[r] for r in rows], [keys[r] for r in rows])
+        else:
+            emb = embedder.embed([conversations[r] for r in rows], progress=False)
         if not bool(torch.isfinite(emb).all()):
-            raise DataError(f"{embedder.name}: non-finite embedding in rows {lo}..{hi - 1}")
+            raise DataError(f"{embedder.name}: non-finite embedding in shard {i} "
+                            f"(rows {sorted(rows)[:5]}...)")
         tmp = shard_dir / f"{i:06d}.{rank}.tmp.npy"
         np.save(tmp, emb.numpy().astype(np.float32))
         os.replace(tmp, shard_dir / f"{i:06d}.npy")
         if world == 1:  # several processes would race on the manifest; their files say it
             manifest["done"] = sorted([*manifest["done"], i])
+            if stats is not None:
+                manifest["stats"] = stats.as_dict()
             atomic_write_text(manifest_path, json.dumps(manifest))
+        if stats is not None:
+            bar.set_postfix_str(stats.postfix(), refresh=False)
         bar.update(hi - lo)
     bar.close()
     if world > 1:
@@ -180,7 +221,7 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
         if rank != 0:
             collectives.barrier("the merge of the shards by process 0")
             return np.load(target, mmap_mode="r")
-    matrix = _merge(shard_dir, shards, shard_size, n, target, fingerprint, manifest_path)
+    matrix = _merge(shard_dir, shards, shard_size, n, target, fingerprint, manifest_path, order)
     if world > 1:
         collectives.barrier("the merge of the shards by process 0")
     return matrix
@@ -195,24 +236,30 @@ def _finished(target: Path, manifest_path: Path, fingerprint: str, n: int) -> bo
             and np.load(target, mmap_mode="r").shape[0] == n)
 
 
-def _open_manifest(shard_dir: Path, fingerprint: str, n: int, shard_size: int) -> dict[str, Any]:
-    """The run's manifest: created, or checked to be over the same inputs."""
+def _open_manifest(shard_dir: Path, fingerprint: str, n: int, shard_size: int,
+                   order: str) -> dict[str, Any]:
+    """The run's manifest: created, or checked to be over the same inputs in the same order."""
     manifest_path = shard_dir / MANIFEST
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if (old.get("fingerprint"), old.get("rows"), old.get("shard_size")) != (fingerprint, n, shard_size):
             raise DataError(f"{manifest_path}: holds a run over other inputs, another embedder or "
                             "another shard size; use a new output directory or delete this one")
+        if old.get("order", order) != order:
+            raise DataError(f"{manifest_path}: holds a run with another row order (other "
+                            "--max-length, --shared-prompts or --legacy-batching); rerun with the "
+                            "same settings or use a new output directory")
         return old
     shard_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"fingerprint": fingerprint, "rows": n, "shard_size": shard_size, "done": []}
+    manifest = {"fingerprint": fingerprint, "rows": n, "shard_size": shard_size, "order": order,
+                "done": []}
     atomic_write_text(manifest_path, json.dumps(manifest))
     return manifest
 
 
 def _merge(shard_dir: Path, shards: range, shard_size: int, n: int, target: Path,
-           fingerprint: str, manifest_path: Path) -> np.ndarray:
-    """The shards, in shard order, as ``target``; the shard directory is removed."""
+           fingerprint: str, manifest_path: Path, order: list[int]) -> np.ndarray:
+    """The shards, each row back in its input place, as ``target``; the shards are removed."""
     missing = [i for i in shards if not (shard_dir / f"{i:06d}.npy").is_file()]
     if missing:
         raise DataError(f"{shard_dir}: shards {missing[:5]} are missing; rerun to finish them")
@@ -222,7 +269,7 @@ def _merge(shard_dir: Path, shards: range, shard_size: int, n: int, target: Path
     tmp = target.with_suffix(".tmp.npy")
     matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims.pop()))
     for i in shards:
-        matrix[i * shard_size:(i + 1) * shard_size] = np.load(shard_dir / f"{i:06d}.npy")
+        matrix[order[i * shard_size:(i + 1) * shard_size]] = np.load(shard_dir / f"{i:06d}.npy")
     matrix.flush()
     del matrix
     os.replace(tmp, target)
@@ -265,6 +312,11 @@ def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: st
     atomic_write_text(out / f"{split}.csv", _csv_text(lines))
     if embedder.v_ref is not None:
         _save_tensors({"v_ref": embedder.v_ref.contiguous()}, out / "v_ref.safetensors")
+    if getattr(embedder, "stats", None) is not None:
+        atomic_write_text(out / f"{split}.embeddings.json", json.dumps(
+            {"model": embedder.name, "rows": len(conversations), "fingerprint": fingerprint,
+             "throughput": embedder.stats.as_dict(), "settings": getattr(embedder, "settings", {})},
+            indent=1))
     return out
 
 
@@ -279,6 +331,9 @@ def _world() -> int:
 
 def _fingerprint(embedder: Any, conversations: Sequence[Sequence[Message]]) -> str:
     digest = hashlib.sha256(f"{embedder.kind}\0{embedder.name}\0".encode())
+    max_length = getattr(embedder, "settings", {}).get("max_length")
+    if max_length is not None:  # a cut changes the embeddings
+        digest.update(f"max_length={max_length}\0".encode())
     for conv in conversations:
         digest.update(json.dumps(conv, sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\0")
@@ -287,11 +342,13 @@ def _fingerprint(embedder: Any, conversations: Sequence[Sequence[Message]]) -> s
 
 def _comparisons_csv(pairs, rows, records, with_split: bool) -> str:
     header = ["user_id", "prompt_id", "response_a", "response_b", "label"]
-    lines = [header + (["split"] if with_split else [])]
+    extra = sorted({k for p in pairs for k in p.extra} - {*header, "split"})
+    lines = [header + (["split"] if with_split else []) + extra]
     for pair, (a, b) in zip(pairs, rows):
         line = [str(pair.user_id), records[a]["prompt_id"], records[a]["response_id"],
                 records[b]["response_id"], "a"]
-        lines.append(line + ([pair.split or ""] if with_split else []))
+        lines.append(line + ([pair.split or ""] if with_split else [])
+                     + ["" if pair.extra.get(k) is None else str(pair.extra[k]) for k in extra])
     return _csv_text(lines)
 
 

