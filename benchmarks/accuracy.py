@@ -176,7 +176,7 @@ def fit_eval(bench: Benchmark, config: TrainConfig) -> dict[str, Any]:
 
 def run_one(name: str, seed: int, small: bool = False) -> dict[str, Any]:
     bench, ceilings = load(name, seed)
-    ref = TrainConfig(seed=seed, fewshot_prior="none")  # the reference: maximum-likelihood few-shot
+    ref = TrainConfig(seed=seed, fewshot_prior="none", fewshot_solver="adam")  # the reference: ML few-shot by Adam
     doc: dict[str, Any] = {"dataset": name, "seed": seed, "ceilings_unseen_test": ceilings,
                            "split": bench.meta["split"]["split_by"], "rows": {}}
     if ceilings is None:  # real users: is there a personal signal that carries to new prompts?

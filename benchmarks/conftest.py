@@ -53,3 +53,9 @@ def bench_adapt():
 def embed_bench():
     """benchmarks/bench_embed.py."""
     return load_script("bench_embed")
+
+
+@pytest.fixture(scope="session")
+def bandwidth_script():
+    """benchmarks/gpu_bandwidth.py."""
+    return load_script("gpu_bandwidth")

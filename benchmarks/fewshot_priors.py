@@ -66,21 +66,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"dataset": args.dataset, "trials": args.trials, "checkpoints": []}
     for path in find_checkpoints(args.run, args.K):
         model = PersonalRewardModel.load(path)
+        # meta["prior_scale"] below decides the prior (a config's fixed c > 0 would override it)
+        model.train_config = model.train_config.with_(fewshot_prior_scale=0.0)
         start = time.perf_counter()
         choice = choose_for_new_users(model, bench.unseen_fewshot, bench.seen_train, seed=0)
         choose_seconds = time.perf_counter() - start
         curves: dict[str, dict[int, float | None]] = {}
         seconds: dict[str, float] = {}
-        for name, prior, scale in (("none", "none", None), ("population c=1", "population", 1.0),
-                                   (f"default c={choice['scale']:g}", "population", choice["scale"])):
-            model.meta["prior_scale"] = 1.0 if scale is None else scale
+        default = f"default c={choice['scale']:g} lam={choice['mean_weight']:g}"
+        for name, prior, scale, lam in (("none", "none", 1.0, 1.0),
+                                        ("population c=1", "population", 1.0, 1.0),
+                                        (default, "population", choice["scale"],
+                                         choice["mean_weight"])):
+            model.meta.update(prior_scale=scale, prior_mean_weight=lam)
             for solver in ("newton", "adam"):
                 curve = fewshot_curve(model, bench, args.shots, args.trials, seed=args.seed,
                                       prior=prior, solver=solver)
                 key = f"{name}, {solver}"
                 curves[key] = {pt["shots"]: pt["unseen_prompts"]["mean"] for pt in curve["points"]}
                 seconds[key] = sum(pt["fit_seconds"] for pt in curve["points"])
-        model.meta["prior_scale"] = choice["scale"]
+        model.meta.update(prior_scale=choice["scale"], prior_mean_weight=choice["mean_weight"])
         gap = weight_gap(model, bench, args.shots, args.trials, args.seed, model.population_prior())
         users = {pt["shots"]: pt["n_users"] for pt in curve["points"]}
         entry = {"checkpoint": str(path), "K": model.K, "prior_scale": choice,
@@ -104,9 +109,10 @@ def table(entry: dict[str, Any], dataset: str) -> str:
     gap = entry["weights_l1_adam500_vs_newton"]
     lines.append("| L1(Adam-500 - Newton), default prior | " + " | ".join(
         f"{gap[n]:.1e}" if n in gap else "" for n in shots) + " |")
-    scores = ", ".join(f"{c:g}: {s:.4f}" for c, s in entry["prior_scale"]["scores"].items())
-    lines.append(f"\nchosen c = {entry['prior_scale']['scale']:g} in "
-                 f"{entry['choose_seconds']:.1f} s (held-out log-likelihood per pair: {scores})")
+    scores = ", ".join(f"{c}: {s:.4f}" for c, s in entry["prior_scale"]["scores"].items())
+    lines.append(f"\nchosen c = {entry['prior_scale']['scale']:g}, mean weight "
+                 f"{entry['prior_scale']['mean_weight']:g} in {entry['choose_seconds']:.1f} s "
+                 f"(held-out log-likelihood per pair, mean_weight/c: {scores})")
     return "\n".join(lines)
 
 

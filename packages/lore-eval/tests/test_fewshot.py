@@ -131,3 +131,21 @@ def test_cli_fewshot_on_a_run_dir_writes_json_csv_and_plot(tmp_path, capsys):
 def test_cli_fewshot_without_checkpoints_is_a_one_line_error(capsys):
     assert main(["fewshot", "--dataset", "synthetic"]) == 2
     assert "--run RUN_DIR or --checkpoint" in capsys.readouterr().err
+
+
+def test_newton_and_adam_curves_agree_under_the_population_prior(planted):
+    """The Newton MAP is what enough Adam steps converge to: same accuracy, each
+    curve says which solver made it."""
+    bench, oracle = planted
+    model = planted_model(bench, oracle)
+    with torch.no_grad():  # seen users spread over the columns, so the prior is informative
+        model.W.copy_(2 * torch.randn(model.W.shape, generator=torch.Generator().manual_seed(0)))
+    curves = {solver: fewshot_curve(model, bench, (2, 10), 2, seed=0, steps=500, lr=0.1,
+                                    prior="population", solver=solver)
+              for solver in ("newton", "adam")}
+    for solver, curve in curves.items():
+        assert curve["solver"] == solver and curve["prior_scale"] == 1.0
+    for a, b in zip(curves["newton"]["points"], curves["adam"]["points"], strict=True):
+        assert a["unseen_prompts"]["mean"] == pytest.approx(b["unseen_prompts"]["mean"], abs=0.02)
+    with pytest.raises(ValueError, match="solver"):
+        fewshot_curve(model, bench, (2,), 1, solver="lbfgs")

@@ -516,3 +516,108 @@ def test_plain_terms_across_the_logit_range_every_instruction_set(monkeypatch, t
         out = torch.ops.lore.lowrank_bt(*case.args(tau))
         assert all(torch.isfinite(t).all() for t in out)
         assert_outputs_close(out, truth, rtol=rtol)
+
+
+# -- long rows, misaligned Z, CUDA graphs (the CUDA kernel's register tiles) ------
+needs_cuda_kernel = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _native.has_kernel("cuda")),
+    reason="no CUDA device or CUDA kernel not built",
+)
+
+
+def _check_against_truth(out, case, dtype, tau=TAU):
+    """fp32: within 5e-5 of fp64 math (d = 4096 sums); 16-bit: the 2x torch rule."""
+    truth = math_in(torch.float64, *case.args(tau))
+    if dtype == torch.float32:
+        assert_outputs_close(out, truth, rtol=5e-5)
+        return
+    torch_low = math_in(dtype, *case.args(tau))
+    for name, a, t, b in zip(("loss", "margin", "dV", "dS"), out, truth, torch_low, strict=True):
+        err = (a.double() - t).abs().max().item()
+        err_torch = (b.double() - t).abs().max().item()
+        assert err <= 2 * err_torch + 1e-12, f"{name}: {err:.3e} > 2 x {err_torch:.3e}"
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("users", ["sorted", "shuffled", "one"])
+def test_rows_of_4096(device, dtype, users):
+    """d = 4096: 8-16 KB rows, several 16-byte chunks per thread on the GPU."""
+    case = make_case(600, 4096, 8, 15 if users != "one" else 1, dtype=dtype, users=users)
+    case = case.to(device)
+    out = torch.ops.lore.lowrank_bt(*case.args())
+    _check_against_truth(out, case, dtype)
+    margin = torch.ops.lore.lowrank_margin(case.Z, case.user, case.V, case.S)
+    torch.testing.assert_close(margin, out[1], rtol=1e-6, atol=1e-6 * margin.abs().max())
+
+
+@pytest.mark.parametrize("device", NATIVE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [384, 4096, 1001])
+def test_misaligned_Z(device, dtype, d):
+    """Z at storage offset 1 (rows 2 or 4 bytes past a 16-byte boundary): the
+    element-wise loads give the same values as the aligned 16-byte ones (on the
+    GPU bitwise: the same sums in the same order)."""
+    case = make_case(300, d, 4, 7, dtype=dtype, users="shuffled").to(device)
+    flat = torch.empty(case.Z.numel() + 1, dtype=dtype, device=device)
+    Z = flat[1:].view(case.Z.shape)
+    Z.copy_(case.Z)
+    out = torch.ops.lore.lowrank_bt(Z, *case.args()[1:])
+    aligned = torch.ops.lore.lowrank_bt(*case.args())
+    for a, b in zip(out, aligned, strict=True):
+        if device == "cuda":
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+    _check_against_truth(out, case, dtype)
+
+
+@pytest.mark.parametrize("device", NATIVE)
+def test_user_changed_in_place_is_reindexed(device):
+    """The CUDA op keeps a row index per user tensor; an in-place change of the
+    tensor (a new version) must not reuse the old one."""
+    case = make_case(400, 64, 4, 9, users="sorted").to(device)
+    user = case.user.clone()
+    torch.ops.lore.lowrank_bt(case.Z, user, case.weight, case.V, case.S, TAU)
+    user.copy_(user.flip(0))  # now descending: other users, other order
+    out = torch.ops.lore.lowrank_bt(case.Z, user, case.weight, case.V, case.S, TAU)
+    ref = lowrank_bt_reference(case.Z, user, case.weight, case.V, case.S, TAU)
+    assert_outputs_close(out, ref, rtol=2e-5)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_capture_and_replay(dtype):
+    """After one call on its inputs (which builds the row index) the op makes no
+    host sync and no allocation outside the graph pool: it captures, and replays
+    follow new values of V and S in place."""
+    case = make_case(3000, 384, 8, 40, dtype=dtype, users="shuffled").to("cuda")
+    V, S = case.V.clone(), case.S.clone()
+
+    def step():
+        return torch.ops.lore.lowrank_bt(case.Z, case.user, case.weight, V, S, TAU)
+
+    expected = step()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(out, expected, strict=True):
+        assert torch.equal(a, b)
+    V.mul_(0.5)
+    S.copy_(torch.softmax(torch.randn_like(S), dim=1))
+    graph.replay()
+    fresh = step()
+    for a, b in zip(out, fresh, strict=True):
+        assert torch.equal(a, b)
+    new_user = case.user.clone()
+    with pytest.raises(RuntimeError, match="before capturing"):  # noqa: SIM117
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            torch.ops.lore.lowrank_bt(case.Z, new_user, case.weight, V, S, TAU)

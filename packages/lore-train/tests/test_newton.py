@@ -178,4 +178,5 @@ def test_config_solver_field_and_presets():
     with pytest.raises(ValueError, match="fewshot_solver"):
         TrainConfig(fewshot_solver="lbfgs")
     with pytest.raises(ValueError, match="fewshot_prior_scale"):
-        TrainConfig(fewshot_prior_scale=0.0)
+        TrainConfig(fewshot_prior_scale=-1.0)
+    assert TrainConfig().fewshot_prior_scale == 1.0  # 0 would choose it by empirical Bayes

@@ -3,43 +3,58 @@
 //
 // Design (docs/architecture.md, "The op")
 // ------
-// The step is written with one reward head per user (rows are sorted by
-// user; the registration sorts them when they are not):
-//     H = S V^T                 [n, d]   a cuBLAS GEMM in the registration
-//     margin_m = z_m . h_u      g_m = dloss/dmargin (lowrank_bt_row.h)
-//     G_u = sum_m g_m z_m       [n, d]   this file: one read of Z from HBM
-//     dV = G^T S, dS = G V               two cuBLAS GEMMs in the registration
+// The step is written with one reward head per user; the rows are walked in
+// user order through the row index of lowrank_bt_index.h (unsorted input is
+// read through a permutation, never copied), and only the users present in
+// the call have heads and gradients (compact ids c = 0..users-1):
+//     H = S[present] V^T         [users, d]  a cuBLAS GEMM in the registration
+//     margin_m = z_m . h_c       g_m = dloss/dmargin (lowrank_bt_row.h)
+//     G_c = sum_m g_m z_m        [users, d]  this file: one read of Z from HBM
+//     dV = G^T S[present], dS[present] = G V   cuBLAS GEMMs in the registration
 // so Z is read from device memory once and used for ~4 flops per element
 // whatever K is; everything that grows with K is a GEMM over users (n << m).
 //
-// Row pass (bt_rows_kernel). A persistent grid of `blocks` thread blocks;
-// block b owns the contiguous rows [m*b/B, m*(b+1)/B) and walks them run by
-// run (a run: consecutive rows of one user, found by binary search). Per run
-// the block copies h_u into shared memory and zeroes G_u there; per tile of
-// kTileRows rows each thread takes 16-byte chunks of columns (or single
-// columns when rows are not 16-byte aligned), forms kTileRows partial dot
-// products, and the block reduces them in a fixed order (warp shuffles, then
-// warps in index order). One thread per row applies the per-row math; then
-// every thread adds g_r z_r into G_u for its own columns - no atomics, since
-// columns are partitioned between threads. The tile is read twice, the
-// second time from L2 (a tile is 8 rows: a few hundred KiB per wave of
-// blocks, far below the L2). At the end of a run G_u is written to G[u]
-// when the run lies inside the block (its user's only run) or, for the
-// first and last run of a block (which may continue in a neighbouring
-// block), to the block's two edge slots; add_edges then sums the slots into
-// G in block order. Everything is in a fixed order: bitwise deterministic.
+// Row pass (rows_kernel). The m positions (user order) are split evenly
+// between `workers`: a warp each when a row is at most 32 x 2 (16-bit Z) or
+// 32 x 4 (fp32) chunks of 16 bytes (d <= 512), else a block of 256 threads. A worker
+// walks its positions run by run (a run: one user's consecutive positions,
+// from `offsets`), with h_c and G_c in registers: each thread owns `Items`
+// 16-byte column chunks (a template parameter, so the arrays stay in
+// registers) of every row. Per tile of up to TileRows rows of the run the
+// thread issues all its loads at once - predicated, zero-filled past the
+// tile's rows or the row's end, streaming (evict-first) - into registers,
+// forms the tile's partial dot products from them, and the worker reduces
+// them in a fixed order (warp shuffles; for a block, then the 8 warps in
+// index order through a double-buffered shared array: one barrier a tile).
+// Lane r applies the per-row math to row r (weights are loaded with the
+// tile), the g values are broadcast by shuffles and G_c is accumulated from
+// the same registers: Z is read exactly once. When Z's rows are not 16-byte
+// aligned whole chunks (a storage offset, an odd d or row stride) the same
+// registers are filled element by element.
 //
-// Memory: H and G are n x d in the accumulation type besides Z (for 40 pairs
-// per user and bf16 Z, 0.1x the bytes of Z each).
+// At the end of a run G_c goes to G[c] when the user's rows all lie in the
+// worker, else to one of the worker's two edge slots (its first and last
+// run). merge_edges then writes G[c] = the sum of that user's slots in
+// worker order, in parallel over (slot, column) - no zeroing of G, no
+// atomics - and sum_tree adds the workers' loss partials in a fixed tree.
+// Everything is in a fixed order: for a given grid (which depends on the
+// device's SM count and occupancy, and on m) the outputs are bitwise
+// reproducible.
 //
-// Projection (project_kernel): P = Z V for the few-shot path, unchanged from
-// the per-row design: 8-row tiles staged in shared memory with streaming
-// loads, kChunk columns of V at a time, fixed-order warp reduce-scatter.
+// Memory: H and G are users x d in the accumulation type (for 40 pairs per
+// user and bf16 Z, 0.1x the bytes of Z each), plus 2 x workers edge slots.
+//
+// Projection (project_kernel): P = Z V for the few-shot path: 8-row tiles
+// staged in shared memory with streaming loads, kChunk columns of V at a
+// time, fixed-order warp reduce-scatter.
 //
 // No torch headers: the registration is in lowrank_bt_cuda.cpp.
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "../lowrank_bt_row.h"
@@ -56,8 +71,16 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTileRows = 8;
-constexpr int kChunk = 8;  // project: kTileRows * kChunk = 64 = two entries per lane
+constexpr int kTileRows = 8;     // project: rows per tile; rows: the most rows in flight
+constexpr int kChunk = 8;        // project: kTileRows * kChunk = 64 = two entries per lane
+// rows: 16-byte chunks of Z per thread per tile (32 registers in flight); with
+// h_c and G_c in registers this keeps every row kernel at <= 128 registers, so
+// two blocks (16 warps) share an SM (nvcc -Xptxas -v: no spills in the paths
+// used for d = 384 and 4096).
+constexpr int kTileChunks = 8;
+constexpr int kMinBlocks = 2;
+constexpr int kMaxItems = 16;    // rows: chunks per thread and row, at most
+constexpr int kMinRowsPerWorker = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // Storage tags of 16-bit Z (torch-free: only the bits are needed).
@@ -71,7 +94,16 @@ struct Half {
 __device__ __forceinline__ float load_z(const float* p) { return *p; }
 __device__ __forceinline__ double load_z(const double* p) { return *p; }
 __device__ __forceinline__ float load_z(const Bf16* p) { return bf16_to_float(p->bits); }
-__device__ __forceinline__ float load_z(const Half* p) { return half_to_float(p->bits); }
+__device__ __forceinline__ float half_bits_to_float(uint16_t bits) {
+#if defined(__CUDA_ARCH__)
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(bits));  // one instruction, exact
+  return f;
+#else
+  return half_to_float(bits);
+#endif
+}
+__device__ __forceinline__ float load_z(const Half* p) { return half_bits_to_float(p->bits); }
 
 __host__ __device__ constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
@@ -79,116 +111,90 @@ __host__ __device__ constexpr size_t round_up(size_t x, size_t a) { return (x + 
 template <typename ZT>
 constexpr int kVec = int(16 / sizeof(ZT));
 
-// The kVec elements of a 16-byte chunk of Z, widened to T.
-template <typename T, typename ZT>
-__device__ __forceinline__ void load_chunk(const ZT* p, T (&out)[kVec<ZT>]) {
-  union {
-    uint4 raw;
-    ZT e[kVec<ZT>];
-  } u;
-  u.raw = *reinterpret_cast<const uint4*>(p);
-#pragma unroll
-  for (int i = 0; i < kVec<ZT>; ++i) out[i] = T(load_z(&u.e[i]));
-}
-
 // -- the per-user-head row pass -------------------------------------------------
 
 template <typename T, typename ZT>
 struct RowsArgs {
   const ZT* z;
   int64_t ldz;
-  const int64_t* user;  // [m], sorted
-  const T* weight;      // [m]
-  const T* heads;       // H [n, d]
+  const int64_t* perm;     // [m] or null
+  const int64_t* offsets;  // [users + 1]
+  int64_t users;
+  const T* weight;  // [m], caller order
+  const T* heads;   // [users, d]
   int64_t m, d;
   T tau;
   T noise;
-  bool vec16;           // rows are 16-byte aligned whole chunks
-  T* margin;            // [m]
-  T* g;                 // G [n, d] (lowrank_bt), zeroed by the caller
-  T* edges;             // [2 * blocks, d] G of each block's first and last run
-  int64_t* edge_user;   // [2 * blocks], -1 where unused
-  T* loss_part;         // [blocks]
+  bool vec16;          // rows are 16-byte aligned whole chunks
+  T* margin;           // [m], caller order
+  T* g;                // [users, d]
+  T* edges;            // [2 * workers, d]
+  int64_t* edge_user;  // [2 * workers] compact id, -1 where unused
+  T* loss_part;        // [workers]
 };
 
-// Shared memory of bt_rows_kernel, in elements of T.
-__host__ __device__ inline size_t rows_smem_bytes(int64_t d, size_t tb) {
-  return (2 * size_t(d) + kWarps * kTileRows + 2 * kTileRows) * tb;
+// A 16-byte chunk of Z as raw bits, and its elements widened to T.
+union Chunk {
+  uint4 raw;
+  uint16_t h[8];
+  float f[4];
+  double f64[2];
+};
+
+// Element i of a chunk of bf16, widened. On the GPU a volatile shift or mask
+// that the compiler re-issues at each use instead of keeping the widened
+// values of a whole tile live: the warp path of d = 384 spilled without it
+// (the block path spills with it, so it is the warp path's only).
+__device__ __forceinline__ float bf16_bits_to_float(const Chunk& c, int i) {
+#if defined(__CUDA_ARCH__)
+  const unsigned w = i / 2 == 0 ? c.raw.x : i / 2 == 1 ? c.raw.y : i / 2 == 2 ? c.raw.z : c.raw.w;
+  unsigned bits;
+  if (i % 2 == 0)
+    asm volatile("shl.b32 %0, %1, 16;" : "=r"(bits) : "r"(w));
+  else
+    asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(bits) : "r"(w));
+  return __uint_as_float(bits);
+#else
+  return bf16_to_float(c.h[i]);
+#endif
 }
 
-// First row in [lo, hi) whose user is not u (rows are sorted by user).
-__device__ __forceinline__ int64_t run_end(const int64_t* user, int64_t lo, int64_t hi,
-                                           int64_t u) {
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (user[mid] == u)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+template <typename T, typename ZT, bool kRewiden = false>
+__device__ __forceinline__ T chunk_elem(const Chunk& c, int i) {
+  if constexpr (std::is_same_v<ZT, float>)
+    return T(c.f[i]);
+  else if constexpr (std::is_same_v<ZT, double>)
+    return T(c.f64[i]);
+  else if constexpr (std::is_same_v<ZT, Bf16>)
+    return kRewiden ? T(bf16_bits_to_float(c, i)) : T(bf16_to_float(c.h[i]));
+  else
+    return T(half_bits_to_float(c.h[i]));
 }
 
-// acc[r] += z_r . h over this thread's columns, for the tile's nrows rows.
-template <typename T, typename ZT>
-__device__ __forceinline__ void tile_dots(const RowsArgs<T, ZT>& a, int64_t row0, int nrows,
-                                          const T* h_s, T (&acc)[kTileRows]) {
-  if (a.vec16) {
-    constexpr int V = kVec<ZT>;
-    for (int64_t c = threadIdx.x; c * V < a.d; c += kThreads) {
-      T hv[V];
+// Chunk `item` of a row: one 16-byte streaming load when rows are aligned
+// whole chunks, else element by element; zeros past the row's end.
+template <typename ZT>
+__device__ __forceinline__ Chunk load_item(const ZT* row, int64_t item, int64_t d, bool vec16) {
+  constexpr int V = kVec<ZT>;
+  Chunk c;
+  c.raw = make_uint4(0u, 0u, 0u, 0u);
+  if (vec16) {
+    c.raw = __ldcs(reinterpret_cast<const uint4*>(row) + item);
+  } else {
 #pragma unroll
-      for (int i = 0; i < V; ++i) hv[i] = h_s[c * V + i];
-#pragma unroll
-      for (int r = 0; r < kTileRows; ++r) {
-        if (r >= nrows) break;
-        T zv[V];
-        load_chunk<T, ZT>(a.z + (row0 + r) * a.ldz + c * V, zv);
-#pragma unroll
-        for (int i = 0; i < V; ++i) acc[r] += zv[i] * hv[i];
+    for (int i = 0; i < V; ++i) {
+      const int64_t j = item * V + i;
+      if (j < d) {
+        if constexpr (std::is_same_v<ZT, float>)
+          c.f[i] = __ldcs(row + j);
+        else if constexpr (std::is_same_v<ZT, double>)
+          c.f64[i] = __ldcs(row + j);
+        else
+          c.h[i] = __ldcs(reinterpret_cast<const unsigned short*>(row) + j);
       }
     }
-  } else {
-    for (int64_t j = threadIdx.x; j < a.d; j += kThreads) {
-      const T hj = h_s[j];
-#pragma unroll
-      for (int r = 0; r < kTileRows; ++r)
-        if (r < nrows) acc[r] += T(load_z(a.z + (row0 + r) * a.ldz + j)) * hj;
-    }
   }
-}
-
-// G_u += sum_r g_r z_r over this thread's columns (the same columns as tile_dots).
-template <typename T, typename ZT>
-__device__ __forceinline__ void tile_axpy(const RowsArgs<T, ZT>& a, int64_t row0, int nrows,
-                                          const T* g_rows, T* gu_s) {
-  if (a.vec16) {
-    constexpr int V = kVec<ZT>;
-    for (int64_t c = threadIdx.x; c * V < a.d; c += kThreads) {
-      T acc[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[i] = gu_s[c * V + i];
-#pragma unroll
-      for (int r = 0; r < kTileRows; ++r) {
-        if (r >= nrows) break;
-        T zv[V];
-        load_chunk<T, ZT>(a.z + (row0 + r) * a.ldz + c * V, zv);
-        const T gr = g_rows[r];
-#pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] += gr * zv[i];
-      }
-#pragma unroll
-      for (int i = 0; i < V; ++i) gu_s[c * V + i] = acc[i];
-    }
-  } else {
-    for (int64_t j = threadIdx.x; j < a.d; j += kThreads) {
-      T acc = gu_s[j];
-#pragma unroll
-      for (int r = 0; r < kTileRows; ++r)
-        if (r < nrows) acc += g_rows[r] * T(load_z(a.z + (row0 + r) * a.ldz + j));
-      gu_s[j] = acc;
-    }
-  }
+  return c;
 }
 
 template <typename T>
@@ -198,108 +204,209 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
-template <typename T, typename ZT, bool kGrad>
-__global__ void __launch_bounds__(kThreads) bt_rows_kernel(const RowsArgs<T, ZT> a) {
+// Compact user whose positions contain `pos`: the last c with offsets[c] <= pos.
+__device__ __forceinline__ int64_t user_at(const int64_t* offsets, int64_t users, int64_t pos) {
+  int64_t lo = 0, hi = users;  // offsets[lo] <= pos < offsets[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (offsets[mid] <= pos)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// Width: threads per worker (32: a warp, kThreads: the block). Items: 16-byte
+// chunks per thread and row. TileRows: rows whose loads are in flight at once.
+template <typename T, typename ZT, int Width, int Items, int TileRows, bool kGrad>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) rows_kernel(const RowsArgs<T, ZT> a) {
+  constexpr int V = kVec<ZT>;
+  constexpr bool kBlock = Width == kThreads;
   LORE_DYNAMIC_SMEM(smem);
-  T* h_s = reinterpret_cast<T*>(smem);  // [d] h_u
-  T* gu_s = h_s + a.d;                  // [d] G_u
-  T* red_s = gu_s + a.d;                // [kWarps, kTileRows]
-  T* g_rows = red_s + kWarps * kTileRows;
-  T* loss_rows = g_rows + kTileRows;
+  T* red_s = reinterpret_cast<T*>(smem);  // [2][kWarps][TileRows], block workers only
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t d = a.d, b = blockIdx.x;
-  const int64_t r0 = a.m * b / gridDim.x, r1 = a.m * (b + 1) / gridDim.x;
-  T block_loss = T(0);  // thread 0
-  if (kGrad && tid < 2) a.edge_user[2 * b + tid] = -1;
+  const int col = kBlock ? tid : lane;  // this thread's index in its worker
+  constexpr int kPerBlock = kThreads / Width;
+  const int64_t workers = int64_t(gridDim.x) * kPerBlock;
+  const int64_t w = int64_t(blockIdx.x) * kPerBlock + (kBlock ? 0 : warp);
+  const int64_t r0 = a.m * w / workers, r1 = a.m * (w + 1) / workers;
+  const int64_t d = a.d, items = (d + V - 1) / V;
+  const bool writer = kBlock ? warp == 0 : true;  // writes margins and sums the loss
+  // Slot s of this worker is written (-1 now, the user later) by thread s only.
+  if (kGrad && col < 2) a.edge_user[2 * w + col] = -1;
+  T loss = T(0);  // of the rows this lane applied the row math to
+  int buf = 0;
 
-  for (int64_t row = r0; row < r1;) {
-    const int64_t u = a.user[row];
-    const int64_t end = run_end(a.user, row + 1, r1, u);
-    for (int64_t j = tid; j < d; j += kThreads) {
-      h_s[j] = a.heads[u * d + j];
-      if (kGrad) gu_s[j] = T(0);
-    }
-    __syncthreads();
-
-    for (int64_t t = row; t < end; t += kTileRows) {
-      const int nrows = end - t < kTileRows ? int(end - t) : kTileRows;
-      T acc[kTileRows];
+  int64_t c = r0 < r1 ? user_at(a.offsets, a.users, r0) : 0;
+  for (int64_t row = r0; row < r1; ++c) {
+    const int64_t ubeg = a.offsets[c], uend = a.offsets[c + 1];
+    const int64_t end = uend < r1 ? uend : r1;
+    T h[Items][V], gacc[Items][V];
 #pragma unroll
-      for (int r = 0; r < kTileRows; ++r) acc[r] = T(0);
-      tile_dots(a, t, nrows, h_s, acc);
+    for (int i = 0; i < Items; ++i) {
+      const int64_t item = col + int64_t(i) * Width;
 #pragma unroll
-      for (int r = 0; r < kTileRows; ++r) {
-        const T s = warp_sum(acc[r]);
-        if (lane == 0) red_s[warp * kTileRows + r] = s;
+      for (int e = 0; e < V; ++e) {
+        const int64_t j = item * V + e;
+        h[i][e] = item < items && j < d ? a.heads[c * d + j] : T(0);
+        gacc[i][e] = T(0);
       }
-      __syncthreads();
-      if (tid < nrows) {
-        T mrg = T(0);
-        for (int w = 0; w < kWarps; ++w) mrg += red_s[w * kTileRows + tid];
-        a.margin[t + tid] = mrg;
-        if (kGrad) {
-          const RowTerms<T> terms = row_terms<T>(mrg, a.weight[t + tid], a.tau, a.noise);
-          g_rows[tid] = terms.g;
-          loss_rows[tid] = terms.loss;
+    }
+
+    for (int64_t t = row; t < end; t += TileRows) {
+      const int nrows = end - t < TileRows ? int(end - t) : TileRows;
+      // The tile's loads, all issued before any is used.
+      T wt = T(0);
+      int64_t mine = -1;  // caller's row of tile row `lane`
+      if (lane < nrows) {
+        mine = a.perm ? a.perm[t + lane] : t + lane;
+        if (kGrad) wt = a.weight[mine];
+      }
+      Chunk zc[TileRows][Items];
+#pragma unroll
+      for (int r = 0; r < TileRows; ++r) {
+        const int64_t src = r < nrows ? (a.perm ? a.perm[t + r] : t + r) : 0;
+        const ZT* zrow = a.z + src * a.ldz;
+#pragma unroll
+        for (int i = 0; i < Items; ++i) {
+          const int64_t item = col + int64_t(i) * Width;
+          if (r < nrows && item < items)
+            zc[r][i] = load_item(zrow, item, d, a.vec16);
+          else
+            zc[r][i].raw = make_uint4(0u, 0u, 0u, 0u);
         }
       }
-      __syncthreads();
-      if (kGrad) {
-        if (tid == 0)
-          for (int r = 0; r < nrows; ++r) block_loss += loss_rows[r];
-        tile_axpy(a, t, nrows, g_rows, gu_s);
+      T acc[TileRows];
+#pragma unroll
+      for (int r = 0; r < TileRows; ++r) {
+        acc[r] = T(0);
+#pragma unroll
+        for (int i = 0; i < Items; ++i)
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[r] += chunk_elem<T, ZT, !kBlock>(zc[r][i], e) * h[i][e];
       }
-      __syncthreads();  // red_s, g_rows and (at the run's end) h_s are reused
+#pragma unroll
+      for (int r = 0; r < TileRows; ++r) acc[r] = warp_sum(acc[r]);
+      if constexpr (kBlock) {
+        T* red = red_s + buf * kWarps * TileRows;
+        if (lane == 0)
+#pragma unroll
+          for (int r = 0; r < TileRows; ++r) red[warp * TileRows + r] = acc[r];
+        __syncthreads();  // the next tile writes the other buffer: one barrier a tile
+#pragma unroll
+        for (int r = 0; r < TileRows; ++r) {
+          T s = T(0);
+          for (int v = 0; v < kWarps; ++v) s += red[v * TileRows + r];
+          acc[r] = s;
+        }
+        buf ^= 1;
+      }
+      // Lane r owns row r of the tile.
+      T mrg = acc[0];
+#pragma unroll
+      for (int r = 1; r < TileRows; ++r)
+        if (lane == r) mrg = acc[r];
+      T gr = T(0);
+      if (lane < nrows) {
+        if (writer) a.margin[mine] = mrg;
+        if (kGrad) {
+          const RowTerms<T> terms = row_terms<T>(mrg, wt, a.tau, a.noise);
+          gr = terms.g;
+          loss += terms.loss;
+        }
+      }
+      if (kGrad) {
+#pragma unroll
+        for (int r = 0; r < TileRows; ++r) {
+          const T g = __shfl_sync(kFullMask, gr, r);
+#pragma unroll
+          for (int i = 0; i < Items; ++i)
+#pragma unroll
+            for (int e = 0; e < V; ++e) gacc[i][e] += g * chunk_elem<T, ZT, !kBlock>(zc[r][i], e);
+        }
+      }
     }
 
     if (kGrad) {
-      // A run inside the block is its user's only run: G[u] is ours alone.
-      // The first and last runs may continue next door: edge slots.
-      const int side = row == r0 ? 0 : (end == r1 ? 1 : -1);
-      T* dst = side < 0 ? a.g + u * d : a.edges + (2 * b + side) * d;
-      for (int64_t j = tid; j < d; j += kThreads) dst[j] = gu_s[j];
-      if (side >= 0 && tid == 0) a.edge_user[2 * b + side] = u;
-      __syncthreads();
+      // A user whose rows all lie in this worker is ours alone: G[c] directly.
+      // Otherwise this is the worker's first or last run: an edge slot.
+      const bool whole = ubeg >= r0 && uend <= r1;
+      const int side = row == r0 ? 0 : 1;
+      T* dst = whole ? a.g + c * d : a.edges + (2 * w + side) * d;
+#pragma unroll
+      for (int i = 0; i < Items; ++i) {
+        const int64_t item = col + int64_t(i) * Width;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const int64_t j = item * V + e;
+          if (item < items && j < d) dst[j] = gacc[i][e];
+        }
+      }
+      if (!whole && col == side) a.edge_user[2 * w + side] = c;
     }
     row = end;
   }
-  if (kGrad && tid == 0) a.loss_part[b] = block_loss;
+  if (kGrad && writer) {
+    const T s = warp_sum(loss);
+    if (lane == 0) a.loss_part[w] = s;
+  }
 }
 
 template <typename T>
 struct EdgeArgs {
   const T* edges;
   const int64_t* edge_user;
-  int64_t count, d;
+  int64_t slots, d;
   T* g;
 };
 
-// G[user(e)] += edges[e] for the edge slots in block order (a user cut by
-// block boundaries sums its parts in a fixed order). One thread per column.
+// G[c] = the sum of user c's edge slots in worker order, for the users cut by
+// worker boundaries: block (x, y) does columns x * blockDim.x.. of the user
+// whose first slot is y. Parallel over users and columns, fixed order.
 template <typename T>
-__global__ void add_edges(const EdgeArgs<T> a) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < a.d; j += stride)
-    for (int64_t e = 0; e < a.count; ++e) {
-      const int64_t u = a.edge_user[e];
-      if (u >= 0) a.g[u * a.d + j] += a.edges[e * a.d + j];
-    }
+__global__ void merge_edges(const EdgeArgs<T> a) {
+  const int64_t e = blockIdx.y;
+  const int64_t u = a.edge_user[e];
+  if (u < 0) return;
+  int64_t p = e - 1;
+  while (p >= 0 && a.edge_user[p] < 0) --p;
+  if (p >= 0 && a.edge_user[p] == u) return;  // not the user's first slot
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= a.d) return;
+  T sum = T(0);
+  for (int64_t q = e; q < a.slots; ++q) {
+    const int64_t uq = a.edge_user[q];
+    if (uq < 0) continue;
+    if (uq != u) break;
+    sum += a.edges[q * a.d + j];
+  }
+  a.g[u * a.d + j] = sum;
 }
 
 template <typename T>
 struct SumArgs {
   const T* part;
-  int count;
+  int64_t count;
   T* out;
 };
 
-// out = sum of part[0..count) in index order (the loss of the blocks).
+// out = the sum of part[0..count): each thread adds a strided share in index
+// order, then a fixed tree over the block's threads (one block of kThreads).
 template <typename T>
-__global__ void sum_in_order(const SumArgs<T> a) {
-  if (threadIdx.x != 0) return;
-  T sum = T(0);
-  for (int i = 0; i < a.count; ++i) sum += a.part[i];
-  *a.out = sum;
+__global__ void __launch_bounds__(kThreads) sum_tree(const SumArgs<T> a) {
+  LORE_DYNAMIC_SMEM(smem);
+  T* s = reinterpret_cast<T*>(smem);
+  const int tid = threadIdx.x;
+  T v = T(0);
+  for (int64_t i = tid; i < a.count; i += kThreads) v += a.part[i];
+  s[tid] = v;
+  __syncthreads();
+  for (int o = kThreads / 2; o > 0; o /= 2) {
+    if (tid < o) s[tid] += s[tid + o];
+    __syncthreads();
+  }
+  if (tid == 0) *a.out = s[0];
 }
 
 // -- the projection P = Z V ----------------------------------------------------
@@ -441,7 +548,7 @@ __global__ void __launch_bounds__(kThreads) project_kernel(const ProjectArgs<T, 
   } while (0)
 
 template <typename Arg>
-cudaError_t launch_kernel(void (*kernel)(Arg), int grid, size_t smem, cudaStream_t stream,
+cudaError_t launch_kernel(void (*kernel)(Arg), dim3 grid, size_t smem, cudaStream_t stream,
                           const Arg& arg) {
 #ifdef LORE_CUDA_EMULATION
   (void)stream;
@@ -452,19 +559,48 @@ cudaError_t launch_kernel(void (*kernel)(Arg), int grid, size_t smem, cudaStream
 #endif
 }
 
-// Blocks that fit on the device at once with `smem` bytes each, for `kernel`.
-template <typename Kernel>
-cudaError_t resident_blocks(Kernel kernel, size_t smem, int* blocks) {
-  int dev = 0, sms = 0, optin = 0, per_sm = 0;
+// Blocks of a kernel that fit on the device at once: SMs x blocks per SM,
+// queried once per (device, kernel, shared memory) and cached, so a call
+// makes no occupancy query or attribute change after the first.
+struct Occupancy {
+  int sms, per_sm;
+};
+using OccupancyKey = std::tuple<int, const void*, size_t>;
+
+std::mutex& occupancy_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<OccupancyKey, Occupancy>& occupancy_cache() {
+  static std::map<OccupancyKey, Occupancy> cache;
+  return cache;
+}
+
+template <typename Arg>
+cudaError_t resident_blocks(void (*kernel)(Arg), size_t smem, int* blocks) {
+  int dev = 0;
   LORE_CUDA_TRY(cudaGetDevice(&dev));
+  const OccupancyKey key{dev, reinterpret_cast<const void*>(kernel), smem};
+  {
+    const std::lock_guard<std::mutex> lock(occupancy_mutex());
+    const auto it = occupancy_cache().find(key);
+    if (it != occupancy_cache().end()) {
+      *blocks = it->second.sms * it->second.per_sm;
+      return cudaSuccess;
+    }
+  }
+  int sms = 0, optin = 0, per_sm = 0;
   LORE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   LORE_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (smem > size_t(optin)) return cudaErrorInvalidValue;  // d too large for shared memory
-  LORE_CUDA_TRY(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  if (smem > 48 * 1024)
+    LORE_CUDA_TRY(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   LORE_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   if (per_sm < 1) return cudaErrorInvalidConfiguration;
-  *blocks = per_sm * sms;
+  const std::lock_guard<std::mutex> lock(occupancy_mutex());
+  occupancy_cache()[key] = Occupancy{sms, per_sm};
+  *blocks = sms * per_sm;
   return cudaSuccess;
 }
 
@@ -489,24 +625,84 @@ cudaError_t with_ztype(ZType t, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+// The row kernel for a row of `items` 16-byte chunks: a warp per worker while
+// a row fits 32 lanes x kWarpItems chunks, else a block; chunks per thread
+// rounded up to a power of two (h_c and G_c take 2 x Items x V registers,
+// kept <= 64); as many rows in flight as fit kTileChunks chunks per thread.
+template <typename T, typename ZT, bool kGrad>
+struct RowsKernel {
+  using Fn = void (*)(RowsArgs<T, ZT>);
+  static constexpr int V = kVec<ZT>;
+  // h_c and G_c hold 2 x Items x V values: at most 64 words (fp64: 8 chunks).
+  static constexpr int kMaxPerThread =
+      std::is_same_v<T, double> ? 8 : (32 / V < kMaxItems ? 32 / V : kMaxItems);
+  static constexpr int kWarpItems = V >= 8 ? 2 : 4;  // more would spill (ptxas -v)
+  Fn fn = nullptr;
+  bool warp = false;
+  int items = 0, tile_rows = 0;
+
+  template <int Width, int N>
+  void use() {
+    constexpr int tr = kTileChunks / N < 1 ? 1 : (kTileChunks / N < kTileRows ? kTileChunks / N : kTileRows);
+    fn = rows_kernel<T, ZT, Width, N, tr, kGrad>;
+    warp = Width == 32;
+    items = N;
+    tile_rows = tr;
+  }
+
+  template <int Width, int N>
+  bool try_items(int64_t row_items) {
+    if constexpr (N <= kMaxPerThread && (Width != 32 || N <= kWarpItems)) {
+      if (row_items <= int64_t(Width) * N) {
+        use<Width, N>();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  explicit RowsKernel(int64_t row_items) {
+    if (row_items <= 32 * kWarpItems) {
+      try_items<32, 1>(row_items) || try_items<32, 2>(row_items) ||
+          try_items<32, 4>(row_items) || try_items<32, 8>(row_items);
+    } else {
+      try_items<kThreads, 1>(row_items) || try_items<kThreads, 2>(row_items) ||
+          try_items<kThreads, 4>(row_items) ||
+          try_items<kThreads, 8>(row_items) || try_items<kThreads, 16>(row_items);
+    }
+  }
+};
+
 template <typename T, typename ZT, bool kGrad>
 cudaError_t plan_rows(const RowsCall<T>& c, Plan* plan) {
-  plan->smem_bytes = rows_smem_bytes(c.d, sizeof(T));
-  int blocks = 0;
-  LORE_CUDA_TRY(resident_blocks(bt_rows_kernel<T, ZT, kGrad>, plan->smem_bytes, &blocks));
-  // At least ~32 rows a block: fewer only add edge slots to reduce.
-  const int64_t by_rows = (c.m + 31) / 32;
-  int64_t b = blocks < by_rows ? blocks : by_rows;
+  const RowsKernel<T, ZT, kGrad> k((c.d + kVec<ZT> - 1) / kVec<ZT>);
+  if (k.fn == nullptr) return cudaErrorInvalidValue;  // d beyond the register tiles
+  plan->warp_tiles = k.warp;
+  plan->items = k.items;
+  plan->tile_rows = k.tile_rows;
+  plan->smem_bytes = k.warp ? 0 : 2 * kWarps * size_t(k.tile_rows) * sizeof(T);
+  int resident = 0;
+  LORE_CUDA_TRY(resident_blocks(k.fn, plan->smem_bytes, &resident));
+  // At least kMinRowsPerWorker rows a worker: fewer only add edge slots.
+  const int64_t per_block = k.warp ? kWarps : 1;
+  const int64_t by_rows = (c.m + kMinRowsPerWorker * per_block - 1) / (kMinRowsPerWorker * per_block);
+  const int64_t b = resident < by_rows ? resident : by_rows;
   plan->blocks = int(b < 1 ? 1 : b);
+  plan->workers = plan->blocks * per_block;
   plan->workspace_bytes =
-      kGrad ? round_up(size_t(2 * plan->blocks) * c.d * sizeof(T), 256) +
-                  round_up(size_t(2 * plan->blocks) * sizeof(int64_t), 256) +
-                  size_t(plan->blocks) * sizeof(T)
+      kGrad ? round_up(size_t(2 * plan->workers) * c.d * sizeof(T), 256) +
+                  round_up(size_t(2 * plan->workers) * sizeof(int64_t), 256) +
+                  size_t(plan->workers) * sizeof(T)
             : 0;
   return cudaSuccess;
 }
 
 }  // namespace
+
+void clear_plan_cache() {
+  const std::lock_guard<std::mutex> lock(occupancy_mutex());
+  occupancy_cache().clear();
+}
 
 template <typename T>
 cudaError_t plan_rows(const RowsCall<T>& c, Plan* plan) {
@@ -524,7 +720,9 @@ cudaError_t launch_rows(const RowsCall<T>& c, const Plan& plan, void* workspace,
     RowsArgs<T, ZT> ra{};
     ra.z = static_cast<const ZT*>(c.z.data);
     ra.ldz = c.z.ldz;
-    ra.user = c.user;
+    ra.perm = c.perm;
+    ra.offsets = c.offsets;
+    ra.users = c.users;
     ra.weight = c.weight;
     ra.heads = c.heads;
     ra.m = c.m;
@@ -533,23 +731,29 @@ cudaError_t launch_rows(const RowsCall<T>& c, const Plan& plan, void* workspace,
     ra.noise = c.noise;
     ra.vec16 = rows_are_vec16<ZT>(c.z, c.d);
     ra.margin = c.margin;
-    if (!c.grad)
-      return launch_kernel(bt_rows_kernel<T, ZT, false>, plan.blocks, plan.smem_bytes, stream,
-                           ra);
+    const int64_t row_items = (c.d + kVec<ZT> - 1) / kVec<ZT>;
+    if (!c.grad) {
+      const RowsKernel<T, ZT, false> k(row_items);
+      if (k.fn == nullptr) return cudaErrorInvalidValue;
+      return launch_kernel(k.fn, dim3(unsigned(plan.blocks)), plan.smem_bytes, stream, ra);
+    }
+    const RowsKernel<T, ZT, true> k(row_items);
+    if (k.fn == nullptr) return cudaErrorInvalidValue;
     unsigned char* ws = static_cast<unsigned char*>(workspace);
-    const size_t edge_bytes = round_up(size_t(2 * plan.blocks) * c.d * sizeof(T), 256);
-    const size_t user_bytes = round_up(size_t(2 * plan.blocks) * sizeof(int64_t), 256);
+    const int64_t slots = 2 * plan.workers;
+    const size_t edge_bytes = round_up(size_t(slots) * c.d * sizeof(T), 256);
+    const size_t user_bytes = round_up(size_t(slots) * sizeof(int64_t), 256);
     ra.g = c.g;
     ra.edges = reinterpret_cast<T*>(ws);
     ra.edge_user = reinterpret_cast<int64_t*>(ws + edge_bytes);
     ra.loss_part = reinterpret_cast<T*>(ws + edge_bytes + user_bytes);
-    LORE_CUDA_TRY(
-        launch_kernel(bt_rows_kernel<T, ZT, true>, plan.blocks, plan.smem_bytes, stream, ra));
-    const EdgeArgs<T> ea{ra.edges, ra.edge_user, 2 * int64_t(plan.blocks), c.d, c.g};
-    const int64_t want = (c.d + kThreads - 1) / kThreads;
-    LORE_CUDA_TRY(launch_kernel(add_edges<T>, int(want < 1 ? 1 : want), 0, stream, ea));
-    const SumArgs<T> sa{ra.loss_part, plan.blocks, c.loss};
-    return launch_kernel(sum_in_order<T>, 1, 0, stream, sa);
+    LORE_CUDA_TRY(launch_kernel(k.fn, dim3(unsigned(plan.blocks)), plan.smem_bytes, stream, ra));
+    const EdgeArgs<T> ea{ra.edges, ra.edge_user, slots, c.d, c.g};
+    const int64_t column_blocks = (c.d + kThreads - 1) / kThreads;
+    const dim3 merge_grid(unsigned(column_blocks < 1 ? 1 : column_blocks), unsigned(slots));
+    LORE_CUDA_TRY(launch_kernel(merge_edges<T>, merge_grid, 0, stream, ea));
+    const SumArgs<T> sa{ra.loss_part, plan.workers, c.loss};
+    return launch_kernel(sum_tree<T>, dim3(1), kThreads * sizeof(T), stream, sa);
   });
 }
 
@@ -577,7 +781,7 @@ cudaError_t launch_project(ZView z, const T* vt, int64_t m, int64_t d, int64_t k
     int blocks = 0;
     LORE_CUDA_TRY(resident_blocks(project_kernel<T, ZT>, smem, &blocks));
     const int64_t b = blocks < pa.tiles ? blocks : pa.tiles;
-    return launch_kernel(project_kernel<T, ZT>, int(b < 1 ? 1 : b), smem, stream, pa);
+    return launch_kernel(project_kernel<T, ZT>, dim3(unsigned(b < 1 ? 1 : b)), smem, stream, pa);
   });
 }
 

@@ -106,9 +106,9 @@ class TrainConfig:
     fewshot_solver: FewshotSolver = field(default="newton", metadata={
         "help": "new users' weights: the exact MAP by a damped Newton method (newton) or "
         "--fewshot-steps Adam steps as in the reference (adam; the only one with --early-stopping)"})
-    fewshot_prior_scale: float | None = field(default=None, metadata={
-        "help": "scale c on the population prior's concentration (None: chosen by empirical "
-        "Bayes on the seen users' held-out pairs)"})
+    fewshot_prior_scale: float = field(default=1.0, metadata={
+        "help": "scale c on the population prior's concentration; 0: chosen by empirical Bayes "
+        "on the new users' held-out pairs (lore_train.prior_scale)"})
     seed: int = field(default=0, metadata={"help": "seeds every initialization"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
     log_every: int = field(default=10, metadata={"help": "record the loss every this many steps"})
@@ -166,8 +166,9 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
                                  f"got {getattr(self, name)!r}")
-        if self.fewshot_prior_scale is not None and self.fewshot_prior_scale <= 0:
-            raise ValueError(f"fewshot_prior_scale must be > 0, got {self.fewshot_prior_scale}")
+        if self.fewshot_prior_scale < 0:
+            raise ValueError(f"fewshot_prior_scale must be >= 0 (0: chosen by empirical Bayes), "
+                             f"got {self.fewshot_prior_scale}")
         if self.lr_w is not None and self.lr_w <= 0:
             raise ValueError(f"lr_w must be > 0, got {self.lr_w}")
         if not 0.0 < self.val_fraction < 1.0:

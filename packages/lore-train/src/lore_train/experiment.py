@@ -124,7 +124,8 @@ def cell_entry(run: SweepRun) -> dict[str, Any]:
     entry["final_loss"] = run.history.loss[-1] if run.history and run.history.loss else None
     if run.history and run.history.early_stopping:  # the chosen step and curves
         entry["early_stopping"] = run.history.early_stopping
-    for key in ("fewshot_early_stopping", "anchor", "prior_scale", "prior_scale_choice"):
+    for key in ("fewshot_early_stopping", "anchor", "prior_scale", "prior_mean_weight",
+                "prior_scale_choice"):
         if key in run.model.meta:
             entry[key] = run.model.meta[key]
     return entry

@@ -173,8 +173,8 @@ def personalize(
 ) -> PersonalRewardModel:
     """``model`` plus ``pairs``' users, fitted few-shot on the frozen basis
     (``first_user``/``total_users``: see `fit_few_shot`; ``population``: see
-    `fewshot_settings`). With the population prior and no
-    ``config.fewshot_prior_scale``, the prior's scale is chosen by empirical
+    `fewshot_settings`). With the population prior and
+    ``config.fewshot_prior_scale`` 0, the prior's scale is chosen by empirical
     Bayes on ``pairs`` (or, with too few users, ``seen_pairs``, the seen users'
     training pairs: `lore_train.prior_scale.choose_for_new_users`) and kept
     in ``meta["prior_scale"]`` (not across processes: there c = 1). All users are one batched fit (one Newton solve with
@@ -182,10 +182,11 @@ def personalize(
     their own best Adam step (`lore_train.stopping.personalize_early_stopped`;
     the Newton solver has no steps to stop early, so early stopping uses Adam)."""
     if (population is None and not first_user and total_users is None
-            and config.fewshot_prior == "population" and config.fewshot_prior_scale is None
+            and config.fewshot_prior == "population" and config.fewshot_prior_scale == 0
             and model.kept_rank > 1):
         choice = choose_for_new_users(model, pairs, seen_pairs, seed=config.seed)
         model.meta["prior_scale"] = choice["scale"]
+        model.meta["prior_mean_weight"] = choice["mean_weight"]
         model.meta["prior_scale_choice"] = choice
     if config.early_stopping:
         if first_user or total_users is not None:

@@ -34,6 +34,7 @@ from .elicitation import greedy_information_gain
 from .export import write_reward_head
 from .fewshot import fit_few_shot, single_user_pairs
 from .newton import newton_map
+from .prior_scale import adjust as adjust_prior
 
 
 class UnknownUserError(KeyError):
@@ -174,15 +175,16 @@ class PersonalRewardModel(nn.Module):
     @property
     def prior_scale(self) -> float:
         """The scale c on the population prior's concentration: the config's
-        ``fewshot_prior_scale`` when set, else the one chosen by empirical Bayes
-        (``meta["prior_scale"]``, `lore_train.prior_scale`), else 1."""
-        if self.train_config is not None and self.train_config.fewshot_prior_scale is not None:
+        ``fewshot_prior_scale`` when > 0, else (0: empirical Bayes, or no config)
+        the chosen one in ``meta["prior_scale"]`` (`lore_train.prior_scale`), else 1."""
+        if self.train_config is not None and self.train_config.fewshot_prior_scale > 0:
             return float(self.train_config.fewshot_prior_scale)
         return float(self.meta.get("prior_scale", 1.0))
 
     def population_prior(self, *, scaled: bool = True) -> torch.Tensor:
         """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`),
-        times `prior_scale` (``scaled=False``: the fit itself). Kept until the seen users'
+        times `prior_scale` with its mean moved toward uniform by ``meta["prior_mean_weight"]``
+        (`lore_train.prior_scale.adjust`; ``scaled=False``: the fit itself). Kept until the seen users'
         weights change, so adapting users one by one does not refit it each time."""
         key = self._prior_key()
         if self._prior_cache is None or self._prior_cache[0] != key:
@@ -192,7 +194,12 @@ class PersonalRewardModel(nn.Module):
             alpha = prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
             self._prior_cache = (key, alpha)
         alpha = self._prior_cache[1]
-        return alpha * self.prior_scale if scaled else alpha.clone()
+        if not scaled:
+            return alpha.clone()
+        mean_weight = 1.0
+        if self.train_config is None or self.train_config.fewshot_prior_scale == 0:
+            mean_weight = float(self.meta.get("prior_mean_weight", 1.0))
+        return adjust_prior(alpha, self.prior_scale, mean_weight)
 
     def _prior_key(self) -> tuple[int, int, int]:
         """Changes whenever W or the seen flags may have (a new W, an in-place edit, a user)."""

@@ -47,7 +47,7 @@ from lore_kernels.reference import check_label_noise
 
 from .posterior import FLAT_PRECISION
 
-DEFAULT_TOL = 1e-6
+DEFAULT_TOL = 1e-5  # |grad f|: the weights are then within ~1e-7 of the MAP on the benchmarks
 DEFAULT_MAX_ITER = 50
 ARMIJO = 1e-4
 MAX_HALVINGS = 40

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--prior", nargs="+", choices=PRIORS, default=["population"],
                      help="few-shot fit: none (maximum likelihood) or population (MAP under a "
                      "Dirichlet fitted to the seen users' weights); one curve each")
-    exp.add_argument("--solver", nargs="+", choices=SOLVERS, default=[None],
+    exp.add_argument("--solver", nargs="+", choices=SOLVERS, default=None,
                      help="few-shot fit: newton (the exact MAP) or adam (--steps steps); one curve "
                      "each (default: the checkpoint's fewshot_solver)")
     exp.add_argument("--seed", type=int, default=0, help="seeds the draws and the initializations")
@@ -109,7 +109,7 @@ def _fewshot(args: argparse.Namespace) -> int:
     doc = run_fewshot(checkpoints, benchmark, args.shots, args.trials, seed=args.seed,
                       steps=args.steps, lr=args.lr, device=device,
                       config={"data": to_dict(source), "split": split},
-                      priors=args.prior, strategies=args.strategy, solvers=args.solver)
+                      priors=args.prior, strategies=args.strategy, solvers=args.solver or [None])
     paths = write_fewshot(doc, out)
     print(_fewshot_table(doc))
     print("\nwrote " + ", ".join(str(p) for p in paths))
