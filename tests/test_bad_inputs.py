@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from lore_datasets import DataError, DataSource, synthetic_benchmark
 from lore_datasets.cli import main as prepare_main
 from lore_datasets.runtime.outputs import atomic_write_text, output_directory
+from lore_datasets.storage import save_benchmark
 from lore_eval.cli.evaluate import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
@@ -111,7 +112,7 @@ def corpus(tmp_path_factory):
         mutate(directory)
         bad[case] = directory
     canonical = base / "canonical"  # the saved (safetensors + JSON) form, its index cut short
-    DataSource(dataset=str(good)).load(split={"min_pairs_per_user": 10}).save(canonical)
+    save_benchmark(DataSource(dataset=str(good)).load(split={"min_pairs_per_user": 10}), canonical)
     index = canonical / "benchmark.json"
     index.write_bytes(index.read_bytes()[:40])
     bad["truncated benchmark.json"] = canonical

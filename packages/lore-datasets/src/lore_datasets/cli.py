@@ -44,7 +44,8 @@ from .runtime.cli import (
     run_cli_to_the_end,
 )
 from .runtime.outputs import check_output_dir
-from .synthetic_stream import write_synthetic
+from .sizes import check_fits
+from .synthetic_stream import footprint, write_synthetic
 from .textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
@@ -191,7 +192,7 @@ def parse_size(text: str) -> int:
         number, scale = upper, 1
     try:
         size = int(float(number) * scale)
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2GB, 512MiB)") from None
     if size < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
@@ -199,6 +200,10 @@ def parse_size(text: str) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
+    memory, disk = footprint(args.users, args.pairs_per_user, args.dim, args.rank, args.prompts,
+                             getattr(torch, args.dtype).itemsize, args.max_shard_size)
+    check_fits(f"--users {args.users} --pairs-per-user {args.pairs_per_user} --dim {args.dim} "
+               f"--max-shard-size {args.max_shard_size}", memory=memory, disk=disk, out=args.out)
     start = time.perf_counter()
     write_synthetic(args.out, num_users=args.users, pairs_per_user=args.pairs_per_user,
                     dim=args.dim, rank=args.rank, label_noise=args.label_noise,

@@ -21,6 +21,20 @@ from .runtime.outputs import atomic_write, atomic_write_text
 FORMAT_VERSION = 1
 
 
+def non_finite_row(features: torch.Tensor, chunk: int = 1 << 16) -> int | None:
+    """The first row of ``features`` holding NaN or inf (None: all finite), in bounded memory."""
+    if not features.is_floating_point() or features.numel() == 0:
+        return None
+    for start in range(0, features.shape[0], chunk):
+        part = features[start:start + chunk]
+        if bool(torch.isfinite(part.abs().amax())):  # NaN and inf reach the max: a fast screen
+            continue
+        bad = ~torch.isfinite(part)
+        rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero()
+        return start + int(rows[0, 0])
+    return None
+
+
 @dataclass
 class PreferencePairs:
     """Rows z = phi(x, y+) - phi(x, y-) grouped by user.
@@ -48,6 +62,12 @@ class PreferencePairs:
                 f"user has {self.user.shape[0]} rows but features has {self.features.shape[0]}"
             )
         self.user_ids = [str(u) for u in self.user_ids]
+        row = non_finite_row(self.features)
+        if row is not None:  # caught where it enters, never a diverging fit later
+            owner = int(self.user[row]) if 0 <= int(self.user[row]) < len(self.user_ids) else None
+            raise ValueError(f"features row {row} (user "
+                             f"{self.user_ids[owner] if owner is not None else '?'}) "
+                             "is not finite (NaN or inf)")
         if len(set(self.user_ids)) != len(self.user_ids):
             raise ValueError("user_ids contains duplicates")
         if self.user.numel():

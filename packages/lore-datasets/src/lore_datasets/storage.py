@@ -29,7 +29,9 @@ Format 1 (all rows in one file, ids in the JSON) still loads as a whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DataError
-from .pairs import SPLITS, Benchmark, PreferencePairs
+from .pairs import SPLITS, Benchmark, PreferencePairs, non_finite_row
+from .paths import contained
+from .runtime import durable
 from .runtime.outputs import atomic_write, atomic_write_text
 from .sharding import offsets_digest, rank_blocks
 from .textio import read_json
@@ -48,6 +52,7 @@ from .textio import read_json
 FORMAT_VERSION = 2
 INDEX = "benchmark.json"
 HEAD = "benchmark.safetensors"
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")  # what features may be stored as
 
 
 # -- string tables -----------------------------------------------------------
@@ -64,6 +69,16 @@ def decode_strings(data: bytes, ends: np.ndarray, base: int = 0) -> list[str]:
     starts = np.concatenate([[base], ends[:-1]]) - base
     stops = ends - base
     return [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), stops.tolist())]
+
+
+def check_features(features: torch.Tensor, where: str, first_row: int = 0) -> None:
+    """Features must be floating point and finite: a `DataError` naming ``where`` and the row."""
+    if not features.is_floating_point():
+        raise DataError(f"{where}: features must be floating point, got "
+                        f"{str(features.dtype).removeprefix('torch.')}")
+    row = non_finite_row(features)
+    if row is not None:
+        raise DataError(f"{where}: row {first_row + row} is not finite (NaN or inf)")
 
 
 # -- writing -----------------------------------------------------------------
@@ -117,8 +132,7 @@ class BenchmarkWriter:
             raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         state = self.splits[split]
         counts = np.asarray(counts, dtype=np.int64)
-        if not features.is_floating_point():
-            raise DataError(f"{split}: features must be floating point, got {features.dtype}")
+        check_features(features, f"{split} (users {state.users}..)")
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise DataError(f"{split}: features must be [M, {self.dim}], got {tuple(features.shape)}")
         if counts.shape != (len(user_ids),) or int(counts.sum()) != features.shape[0] or (counts < 0).any():
@@ -212,16 +226,46 @@ class BenchmarkWriter:
         atomic_write_text(self.directory / INDEX, json.dumps(doc, indent=1))
 
 
+@contextmanager
+def dataset_directory(directory: str | Path, *, flag: str = "--out") -> Iterator[Path]:
+    """The directory to write a data set into, replacing one already at ``directory`` safely.
+
+    The directory is locked for the write (`durable.lock`: a second writer
+    is refused) after an interrupted swap is finished or rolled back. A new
+    directory, or one without a ``benchmark.json``, is written in place; an
+    existing data set is replaced as a whole: the new one is written beside
+    it and swapped in when complete (`durable.swap_in`), so a full disk, an
+    error or a kill leaves the old one as it was.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{flag} {directory}: exists and is not a directory")
+    with durable.lock(directory, flag=flag):
+        durable.recover(directory)
+        if not (directory / INDEX).is_file():
+            yield directory
+            return
+        staging = durable.new_dir(directory, "new")
+        try:
+            yield staging
+            durable.swap_in(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def save_benchmark(bench: Benchmark, directory: str | Path, *,
                    max_shard_bytes: int | None = None) -> None:
-    """Write ``bench`` in the canonical form (``max_shard_bytes``: cut rows into shards)."""
+    """Write ``bench`` in the canonical form (``max_shard_bytes``: cut rows into shards);
+    an existing data set there is replaced as a whole (`dataset_directory`)."""
     dtypes = {bench.split(s).features.dtype for s in SPLITS}
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
-    writer = BenchmarkWriter(directory, dim=bench.dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
-    for split in SPLITS:
-        part = bench.split(split)
-        writer.add(split, part.features, part.pairs_per_user().numpy(), part.user_ids, part.prompt_ids)
-    writer.close(bench.meta, bench.v_ref)
+    with dataset_directory(directory) as work:
+        writer = BenchmarkWriter(work, dim=bench.dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
+        for split in SPLITS:
+            part = bench.split(split)
+            writer.add(split, part.features, part.pairs_per_user().numpy(), part.user_ids,
+                       part.prompt_ids)
+        writer.close(bench.meta, bench.v_ref)
 
 
 # -- reading -----------------------------------------------------------------
@@ -242,8 +286,8 @@ class _Reader:
             raise DataError(f"{self.index_path}: format {self.format!r} is not one this version "
                             f"reads (1 or {FORMAT_VERSION})")
 
-    def _open(self, name: str):
-        path = self.directory / name
+    def _open(self, name: str, where: str | None = None):
+        path = contained(self.directory, name, where or f"{self.index_path}: file")
         if not path.is_file():
             raise DataError(f"{path}: file not found (listed in {self.index_path.name})")
         try:
@@ -272,14 +316,28 @@ class _Reader:
         if not isinstance(doc, dict):
             raise DataError(f"{self.index_path}: no split {split!r}")
         ints = ("users", "pairs", "dim")
-        if (any(not isinstance(doc.get(k), int) or doc[k] < 0 for k in ints)
+        if (any(not isinstance(doc.get(k), int) or isinstance(doc[k], bool) or doc[k] < 0
+                for k in ints)
                 or not isinstance(getattr(torch, str(doc.get("dtype")), None), torch.dtype)
                 or not isinstance(doc.get("shards"), list)
-                or not all(isinstance(x, dict) and isinstance(x.get("file"), str)
+                or not all(isinstance(x, dict) and "file" in x
                            and isinstance(x.get("rows"), list) and len(x["rows"]) == 2
                            for x in doc["shards"])):
             raise DataError(f"{self.index_path}: split {split!r} needs users, pairs, dim, dtype "
                             "and a list of shards {file, rows: [start, stop]}")
+        previous = 0
+        for i, shard in enumerate(doc["shards"]):
+            where = f"{self.index_path}: split {split!r} shard {i}"
+            contained(self.directory, shard["file"], f"{where} 'file'")
+            lo, hi = shard["rows"]
+            if (not all(isinstance(r, int) and not isinstance(r, bool) for r in (lo, hi))
+                    or not previous <= lo <= hi <= doc["pairs"]):
+                raise DataError(f"{where} 'rows': {shard['rows']!r} is not a range of whole rows "
+                                f"within 0..{doc['pairs']} after the previous shard")
+            previous = hi
+        if doc["dtype"] not in FLOAT_DTYPES:
+            raise DataError(f"{self.index_path}: split {split!r} 'dtype': {doc['dtype']!r} is not "
+                            f"a floating-point type ({', '.join(FLOAT_DTYPES)})")
         return doc
 
     def offsets(self, split: str) -> torch.Tensor:
@@ -308,8 +366,9 @@ class _Reader:
             a, b = max(start, lo), min(stop, hi)
             if a >= b:
                 continue
-            path = self.directory / shard["file"]
-            with self._open(shard["file"]) as f:
+            where = f"{self.index_path}: split {split!r} shard 'file'"
+            path = contained(self.directory, shard["file"], where)
+            with self._open(shard["file"], where) as f:
                 if f"{split}.{key}" not in set(f.keys()):
                     raise DataError(f"{path}: no tensor {split}.{key!r}")
                 part = f.get_slice(f"{split}.{key}")
@@ -317,6 +376,8 @@ class _Reader:
                     raise DataError(f"{path}: {split}.{key} has {part.get_shape()[0]} rows, "
                                     f"the index says {hi - lo}")
                 piece = part[a - lo:b - lo]
+                if key == "features":
+                    check_features(piece, f"{path}: {split}.features", first_row=a - lo)
             if a == start and b == stop:
                 return piece
             if out is None:
@@ -479,6 +540,8 @@ def _load_v1(reader: _Reader) -> Benchmark:
             name: PreferencePairs.from_storage(tensors, reader.doc["splits"][name], prefix=f"{name}.")
             for name in SPLITS
         }
+        for name, part in splits.items():
+            check_features(part.features, f"{path}: {name}.features")
         return Benchmark(**splits, v_ref=tensors.get("v_ref"), meta=reader.doc.get("meta", {}))
     except (SafetensorError, OSError) as err:
         raise DataError(f"{path}: not a readable safetensors file ({err})") from None

@@ -30,8 +30,9 @@ import torch
 
 from .errors import DataError
 from .pairs import SPLITS
+from .sizes import check_fits
 from .splits import SplitConfig, held_out_prompt_mask, unseen_user_mask
-from .storage import BenchmarkWriter
+from .storage import BenchmarkWriter, dataset_directory
 from .synthetic import Oracle, check_generator, draw_rows, draw_users
 
 BLOCK_USERS = 4096
@@ -60,6 +61,10 @@ def write_synthetic(
     ``Benchmark.load(out_dir)`` reads it whole, ``storage.read_users`` by user block.
     """
     check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
+    memory, disk = footprint(num_users, pairs_per_user, dim, rank, num_prompts,
+                             torch.empty((), dtype=dtype).element_size(), max_shard_bytes)
+    check_fits(f"num_users={num_users}, pairs_per_user={pairs_per_user}, dim={dim}, "
+               f"max_shard_bytes={max_shard_bytes}", memory=memory, disk=disk, out=out_dir)
     config = split or SplitConfig(seed=seed)
     if pairs_per_user < config.min_pairs_per_user:
         raise DataError(f"pairs_per_user={pairs_per_user} < min_pairs_per_user="
@@ -76,9 +81,21 @@ def write_synthetic(
                             logit_std, tau)
     is_unseen = unseen_user_mask(num_users, config)
     is_test_prompt = held_out_prompt_mask(num_prompts, config) if split_by == "prompt" else None
+    with dataset_directory(out_dir) as work:
+        return _write(work, V, weights, is_unseen, is_test_prompt, config, split_by, reason,
+                      generator, num_users=num_users, pairs_per_user=pairs_per_user, dim=dim,
+                      label_noise=label_noise, num_prompts=num_prompts, seed=seed, tau=tau,
+                      dtype=dtype, max_shard_bytes=max_shard_bytes)
+
+
+def _write(out_dir: Path, V: np.ndarray, weights: np.ndarray, is_unseen: np.ndarray,
+           is_test_prompt: np.ndarray | None, config: SplitConfig, split_by: str, reason: str,
+           generator: dict, *, num_users: int, pairs_per_user: int, dim: int, label_noise: float,
+           num_prompts: int, seed: int, tau: float, dtype: torch.dtype,
+           max_shard_bytes: int) -> Oracle:
+    """`write_synthetic`'s rows, block by block, into ``out_dir``."""
     width, pwidth = len(str(num_users - 1)), len(str(num_prompts - 1))
     prompt_names = np.asarray([f"p{p:0{pwidth}d}" for p in range(num_prompts)])
-
     writer = BenchmarkWriter(out_dir, dim=dim, dtype=dtype, max_shard_bytes=max_shard_bytes)
     flipped = 0
     with_pairs = dict.fromkeys(SPLITS, 0)
@@ -131,6 +148,23 @@ def write_synthetic(
     user_ids = [f"u{i:0{width}d}" for i in range(num_users)]
     return Oracle(torch.from_numpy(V.astype(np.float32)), torch.from_numpy(weights.astype(np.float32)),
                   user_ids, tau)
+
+
+def footprint(num_users: int, pairs_per_user: int, dim: int, rank: int, num_prompts: int,
+              itemsize: int, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> tuple[int, int]:
+    """(bytes of memory, bytes on disk) `write_synthetic` needs, roughly and from above.
+
+    Memory: every user's weights and masks and id (the per-user tables), the
+    basis, one block's rows in float64 with their copies, and a filling shard
+    per split; disk: every row (features and a prompt index) and the per-user
+    tables.
+    """
+    block_rows = min(BLOCK_USERS, num_users) * pairs_per_user
+    per_user = rank * 8 + 64
+    memory = num_users * per_user + dim * rank * 8 + num_prompts * 16 + block_rows * (dim * 28 + 64)
+    disk = num_users * pairs_per_user * (dim * itemsize + 4) + num_users * 32
+    memory += len(SPLITS) * min(max_shard_bytes, disk)
+    return memory, disk
 
 
 def _split_by(config: SplitConfig, num_prompts: int, pairs_per_user: int) -> tuple[str, str]:

@@ -31,6 +31,7 @@ import torch
 
 import lore_kernels
 from lore_datasets import Benchmark, PreferencePairs
+from lore_datasets.paths import contained
 from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
 from lore_train.checkpoint import read_checkpoint_config
 from lore_train.elicitation import greedy_information_gain
@@ -212,6 +213,7 @@ def find_checkpoints(run_dir: str | Path, Ks: Sequence[int] | None = None) -> li
         raise FileNotFoundError(f"{root}: no checkpoints here (is {run_dir} a lore-train --out?)")
     found = []
     for directory in root.iterdir():
+        directory = contained(run_dir, f"checkpoints/{directory.name}", f"{root}")
         if not (directory / "config.json").is_file():
             continue
         config = read_checkpoint_config(directory)

@@ -11,6 +11,7 @@ and ``meta`` (dataset, embedder, kept columns). See docs/architecture.md.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lore_datasets import DataError
+from lore_datasets.runtime import durable
 from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 CHECKPOINT_FORMAT = 2
@@ -31,13 +33,25 @@ def write_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], co
     """Write the tensors and ``config`` (``format`` is added) into ``directory``.
 
     Each file is written atomically, tensors first: a checkpoint whose
-    config.json is there has its tensors in full.
+    config.json is there has its tensors in full. An existing checkpoint is
+    replaced as a whole (the new one is written beside it and swapped in,
+    `lore_datasets.durable.swap_in`), so a full disk or a kill leaves the old
+    one as it was, never new tensors with an old config.
     """
     directory = Path(directory)
     cpu = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
-    atomic_write(directory / "model.safetensors", lambda tmp: save_file(cpu, tmp))
-    atomic_write_text(directory / "config.json",
-                      json.dumps({"format": CHECKPOINT_FORMAT, **config}, indent=1))
+    durable.recover(directory)
+    replacing = directory.is_dir() and any(directory.iterdir())
+    work = durable.new_dir(directory, "new") if replacing else directory
+    try:
+        atomic_write(work / "model.safetensors", lambda tmp: save_file(cpu, tmp))
+        atomic_write_text(work / "config.json",
+                          json.dumps({"format": CHECKPOINT_FORMAT, **config}, indent=1))
+        if replacing:
+            durable.swap_in(work, directory)
+    finally:
+        if replacing:
+            shutil.rmtree(work, ignore_errors=True)
     return directory
 
 

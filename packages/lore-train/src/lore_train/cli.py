@@ -12,7 +12,9 @@ records. Only argument handling and printing live here.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from lore_datasets.runtime.cli import (
     run_cli,
     run_cli_to_the_end,
 )
-from lore_datasets.runtime.outputs import check_run_dir
+from lore_datasets.runtime.outputs import check_run_dir, claim_output
 from lore_datasets.runtime.settings import add_arguments, given, to_dict
 
 from . import heldout, launch
@@ -45,6 +47,7 @@ SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
 BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
 # --select also tries the label-noise likelihood at this rate (docs/accuracy.md)
 SELECT_LABEL_NOISE = (0.1,)
+MAX_DIST_TIMEOUT = 7 * 24 * 3600.0  # a week: longer is a typo (and overflows a timedelta)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +154,13 @@ def _train(args: argparse.Namespace) -> int:
     source, split_changes, config, out = _settings(args)
     alphas = getattr(args, "alpha", [config.alpha])
     _check_arguments(args, config, alphas)
-    out = check_run_dir(out, overwrite=args.overwrite, resume=args.resume)
+    with claim_output(out, overwrite=args.overwrite, resume=args.resume) as out:
+        return _train_in(args, source, split_changes, config, alphas, out)
+
+
+def _train_in(args: argparse.Namespace, source: DataSource, split_changes: dict[str, Any],
+              config: TrainConfig, alphas: list[float], out: Path) -> int:
+    """`_train` holding the output directory (`claim_output`)."""
     if args.resume:  # what can be compared before the data is loaded
         check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
                               **_run_config(args, source, config, None, split_changes, out)})
@@ -180,21 +189,31 @@ def _train_distributed(args: argparse.Namespace) -> int:
     out = check_run_dir(out, overwrite=args.overwrite)
     process = collectives.join(config.device, args.dist_timeout, "lore-train")
     try:
-        config = config.with_(device=process.device)
-        part = source.load_rank(process.rank, process.world_size, split=split_changes)
-        if process.rank == 0:
-            print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
-                  f"({process.backend}): {_describe(part)}", file=sys.stderr)
-            if selecting:
-                print("lore-train: no selection under torchrun (--select runs in one process)",
-                      file=sys.stderr)
-        results = launch.run_distributed_sweep(
-            process, part, args.K, alphas, config, out,
-            run_config=_run_config(args, source, config, part, split_changes, out),
-            progress=not args.no_progress,
-        )
+        with (claim_output(out, overwrite=args.overwrite) if process.rank == 0
+              else nullcontext(out)):  # process 0 writes --out: it holds it for the run
+            return _train_process(args, process, source, split_changes, config, alphas, out,
+                                  selecting)
     finally:
         collectives.leave()
+
+
+def _train_process(args: argparse.Namespace, process: collectives.Process, source: DataSource,
+                   split_changes: dict[str, Any], config: TrainConfig, alphas: list[float],
+                   out: Path, selecting: bool) -> int:
+    """One process's share of `_train_distributed`, inside the process group."""
+    config = config.with_(device=process.device)
+    part = source.load_rank(process.rank, process.world_size, split=split_changes)
+    if process.rank == 0:
+        print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
+              f"({process.backend}): {_describe(part)}", file=sys.stderr)
+        if selecting:
+            print("lore-train: no selection under torchrun (--select runs in one process)",
+                  file=sys.stderr)
+    results = launch.run_distributed_sweep(
+        process, part, args.K, alphas, config, out,
+        run_config=_run_config(args, source, config, part, split_changes, out),
+        progress=not args.no_progress,
+    )
     if results is None:
         return 0
     return _report(args, part, alphas, config, results, out)
@@ -226,6 +245,9 @@ def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list
                 config.with_(K=K, alpha=alpha)
             except ValueError as err:
                 raise ValueError(f"--K {K} --alpha {alpha}: {err}") from None
+    if not (math.isfinite(args.dist_timeout) and 0 < args.dist_timeout <= MAX_DIST_TIMEOUT):
+        raise ValueError(f"--dist-timeout must be a number of seconds in (0, "
+                         f"{MAX_DIST_TIMEOUT:g}], got {args.dist_timeout:g}")
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.select_folds < 1:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lore_datasets import Benchmark, DataError
+from lore_datasets.paths import contained
 from lore_datasets.runtime.outputs import output_directory
 
 from .calibration import evaluate_calibration
@@ -16,7 +17,13 @@ from .config import TrainConfig
 from .metrics import evaluate
 from .model import PersonalRewardModel
 from .plots import can_plot, plot_accuracy_vs_rank, plot_loss_curves
-from .results import load_results, new_results, write_results, write_results_csv
+from .results import (
+    data_fingerprint,
+    load_results,
+    new_results,
+    write_results,
+    write_results_csv,
+)
 from .sweep import SweepRun, check_sweep, sweep
 from .train_state import remove_state
 from .trainer import CHECKPOINT_EVERY
@@ -63,9 +70,12 @@ def run_rank_sweep(
     check_sweep(benchmark, Ks, alphas, config, source=str(benchmark.meta.get("source") or "the data"))
     config_doc = sweep_config(Ks, alphas, config, run_config)
     with output_directory(out_dir, overwrite=overwrite, resume=resume) as work:
-        done = _finished_cells(work, config_doc) if resume else {}
+        fingerprint = data_fingerprint(benchmark)
+        previous = check_resumable(work, config_doc, fingerprint) if resume else None
+        done = _finished_cells(work, previous) if previous is not None else {}
         results = new_results(config_doc, benchmark.meta, config.device)
-        if not done:  # marks the directory as a run from the start (--resume looks for it)
+        results["data_fingerprint"] = fingerprint
+        if previous is None:  # marks the directory as a run from the start (--resume looks for it)
             write_results(results, work / "results.json")
         for alpha in alphas:
             for K in Ks:
@@ -100,6 +110,9 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
         entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
                                                     progress=progress)
         run.model.meta["temperature"] = entry["calibration"]["temperature"]
+    for part in (benchmark.seen_train, benchmark.unseen_fewshot):  # score(..., return_std=True)
+        if part.num_users:
+            run.model.fit_posterior(part)
     entry["checkpoint"] = save_cell(run.model, benchmark.meta, out_dir, run.K, run.alpha)
     remove_state(state_dir)
     return entry
@@ -153,12 +166,15 @@ def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
         plot_loss_curves(results, curves)
 
 
-def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str, Any] | None:
+def check_resumable(out_dir: str | Path, config_doc: dict[str, Any],
+                    fingerprint: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The results of the earlier run in ``out_dir`` if it ran the same sweep (None: no run yet).
 
     ``config_doc`` may hold only some of the results' ``config`` entries (a
     command checks what it knows before loading the data); the first setting
-    that differs is named in the error.
+    that differs is named in the error. With ``fingerprint`` (`data_fingerprint`
+    of the data this run loaded), the earlier run must have stored the same:
+    no cell or training state of other data is ever reused.
     """
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
@@ -174,6 +190,15 @@ def check_resumable(out_dir: str | Path, config_doc: dict[str, Any]) -> dict[str
         where, old, new = difference
         raise DataError(f"{path}: cannot resume: the earlier run had {where} = {old!r}, "
                         f"this one {new!r} (resume with the same settings, or use --overwrite)")
+    if fingerprint is not None:
+        stored = previous.get("data_fingerprint")
+        if not isinstance(stored, dict):
+            raise DataError(f"{path}: cannot resume: it records no data_fingerprint (an older "
+                            "or damaged results file); start again with --overwrite")
+        for split, mine in fingerprint.items():
+            if stored.get(split) != mine:
+                raise DataError(f"{path}: cannot resume: the data differ from the earlier run's "
+                                f"({split}); resume on the same data, or use --overwrite")
     return previous
 
 
@@ -188,14 +213,21 @@ def _first_difference(stored: Any, wanted: Any, where: str) -> tuple[str, Any, A
     return None if stored == wanted else (where, stored, wanted)
 
 
-def _finished_cells(out_dir: Path, config_doc: dict[str, Any]) -> dict[tuple[int, float], dict[str, Any]]:
-    """The cells an earlier run into ``out_dir`` finished, after checking it ran the same sweep."""
-    previous = check_resumable(out_dir, config_doc)
-    if previous is None:
-        return {}
+def _finished_cells(out_dir: Path, previous: dict[str, Any]) -> dict[tuple[int, float], dict[str, Any]]:
+    """The cells the earlier run ``previous`` (checked by `check_resumable`) finished."""
     finished = {}
-    for entry in previous.get("runs", []):
+    path = out_dir / "results.json"
+    runs = previous.get("runs", [])
+    if not isinstance(runs, list):
+        raise DataError(f"{path}: 'runs' is not a list")
+    for i, entry in enumerate(runs):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("K"), int) or not isinstance(
+                entry.get("alpha"), (int, float)):
+            raise DataError(f"{where}: not a cell with an integer 'K' and a number 'alpha'")
         checkpoint = entry.get("checkpoint")
-        if entry.get("skipped") or (checkpoint and (out_dir / checkpoint / "config.json").is_file()):
+        if checkpoint is not None:
+            checkpoint = contained(out_dir, checkpoint, f"{where} 'checkpoint'")
+        if entry.get("skipped") or (checkpoint and (checkpoint / "config.json").is_file()):
             finished[(entry["K"], float(entry["alpha"]))] = entry
     return finished

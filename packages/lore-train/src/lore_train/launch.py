@@ -22,13 +22,13 @@ hangs makes every other process exit non-zero with one line within
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lore_datasets import SPLITS, Benchmark
+from lore_datasets.runtime import durable
 from lore_datasets.runtime.collectives import Process, check_agree, gather_object, on_terminate
 from lore_datasets.runtime.outputs import publish
 
@@ -96,7 +96,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
     seen_ids = [u for s, _ in users for u in s]
     unseen_ids = [u for _, u in users for u in u]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = durable.new_dir(out_dir, "partial")
     cancel = on_terminate(lambda: shutil.rmtree(staging, ignore_errors=True))
     try:
         for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],

@@ -26,6 +26,7 @@ import lore_kernels
 from lore_datasets import DataError, PreferencePairs
 from lore_kernels.reference import label_probability
 
+from . import checks
 from . import posterior as posterior_lib
 from . import prior as prior_lib
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -221,6 +222,7 @@ class PersonalRewardModel(nn.Module):
     def posterior(self, user: str, *, samples: int = posterior_lib.DEFAULT_SAMPLES,
                   seed: int = 0) -> torch.Tensor:
         """Seeded draws [1, samples, K] of ``user``'s weights from their Laplace posterior."""
+        samples = checks.positive_int("samples", samples)
         idx = self.user_index([user])
         return posterior_lib.logit_draws(self.W.detach()[idx], self._covariance(user)[None],
                                          samples, seed=seed)
@@ -234,7 +236,7 @@ class PersonalRewardModel(nn.Module):
         H = self._posteriors[user]
         cached = self._covariances.get(user)
         if cached is None or cached[0] is not H:
-            cached = (H, posterior_lib.covariance(H[None])[0])
+            cached = (H, posterior_lib.covariance(checks.precision_ok(H, user)[None])[0])
             self._covariances[user] = cached
         return cached[1]
 
@@ -251,9 +253,8 @@ class PersonalRewardModel(nn.Module):
         by the delta method through the softmax Jacobian; ``"draws"``: mean and
         std over seeded posterior draws.
         """
-        T = float(self.meta.get("temperature", 1.0)) if temperature is None else float(temperature)
-        if T <= 0:
-            raise ValueError(f"temperature must be > 0, got {T}")
+        T = (checks.positive_finite("meta temperature", self.meta.get("temperature", 1.0))
+             if temperature is None else checks.positive_finite("temperature", temperature))
         Q = (self._embeddings(chosen) - self._embeddings(rejected)) @ self.V.detach()
         if method == "delta":
             idx = self.user_index([user])
@@ -280,7 +281,11 @@ class PersonalRewardModel(nn.Module):
         are not redundant. A user the model does not know yet is a new user:
         the population prior is their posterior.
         """
+        n = checks.positive_int("n", n, minimum=0)
         if isinstance(candidates, tuple):
+            if len(candidates) != 2 or candidates[0].shape != candidates[1].shape:
+                raise ValueError("candidates: give (emb_a [C, d], emb_b [C, d]) of one shape, or "
+                                 "their differences [C, d]")
             Z = self._embeddings(candidates[0]) - self._embeddings(candidates[1])
         else:
             Z = self._embeddings(candidates)
@@ -289,7 +294,8 @@ class PersonalRewardModel(nn.Module):
             idx = self.user_index([user])
             if str(user) not in self._posteriors:
                 self.posterior(user)  # raises the explanatory error
-            W, H = self.W.detach()[idx], self._posteriors[str(user)][None]
+            W = self.W.detach()[idx]
+            H = checks.precision_ok(self._posteriors[str(user)], str(user))[None]
         else:
             alpha = self.population_prior()
             W = prior_lib.prior_logits(alpha)[None]
@@ -309,9 +315,10 @@ class PersonalRewardModel(nn.Module):
     def _embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim == 1:
             embeddings = embeddings[None]
-        if embeddings.shape[-1] != self.dim:
-            raise ValueError(f"embeddings have dim {embeddings.shape[-1]}, the model {self.dim}")
-        return embeddings.to(self.V.device, torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[-1] != self.dim:
+            raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, the model wants "
+                             f"[B, {self.dim}]")
+        return checks.finite_rows("embeddings", embeddings.to(self.V.device, torch.float32))
     # -- end cold start --
 
     # -- users --------------------------------------------------------------
@@ -362,6 +369,10 @@ class PersonalRewardModel(nn.Module):
         if user in self._index and not replace:
             kind = "trained jointly with V" if self.seen[self._index[user]] else "already adapted"
             raise ValueError(f"user {user!r} is {kind}; pass replace=True to refit their weights")
+        if steps is not None:
+            steps = checks.positive_int("steps", steps)
+        if lr is not None:
+            lr = checks.positive_finite("lr", lr)
         pairs = single_user_pairs(user, data, self.dim)
         trained = self.train_config or TrainConfig(fewshot_prior="none")
         prior = trained.fewshot_prior if prior is None else prior

@@ -11,6 +11,7 @@ accuracy on the four splits (keyed by split name), ``kept_rank`` and
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 import lore_kernels
-from lore_datasets import DataError
+from lore_datasets import SPLITS, DataError
 from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
 from .metrics import SETTINGS
@@ -61,6 +62,27 @@ def new_results(config: dict[str, Any], dataset_meta: dict[str, Any], device: st
         "device": device_description(device),
         "runs": [],
     }
+
+
+def data_fingerprint(benchmark: Any) -> dict[str, Any]:
+    """What identifies a benchmark's data exactly: per split, its sizes and a SHA-256 of its
+    user ids, rows per user and feature bytes (and of v_ref). `--resume` compares it
+    before any finished cell or training state is reused."""
+    doc: dict[str, Any] = {}
+    for name in SPLITS:
+        part = benchmark.split(name)
+        digest = hashlib.sha256("\n".join(part.user_ids).encode())
+        digest.update(part.pairs_per_user().numpy().tobytes())
+        digest.update(str(part.features.dtype).encode())
+        features = part.features.detach().cpu().contiguous()
+        if features.numel():
+            digest.update(memoryview(features.view(torch.uint8).numpy()))
+        doc[name] = {"pairs": part.num_pairs, "users": part.num_users, "dim": part.dim,
+                     "sha256": digest.hexdigest()}
+    v_ref = getattr(benchmark, "v_ref", None)
+    doc["v_ref_sha256"] = None if v_ref is None else hashlib.sha256(
+        memoryview(v_ref.detach().cpu().contiguous().view(torch.uint8).numpy())).hexdigest()
+    return doc
 
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:

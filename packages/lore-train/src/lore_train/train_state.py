@@ -30,6 +30,9 @@ from .config import TrainConfig
 
 STATE_FILE = "train_state.safetensors"
 STATE_FORMAT = 1
+ADAM_MOMENTS = ("step", "exp_avg", "exp_avg_sq")  # what each parameter's optimizer state holds
+META_KEYS = {"format": int, "done": int, "config": dict, "data": dict, "param_groups": list,
+             "history": dict}
 
 
 @dataclass
@@ -43,6 +46,44 @@ class TrainState:
     history_steps: list[int] = field(default_factory=list)
     history_loss: list[float] = field(default_factory=list)
     rng: torch.Tensor | None = None
+    source: str = "the training state"  # the file it was read from, for errors
+
+    def check_fits(self, V: torch.Tensor, W: torch.Tensor,
+                   optimizers: list[torch.optim.Optimizer]) -> None:
+        """A `DataError` naming the file unless the state is complete for this fit: V and W
+        of its shapes, every Adam moment (step, exp_avg, exp_avg_sq) of every parameter in
+        the parameter's shape, and a whole random state."""
+        where = self.source
+        if self.V.shape != V.shape or self.W.shape != W.shape:
+            raise DataError(f"{where}: holds V {tuple(self.V.shape)}, W {tuple(self.W.shape)}; "
+                            f"this fit has {tuple(V.shape)}, {tuple(W.shape)}")
+        if len(self.optimizers) != len(optimizers):
+            raise DataError(f"{where}: holds {len(self.optimizers)} optimizer state(s), this fit "
+                            f"has {len(optimizers)}")
+        for o, (opt, saved) in enumerate(zip(optimizers, self.optimizers, strict=True)):
+            params = [p for group in opt.param_groups for p in group["params"]]
+            groups = saved["param_groups"]
+            if (not isinstance(groups, list) or len(groups) != len(opt.param_groups)
+                    or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                               for g in groups)
+                    or sorted(i for g in groups for i in g["params"]) != list(range(len(params)))):
+                raise DataError(f"{where}: optimizer {o}'s parameter groups do not match this fit")
+            for index, param in enumerate(params):
+                moments = saved["state"].get(index, {})
+                missing = [k for k in ADAM_MOMENTS if k not in moments]
+                if missing:
+                    raise DataError(f"{where}: optimizer {o} parameter {index} has no "
+                                    f"{', '.join(missing)} (an incomplete training state)")
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if moments[key].shape != param.shape:
+                        raise DataError(f"{where}: opt{o}.{index}.{key} is "
+                                        f"{tuple(moments[key].shape)}, the parameter "
+                                        f"{tuple(param.shape)}")
+        rng = torch.get_rng_state()
+        if self.rng is None or self.rng.dtype != rng.dtype or self.rng.shape != rng.shape:
+            got = "none" if self.rng is None else f"{self.rng.dtype} {tuple(self.rng.shape)}"
+            raise DataError(f"{where}: the random state is {got}, not {rng.dtype} "
+                            f"{tuple(rng.shape)} (an incomplete training state)")
 
 
 def fingerprint(pairs: PreferencePairs) -> dict[str, Any]:
@@ -87,6 +128,19 @@ def load_state(directory: str | Path, config: TrainConfig,
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
         raise DataError(f"{path}: not a readable lore training state ({err})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its 'lore' metadata is not a JSON object")
+    for key, kind in META_KEYS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise DataError(f"{path}: metadata {key!r} is missing or not a {kind.__name__} "
+                            "(an incomplete training state)")
+    history = meta["history"]
+    if (not isinstance(history.get("steps"), list) or not isinstance(history.get("loss"), list)
+            or len(history["steps"]) != len(history["loss"])):
+        raise DataError(f"{path}: metadata 'history' needs lists 'steps' and 'loss' of one length")
+    for key in ("V", "W", "rng"):
+        if key not in tensors:
+            raise DataError(f"{path}: no tensor {key!r} (an incomplete training state)")
     if meta.get("format") != STATE_FORMAT:
         raise DataError(f"{path}: training state format {meta.get('format')!r} is not "
                         f"{STATE_FORMAT}")
@@ -105,7 +159,9 @@ def load_state(directory: str | Path, config: TrainConfig,
         prefix = f"opt{o}."
         for key, value in tensors.items():
             if key.startswith(prefix):
-                index, name = key[len(prefix):].split(".", 1)
+                index, _, name = key[len(prefix):].partition(".")
+                if not index.isdigit() or not name:
+                    raise DataError(f"{path}: tensor {key!r} is not opt<i>.<param>.<moment>")
                 state.setdefault(int(index), {})[name] = value
         optimizers.append({"state": state, "param_groups": groups})
     done = int(meta["done"])
@@ -113,7 +169,7 @@ def load_state(directory: str | Path, config: TrainConfig,
         raise DataError(f"{path}: {done} steps done, outside 1..{config.steps}")
     return TrainState(done, tensors["V"], tensors["W"], optimizers,
                       list(meta["history"]["steps"]), list(meta["history"]["loss"]),
-                      tensors.get("rng"))
+                      tensors.get("rng"), source=str(path))
 
 
 def remove_state(directory: str | Path) -> None:

@@ -278,9 +278,7 @@ def optimize(
 def _restore(state: TrainState, V: torch.Tensor, W: torch.Tensor,
              optimizers: list[torch.optim.Optimizer], history: FitHistory) -> int:
     """Put a saved training state into the tensors and optimizers; the steps already done."""
-    if state.V.shape != V.shape or state.W.shape != W.shape or len(state.optimizers) != len(optimizers):
-        raise ValueError(f"the training state holds V {tuple(state.V.shape)}, W "
-                         f"{tuple(state.W.shape)}; this fit has {tuple(V.shape)}, {tuple(W.shape)}")
+    state.check_fits(V, W, optimizers)  # a partial state would silently restart Adam
     with torch.no_grad():
         V.copy_(state.V)
         W.copy_(state.W)
@@ -288,8 +286,7 @@ def _restore(state: TrainState, V: torch.Tensor, W: torch.Tensor,
         opt.load_state_dict(saved)
     history.steps[:] = state.history_steps
     history.loss[:] = state.history_loss
-    if state.rng is not None:
-        torch.set_rng_state(state.rng)
+    torch.set_rng_state(state.rng)
     return state.done
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..personalllm import RESPONSES, SCORE_COLUMNS
-from ..runtime import collectives
+from ..runtime import collectives, durable
 from ..runtime.outputs import atomic_write, atomic_write_text
 from .reward_model import check_head
 
@@ -186,7 +185,10 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
         manifest = (_open_manifest(shard_dir, fingerprint, n, shard_size, order_digest) if rank
                     else manifest)
     shards = range((n + shard_size - 1) // shard_size)
-    done = set(manifest["done"]) | {i for i in shards if (shard_dir / f"{i:06d}.npy").is_file()}
+    # a shard counts as done when its file is there (one deleted, say a damaged one, is redone)
+    done = {i for i in shards if (shard_dir / f"{i:06d}.npy").is_file()}
+    for i in sorted(done):  # a shard a power loss cut short is named now, not after the rest
+        read_shard(shard_dir / f"{i:06d}.npy", min(shard_size, n - i * shard_size), header_only=True)
     mine = [i for i in shards if i % world == rank]
     bar = tqdm(total=sum(min(shard_size, n - i * shard_size) for i in mine),
                desc=f"embedding ({embedder.name})", unit="seq", disable=not progress or rank != 0,
@@ -206,7 +208,7 @@ def embed_resumable(conversations: Sequence[Sequence[Message]], embedder: Any, s
                             f"(rows {sorted(rows)[:5]}...)")
         tmp = shard_dir / f"{i:06d}.{rank}.tmp.npy"
         np.save(tmp, emb.numpy().astype(np.float32))
-        os.replace(tmp, shard_dir / f"{i:06d}.npy")
+        durable.replace_file(tmp, shard_dir / f"{i:06d}.npy")  # on disk before it counts as done
         if world == 1:  # several processes would race on the manifest; their files say it
             manifest["done"] = sorted([*manifest["done"], i])
             if stats is not None:
@@ -241,7 +243,7 @@ def _open_manifest(shard_dir: Path, fingerprint: str, n: int, shard_size: int,
     """The run's manifest: created, or checked to be over the same inputs in the same order."""
     manifest_path = shard_dir / MANIFEST
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
+        old = _read_manifest(manifest_path)
         if (old.get("fingerprint"), old.get("rows"), old.get("shard_size")) != (fingerprint, n, shard_size):
             raise DataError(f"{manifest_path}: holds a run over other inputs, another embedder or "
                             "another shard size; use a new output directory or delete this one")
@@ -263,20 +265,69 @@ def _merge(shard_dir: Path, shards: range, shard_size: int, n: int, target: Path
     missing = [i for i in shards if not (shard_dir / f"{i:06d}.npy").is_file()]
     if missing:
         raise DataError(f"{shard_dir}: shards {missing[:5]} are missing; rerun to finish them")
-    dims = {np.load(shard_dir / f"{i:06d}.npy", mmap_mode="r").shape[1] for i in shards}
+    dims = {read_shard(shard_dir / f"{i:06d}.npy", min(shard_size, n - i * shard_size),
+                       header_only=True).shape[1] for i in shards}
     if len(dims) != 1:
         raise DataError(f"{shard_dir}: shards of different widths {sorted(dims)}")
     tmp = target.with_suffix(".tmp.npy")
     matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims.pop()))
-    for i in shards:
-        matrix[order[i * shard_size:(i + 1) * shard_size]] = np.load(shard_dir / f"{i:06d}.npy")
-    matrix.flush()
+    try:
+        for i in shards:  # every shard read whole and checked before it joins the matrix
+            matrix[order[i * shard_size:(i + 1) * shard_size]] = read_shard(
+                shard_dir / f"{i:06d}.npy", min(shard_size, n - i * shard_size))
+        matrix.flush()
+    except BaseException:
+        del matrix
+        tmp.unlink(missing_ok=True)
+        raise
     del matrix
-    os.replace(tmp, target)
+    durable.replace_file(tmp, target)
     atomic_write_text(target.with_suffix(".fingerprint"), fingerprint)
     manifest_path.unlink()
     shutil.rmtree(shard_dir)  # the shards, and any partial file a killed process left
     return np.load(target, mmap_mode="r")
+
+
+def read_shard(path: Path, rows: int, *, header_only: bool = False) -> np.ndarray:
+    """An embedding shard [rows, d] float32, or a one-line `DataError` naming it: empty or
+    cut short (a power loss), not a .npy, another shape or type, or (read whole) NaN/inf."""
+    hint = "delete it and rerun to embed it again"
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (EOFError, ValueError, OSError) as err:
+        raise DataError(f"{path}: not a whole .npy shard ({type(err).__name__}: "
+                        f"{str(err) or 'empty file'}); {hint}") from None
+    if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != rows:
+        raise DataError(f"{path}: holds {array.dtype} {array.shape}, expected float32 [{rows}, d];"
+                        f" {hint}")
+    if header_only:
+        return array
+    data = np.asarray(array)
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{path}: row {int(np.argmin(finite))} is not finite (NaN or inf); {hint}")
+    return data
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The embedding manifest, with its fields checked (one line naming the file)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a JSON manifest ({err}); delete the shard directory to "
+                        "start again") from None
+    fields = {"fingerprint": str, "rows": int, "shard_size": int, "done": list}
+    bad = [k for k, kind in fields.items() if not isinstance(doc, dict)
+           or not isinstance(doc.get(k), kind) or isinstance(doc.get(k), bool)]
+    if not bad and not all(isinstance(i, int) and not isinstance(i, bool)
+                           and 0 <= i * doc["shard_size"] < max(doc["rows"], 1)
+                           for i in doc["done"]):
+        bad = ["done"]
+    if bad:
+        raise DataError(f"{path}: field {bad[0]!r} is missing or malformed (fingerprint: str, "
+                        "rows, shard_size: int, done: shard numbers); delete the shard directory "
+                        "to start again")
+    return doc
 
 
 def embed_personalllm(rows: Sequence[dict[str, Any]], embedder: Any, out_dir: str | Path,

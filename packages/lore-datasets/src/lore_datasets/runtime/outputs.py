@@ -14,39 +14,58 @@ checked by `check_output_dir` before any data is loaded, and
   swapped in as a whole when it succeeds; if it fails the old run is left
   exactly as it was.
 
-`publish` is the one directory swap: an ``--overwrite`` run and the
-staging directory of a torchrun run both end in it.
+A run holds an exclusive lock on its directory from start to end
+(`claim_output`), after finishing or rolling back a swap an earlier run was
+killed in. `publish` is the one directory swap: an ``--overwrite`` run, the
+staging directory of a torchrun run and a replaced data set all end in it;
+the swap's crash-safe protocol, its recovery and the fsyncs are
+`lore_datasets.runtime.durable`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from ..errors import DataError
+from . import durable
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The parent directory is created. If ``write`` raises, the temporary file
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched. The file gets the umask's mode, and
+    its data and the rename are fsynced (`durable.replace_file`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = durable.new_file(path)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        try:
+            write(tmp)
+        except SafetensorError as err:  # a full disk, say: an OSError naming the target
+            raise _as_os_error(err, path) from None
+        durable.replace_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _as_os_error(err: Exception, path: Path) -> OSError:
+    """safetensors reports an I/O failure as text ("... (os error 28)"): the OSError it was."""
+    found = re.search(r"os error (\d+)", str(err))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return OSError(errno.EIO, f"cannot write it ({err})", str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -96,44 +115,42 @@ def check_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = F
 
 
 @contextmanager
+def claim_output(path: str | Path, *, overwrite: bool = False, resume: bool = False,
+                 flag: str = "--out") -> Iterator[Path]:
+    """Hold ``path`` for a whole run: lock it (a second run is refused), finish or roll
+    back a swap a killed run left (`durable.recover`), then `check_run_dir`."""
+    path = check_output_dir(path, flag=flag)
+    with durable.lock(path, flag=flag):
+        durable.recover(path)
+        yield check_run_dir(path, overwrite=overwrite, resume=resume, flag=flag)
+
+
+@contextmanager
 def output_directory(path: str | Path, *, overwrite: bool = False,
                      resume: bool = False) -> Iterator[Path]:
     """The directory a run should write into (see the module docstring for the rules).
 
     With ``overwrite`` and a non-empty ``path``, yields a fresh sibling
-    directory; on normal exit it replaces ``path`` (the old run is moved
-    aside, the new one renamed in, the old one deleted); on an exception the
-    sibling is deleted and ``path`` is untouched.
+    directory; on normal exit it replaces ``path`` (`durable.swap_in`); on an
+    exception the sibling is deleted and ``path`` is untouched. The directory
+    is locked throughout (`claim_output`).
     """
-    path = check_run_dir(path, overwrite=overwrite, resume=resume)
-    if not overwrite or is_empty_dir(path):
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    publish(staging, path)
+    with claim_output(path, overwrite=overwrite, resume=resume) as path:
+        if not overwrite or is_empty_dir(path):
+            path.mkdir(parents=True, exist_ok=True)
+            yield path
+            return
+        staging = durable.new_dir(path, "new")
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        publish(staging, path)
 
 
 def publish(staging: str | Path, path: str | Path) -> Path:
-    """Put the directory ``staging`` in place of ``path`` as a whole.
-
-    A new or empty ``path`` simply becomes it; a non-empty one is moved aside
-    into a temporary sibling, replaced, and then deleted, so the old and new
-    files are never mixed and a reader sees one run or the other.
-    """
-    staging, path = Path(staging), Path(path)
-    if path.exists() and not is_empty_dir(path):
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-        os.replace(path, old / path.name)
-        os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
-    if path.exists():
-        path.rmdir()
-    os.replace(staging, path)
-    return path
+    """Put the complete directory ``staging`` (a sibling) in place of ``path`` as a whole:
+    the old and new files are never mixed, a reader sees one run or the other, and a
+    kill at any point leaves ``path`` whole or recoverable (`durable.swap_in`)."""
+    return durable.swap_in(staging, path)

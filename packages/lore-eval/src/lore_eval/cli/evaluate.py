@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from lore_datasets import DataSource, SplitConfig
+from lore_datasets import DataError, DataSource, SplitConfig
 from lore_datasets.runtime.cli import ArgumentParser, resolve_device, run_cli
 from lore_datasets.runtime.outputs import atomic_write_text, check_output_dir
 from lore_datasets.runtime.settings import add_arguments, given, to_dict
+from lore_datasets.sizes import check_fits
 from lore_train import PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
@@ -25,6 +27,8 @@ from lore_train.results import load_results
 from ..fewshot import DEFAULT_SHOTS, PRIORS, SOLVERS, STRATEGIES, find_checkpoints, run_fewshot
 from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
 from ..report import format_markdown
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,10 +103,16 @@ def _fewshot(args: argparse.Namespace) -> int:
     checkpoints = list(args.checkpoint)
     if args.run is not None:
         checkpoints = find_checkpoints(args.run, args.K) + checkpoints
+    K = 1
     for checkpoint in checkpoints:  # a broken checkpoint fails now, not after the data loads
-        PersonalRewardModel.load(checkpoint)
+        K = max(K, PersonalRewardModel.load(checkpoint).kept_rank)
     source, split = _data_settings(args)
     benchmark = source.load(split=split)
+    pool = benchmark.unseen_fewshot
+    per_trial = 8 * (pool.num_pairs * 2 + pool.num_users * max(args.shots) * (3 + 2 * K)
+                     + pool.num_users * K * 8)
+    check_fits(f"--trials {args.trials} (x {pool.num_users} users x --shots up to "
+               f"{max(args.shots)})", memory=args.trials * per_trial)
     print(f"lore-eval fewshot: {len(checkpoints)} checkpoint(s), "
           f"{benchmark.unseen_fewshot.num_users} unseen users, shots {sorted(set(args.shots))}, "
           f"{args.trials} trials", file=sys.stderr)
@@ -169,18 +179,37 @@ def _report(args: argparse.Namespace) -> int:
     results = load_results(args.run_dir)
     fewshot_path = args.run_dir / "fewshot.json"
     fewshot = load_fewshot(fewshot_path) if fewshot_path.is_file() else None
-    text = format_markdown(results, fewshot)
+    # a malformed file is named now, before anything is written
+    _formatted(lambda: format_markdown(results), args.run_dir / "results.json")
+    text = _formatted(lambda: format_markdown(results, fewshot), fewshot_path)
     atomic_write_text(args.run_dir / "report.md", text)
     print(text, end="")
     written = [args.run_dir / "report.md"]
     if not args.no_plots:
-        written.append(plot_accuracy_vs_rank(results, args.run_dir / "accuracy_vs_rank.png"))
-        curves = plot_loss_curves(results, args.run_dir / "loss_curves.png")  # None: no curves
+        results_path = args.run_dir / "results.json"
+        written.append(_formatted(lambda: plot_accuracy_vs_rank(
+            results, args.run_dir / "accuracy_vs_rank.png"), results_path))
+        curves = _formatted(lambda: plot_loss_curves(results, args.run_dir / "loss_curves.png"),
+                            results_path)  # None: no curves
         written += [curves] if curves else []
         if fewshot is not None:
-            written.append(plot_accuracy_vs_shots(fewshot, args.run_dir / "accuracy_vs_shots.png"))
+            written.append(_formatted(lambda: plot_accuracy_vs_shots(
+                fewshot, args.run_dir / "accuracy_vs_shots.png"), fewshot_path))
     print("\nwrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
+
+
+def _formatted(make: Callable[[], T], path: Path) -> T:
+    """``make()``; a results or fewshot file missing an entry (or with one of the wrong
+    type) is a `DataError` naming ``path`` and the entry, not a KeyError traceback."""
+    try:
+        return make()
+    except KeyError as err:
+        raise DataError(f"{path}: malformed: missing entry {err.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: malformed: {type(err).__name__}: {err}") from None
 
 
 if __name__ == "__main__":
