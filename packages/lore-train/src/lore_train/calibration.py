@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 
-from lore_datasets import Benchmark
+from lore_datasets import Benchmark, split_validation
 from lore_kernels.reference import bt_terms_reference, label_probability
 
 from .config import TrainConfig
+from .heldout import fit_on_split
 from .metrics import SETTINGS
 from .model import PersonalRewardModel
-from .selection import validation_split
-from .trainer import fit
 
 ECE_BINS = 10
 TEMPERATURE_RANGE = (1e-3, 1e3)
@@ -111,17 +110,20 @@ def evaluate_calibration(
 ) -> dict[str, Any]:
     """The temperature and the four settings' calibration scores of ``model``.
 
-    T is fitted on the validation split of seen_train (`validation_split`,
+    T is fitted on the validation split of seen_train (`split_validation`,
     seeded by ``config.seed``) of a model fitted, with ``model``'s config,
     on the rest: ``model`` itself saw every seen_train pair, so its own
     margins there would make T too confident. Scores are given at T
     (``calibrated``) and at T = 1 (``uncalibrated``).
     """
     train_config = model.train_config or config
-    train, val = validation_split(benchmark.seen_train, val_fraction, seed=train_config.seed)
+    split = split_validation(benchmark.seen_train, val_fraction, seed=train_config.seed)
+    val = split.val
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
-    held_out, _ = fit(train, train_config, v_ref=benchmark.v_ref, progress=progress)
+    # the selection's candidate for this cell is often this very fit (lore_train.heldout)
+    held_out, _ = fit_on_split(benchmark.seen_train, split, train_config, v_ref=benchmark.v_ref,
+                               pass_validation=False, progress=progress)
     T = fit_temperature(held_out.margin(val), model.tau, model.label_noise)
     out: dict[str, Any] = {"temperature": T, "fitted_on": "validation split of seen_train "
                            "(model refitted on the rest)", "val_fraction": val_fraction,
