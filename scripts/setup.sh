@@ -48,7 +48,7 @@ fi
 
 # Skip everything when the inputs of the install have not changed.
 stamp_inputs=$(cat pyproject.toml scripts/setup.sh packages/*/pyproject.toml \
-  packages/lore-kernels/setup.py 2>/dev/null; \
+  packages/lore-kernels/setup.py packages/lore-kernels/src/lore_kernels/_buildspec.py 2>/dev/null; \
   find packages/lore-kernels/csrc -type f 2>/dev/null | sort | xargs cat 2>/dev/null; \
   echo "${LORE_BUILD_EXT:-1}${LORE_BUILD_CUDA:-1}${LORE_IN_PLACE:-0}$py")
 stamp_hash=$(printf '%s' "$stamp_inputs" | sha256sum | cut -d' ' -f1)

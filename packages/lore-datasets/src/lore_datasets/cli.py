@@ -51,15 +51,19 @@ from .textio import json_lines
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
 EMBED_TIMEOUT = 1800.0  # processes wait for the slowest one's last shard, not one step
+SYNTHETIC_USERS = 1000  # a few MB: the million-user scale test asks for it with --users
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="lore-prepare", description="Embed text pairs with a reward model (or MiniLM), or "
-                                "convert reference files to the canonical form.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="lore-prepare", description="Embed text pairs with a reward model (or "
+                       "MiniLM), convert any data set to the canonical form, or write planted "
+                       "synthetic users: the files lore-train reads.")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("embed", help="text pairs -> embeddings in a layout lore-train reads",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Embed (prompt, chosen, rejected) pairs from a hub data set or "
+                       "a JSONL file with a reward model (its final hidden state; its score head "
+                       "becomes v_ref) or the MiniLM sentence encoder, in resumable shards. "
+                       "See docs/datasets.md.")
     e.add_argument("--source", required=True, choices=("tldr", "prism", "personalllm", "pairs"),
                    help="a hub data set (network, or --data-dir with its files) or a local JSONL "
                    "of pairs")
@@ -69,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tldr: keep rows whose extra.confidence (1-9) is at least this")
     e.add_argument("--normalize", choices=("none", "zscore"), default=None,
                    help="personalllm: how lore-train mixes the 10 reward models' scores "
-                   "(recorded in scores.json; None: none, the reference's raw mix)")
+                   "(recorded in scores.json; default: none, the reference's raw mix)")
     e.add_argument("--cost-sign", choices=("raw", "flip"), default=None,
                    help="personalllm: beaver_7b is a cost model (higher = worse); flip negates "
-                   "it (None: raw, as the reference)")
+                   "it (default: raw, as the reference)")
     e.add_argument("--pairs", type=Path, help="JSONL, one object per line: user_id, prompt "
                    "(text or chat messages), chosen, rejected[, prompt_id, split]")
     e.add_argument("--out", type=Path, required=True, help="output directory (rerun to resume)")
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", choices=("reward-model", "minilm"), default="reward-model",
                    help="minilm: all-MiniLM-L6-v2 sentence encoder on CPU (no v_ref)")
     e.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="model dtype (None: bfloat16 on GPU, float32 on CPU)")
+                   help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--batch-size", type=int, default=8,
                    help="rows per batch of --legacy-batching (and of --encoder minilm)")
@@ -95,41 +99,53 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--legacy-batching", action="store_true",
                    help="the original pipeline: --batch-size rows per batch, no global sort")
     e.add_argument("--shard-size", type=int, default=512, help="rows per resumable shard")
-    e.add_argument("--limit", type=int, default=None, help="first N hub rows per split (testing)")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--limit", type=int, default=None,
+                   help="first N hub rows per split, for a quick test (default: all)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.add_argument("--dist-timeout", type=float, default=EMBED_TIMEOUT,
                    help="under torchrun: seconds a process waits for the others (at the start, "
                    "and for the slowest to finish its shards) before every process fails")
     c = sub.add_parser("convert", help="any data set -> the canonical safetensors + JSON form "
                        "(rows by user, readable one block of users at a time)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Load a data set as lore-train would (split included) and "
+                       "write it as safetensors + JSON, rows sorted by user, optionally in shards, "
+                       "so that each process of a distributed run reads only its users' rows.")
     c.add_argument("--dataset", required=True,
                    help="tldr, prism, personalllm (reference files in --data-dir), a bundled name, "
                    "synthetic, or a data directory (generic layout or canonical, to re-shard)")
-    c.add_argument("--data-dir", type=Path, default=None)
-    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--data-dir", type=Path, default=None,
+                   help="where the files of tldr/prism/personalllm are (or another copy of a "
+                   "bundled set)")
+    c.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
     c.add_argument("--seed", type=int, default=0, help="split seed")
     c.add_argument("--max-shard-size", type=parse_size, default=None,
-                   help="cut each split's rows into files of about this size (e.g. 2GB, 512MiB); "
-                   "default one file")
+                   help="cut each split's rows into files of about this size (e.g. 2GB, 512MiB) "
+                   "(default: one file per split)")
     c.add_argument("--normalize", choices=("none", "zscore"), default=None,
-                   help="personalllm: mix raw scores or per-model z-scores (None: scores.json, "
-                   "else none)")
+                   help="personalllm: mix raw scores or per-model z-scores (default: as in "
+                   "scores.json, else none)")
     c.add_argument("--cost-sign", choices=("raw", "flip"), default=None,
-                   help="personalllm: keep or negate the beaver_7b cost model (None: scores.json, "
-                   "else raw)")
+                   help="personalllm: keep or negate the beaver_7b cost model (default: as in "
+                   "scores.json, else raw)")
     g = sub.add_parser("synthetic", help="stream planted low-rank users into the canonical form "
-                       "in bounded memory", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g.add_argument("--out", type=Path, required=True)
-    g.add_argument("--users", type=int, default=1_000_000)
-    g.add_argument("--pairs-per-user", type=int, default=20)
-    g.add_argument("--dim", type=int, default=32)
+                       "in bounded memory",
+                       description="Draw users from a planted rank-K model (a shared basis, "
+                       "per-user mixtures, labels flipped at --label-noise) and write them in the "
+                       "canonical sharded form, a block of users at a time, so any --users fits "
+                       "in memory. About 2.6 KB per user at the defaults: --users 1000000 is the "
+                       "2.6 GB scale test.")
+    g.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
+    g.add_argument("--users", type=int, default=SYNTHETIC_USERS, help="number of users")
+    g.add_argument("--pairs-per-user", type=int, default=20, help="pairs drawn for each user")
+    g.add_argument("--dim", type=int, default=32, help="embedding dimension d")
     g.add_argument("--rank", type=int, default=4, help="planted rank K")
-    g.add_argument("--label-noise", type=float, default=0.05)
-    g.add_argument("--prompts", type=int, default=200)
+    g.add_argument("--label-noise", type=float, default=0.05,
+                   help="share of labels flipped at random")
+    g.add_argument("--prompts", type=int, default=200, help="distinct prompt ids the pairs share")
     g.add_argument("--seed", type=int, default=0, help="generator and split seed")
-    g.add_argument("--dtype", choices=DTYPES, default="float32")
-    g.add_argument("--max-shard-size", type=parse_size, default="64MiB")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="stored embedding dtype")
+    g.add_argument("--max-shard-size", type=parse_size, default="64MiB",
+                   help="cut each split's rows into files of about this size")
     return p
 
 

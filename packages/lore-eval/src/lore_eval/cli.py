@@ -39,11 +39,13 @@ T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="lore-eval", description=__doc__.split("\n\n")[0].strip("`: "))
+    p = ArgumentParser(prog="lore-eval", description="Experiments and reports on what lore-train "
+                       "wrote: few-shot curves of its checkpoints (fewshot), and a markdown report "
+                       "with the plots of a run (report).")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser(
-        "fewshot", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "fewshot",
         help="accuracy of unseen users against the number of pairs they gave (V frozen)",
         description="For each checkpoint, draw --shots pairs per unseen user from the few-shot "
         "pool over --trials seeded draws, fit only their weights, and report mean and std over "
@@ -54,16 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", type=Path, help="a lore-train output directory: its checkpoints, and "
                      "its data options as defaults (so the split matches training)")
     src.add_argument("--checkpoint", type=Path, nargs="+", default=[],
-                     help="checkpoint directories (model.safetensors + config.json)")
-    src.add_argument("--K", type=int, nargs="+", help="with --run: only these K")
+                     help="checkpoint directories (model.safetensors + config.json), with or "
+                     "instead of --run")
+    src.add_argument("--K", type=int, nargs="+", help="with --run: only these K (default: all)")
     data = f.add_argument_group("data and split (default: the run's, else lore-train's)")
     add_arguments(data, DataSource)
     add_arguments(data, SplitConfig, exclude=("seed",), default_note="dataset")
     data.add_argument("--split-seed", type=int, default=argparse.SUPPRESS,
                       help="seed of the data split (default: the run's, else the data set's own)")
     exp = f.add_argument_group("experiment")
-    exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
-    exp.add_argument("--trials", type=int, default=20)
+    exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS),
+                     help="pairs per unseen user at each point of the curve")
+    exp.add_argument("--trials", type=int, default=20,
+                     help="seeded draws of those pairs per point (mean and std over them)")
     exp.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["random"],
                      help="how a user's pairs are chosen: random draws, or active (greatest "
                      "expected information gain under the posterior, batch-aware); one curve each")
@@ -82,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="results.json as a markdown table; regenerate the plots",
                        description="Render RUN_DIR/results.json (and fewshot.json when present) "
                        "as markdown to stdout and RUN_DIR/report.md, and redraw the plots.")
-    r.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    r.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a lore-train output directory (with results.json)")
     r.add_argument("--no-plots", action="store_true", help="only the markdown")
     return p
 

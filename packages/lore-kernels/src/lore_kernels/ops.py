@@ -227,5 +227,4 @@ def _register(namespace: str) -> None:
 
 
 _register("lore_ref")
-if _native.LOAD_ERROR is None:
-    _register("lore")
+_native.when_loaded(lambda: _register("lore"))

@@ -30,8 +30,8 @@ from lore_datasets import SPLITS, Benchmark
 from lore_kernels import Likelihood
 
 from .config import TrainConfig
+from .heldout import fit_on_split
 from .model import PersonalRewardModel
-from .trainer import fit
 
 ECE_BINS = 10
 TEMPERATURE_RANGE = (1e-3, 1e3)
@@ -110,16 +110,20 @@ def evaluate_calibration(
 
     T is fitted on the validation split of seen_train (the one early stopping
     and selection use: `TrainConfig.validation_split` of ``model``'s config,
-    else ``config``) of a model fitted, with that config, on the rest: ``model`` itself saw every seen_train pair, so its own
+    else ``config``) of a model fitted, with that config, on the rest (shared
+    with the selection's candidate inside `lore_train.heldout.remembered`):
+    ``model`` itself saw every seen_train pair, so its own
     margins there would make T too confident. Scores are given at T
     (``calibrated``) and at T = 1 (``uncalibrated``).
     """
     train_config = model.train_config or config
     split = train_config.validation_split(benchmark.seen_train)
-    train, val = split.train, split.val
+    val = split.val
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
-    held_out, _ = fit(train, train_config, v_ref=benchmark.v_ref, progress=progress)
+    # the selection's candidate for this cell is often this very fit (lore_train.heldout)
+    held_out, _ = fit_on_split(benchmark.seen_train, split, train_config, v_ref=benchmark.v_ref,
+                               pass_validation=False, progress=progress)
     likelihood = model.likelihood
     T = fit_temperature(held_out.margin(val), likelihood)
     out: dict[str, Any] = {"temperature": T, "fitted_on": "validation split of seen_train "

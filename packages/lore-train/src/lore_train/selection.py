@@ -43,6 +43,7 @@ from lore_datasets import SPLITS, Benchmark
 
 from .config import TrainConfig
 from .fewshot import personalize
+from .heldout import fit_on_split
 from .metrics import accuracy, evaluate
 from .sweep import skip_reason
 from .trainer import fit
@@ -184,8 +185,9 @@ def select_model(
                 start = time.perf_counter()
                 per_fold = []
                 for fold in splits:
-                    model, history = fit(fold.train, cell, v_ref=benchmark.v_ref,
-                                         validation=fold.val, progress=progress)
+                    model, history = fit_on_split(benchmark.seen_train, fold, cell,
+                                                  v_ref=benchmark.v_ref, pass_validation=True,
+                                                  progress=progress)
                     scores = accuracy(model, fold.val)
                     per_fold.append({k: scores[k] for k in ("mean", "std", "n_users")})
                     if cand.best_step is None and history.early_stopping:

@@ -24,6 +24,7 @@ import lore_kernels
 from lore_datasets import PreferencePairs
 
 from ._util import progress_bar, seeded_generator
+from .adam import Adam
 from .anchor import anchor_kind, population_config
 from .config import TrainConfig
 from .model import PersonalRewardModel
@@ -307,11 +308,11 @@ def optimize(
     lr_w = config.lr if config.lr_w is None else config.lr_w
     started = time.perf_counter()
     if config.mode == "joint":
-        opt = torch.optim.Adam([{"params": [V]}, {"params": [W], "lr": lr_w}], lr=config.lr)
+        opt = Adam([{"params": [V]}, {"params": [W], "lr": lr_w}], lr=config.lr)
         optimizers = [opt]
     else:
-        opt_w = torch.optim.Adam([W], lr=lr_w)
-        opt_v = torch.optim.Adam([V], lr=config.lr)
+        opt_w = Adam([W], lr=lr_w)
+        opt_v = Adam([V], lr=config.lr)
         optimizers = [opt_w, opt_v]
     first = 0
     if start is not None:

@@ -35,8 +35,39 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's help ends with its default, written as a user would type it.
+
+    Left alone: help that already names its default, required flags and
+    positionals (nothing to default), on/off switches (off unless given), and
+    defaults of None or "not given" (the help says what happens then).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or action.required
+            or not action.option_strings
+            or action.nargs == 0  # store_true/false, help, version
+            or default is None
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        if shown == "":
+            shown = "none"
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too (exit 2), like every other failure."""
+    """argparse whose usage errors are one line too (exit 2), like every other failure,
+    and whose help shows every default (`HelpFormatter`; subcommands inherit both)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -59,7 +59,8 @@ def add_arguments(
     Flags default to "not given" (absent from the namespace), so a caller
     applies only what the user typed on top of a preset or a stored config
     (`given`); the help shows the dataclass default, with ``default_note``
-    appended (e.g. "; presets may change it").
+    appended (e.g. "; presets may change it"); a None default is not shown
+    (the field's help says what happens when it is not set).
     """
     hints = typing.get_type_hints(cls)
     added = []
@@ -70,7 +71,11 @@ def add_arguments(
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "the data set's own" if default_note == "dataset" else repr(default)
         extra = "" if default_note in ("", "dataset") else default_note
-        help_text = f"{f.metadata.get('help', '')} (default: {shown}{extra})".strip()
+        if default is None and default_note != "dataset":  # the help says what unset means
+            suffix = f" (default: not set{extra})" if extra else ""
+        else:
+            suffix = f" (default: {shown}{extra})"
+        help_text = f"{f.metadata.get('help', '')}{suffix}".strip()
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         options: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                                    "help": help_text.replace("%", "%%")}
