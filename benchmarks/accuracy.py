@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lore_datasets import Benchmark, SplitConfig, load_dataset, synthetic_benchmark
-from lore_datasets.synthetic import Oracle, make_synthetic
+from lore_datasets import SPLITS, Benchmark, SplitConfig, load_dataset, synthetic_benchmark
+from lore_datasets.synthetic import Oracle, SyntheticSpec
 from lore_eval import annotator_consistency
 from lore_train import (
-    SETTINGS,
     TrainConfig,
     evaluate,
     fit,
@@ -91,10 +90,10 @@ def bayes_fewshot_accuracy(bench: Benchmark, oracle: Oracle) -> float:
     the true margin with probability 1 - flip rate); a test pair is predicted
     by the posterior majority of the draws' signs.
     """
-    gen = make_synthetic.__kwdefaults__  # the generator behind `synthetic_benchmark`
+    gen = SyntheticSpec()  # the generator behind `synthetic_benchmark`, its defaults
     draws = torch.from_numpy(np.random.default_rng(0).dirichlet(
-        np.full(oracle.V.shape[1], gen["dirichlet_alpha"]), size=BAYES_DRAWS)).float()
-    flip = gen["label_noise"]
+        np.full(oracle.V.shape[1], gen.dirichlet_alpha), size=BAYES_DRAWS)).float()
+    flip = gen.label_noise
     fewshot, test = bench.unseen_fewshot, bench.unseen_test
     predictions = torch.empty(test.num_pairs)
     for u in range(fewshot.num_users):
@@ -215,7 +214,7 @@ def summary(docs: list[dict[str, Any]]) -> str:
                 "unseen/unseen prompts |", "|---|---|---|---|---|"]
         for key, label in LABELS.items():
             cells = []
-            for setting in SETTINGS:
+            for setting in SPLITS:
                 v = np.array([d["rows"][key]["scores"][setting] for d in runs])
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
             out.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from lore_datasets import PreferencePairs
-from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
+from lore_train import FewShotSettings, PersonalRewardModel, TrainConfig, fit_few_shot
 
 TARGETS_MS = {"adapt": 5.0, "score_std": 2.0, "fewshot_eval": 1000.0}
 
@@ -91,11 +91,12 @@ def bench_fewshot(K: int, users: int, pairs: int, repeat: int, adam_steps: int) 
 
     alpha = fit_dirichlet(S)
     eye = torch.eye(K)
-    newton = timed(lambda: fit_few_shot(eye, data, prior=alpha, solver="newton"), repeat)
+    newton_settings = FewShotSettings(solver="newton")
+    newton = timed(lambda: fit_few_shot(eye, data, newton_settings, prior=alpha), repeat)
     start = time.perf_counter()
-    W_adam = fit_few_shot(eye, data, prior=alpha, solver="adam", steps=adam_steps)
+    W_adam = fit_few_shot(eye, data, FewShotSettings(solver="adam", steps=adam_steps), prior=alpha)
     adam = 1e3 * (time.perf_counter() - start)
-    W = fit_few_shot(eye, data, prior=alpha, solver="newton")
+    W = fit_few_shot(eye, data, newton_settings, prior=alpha)
     gap = (torch.softmax(W, 1) - torch.softmax(W_adam, 1)).abs().sum(1)
     return {"case": f"few-shot eval {users} users x {pairs} pairs K={K}", "K": K, "users": users,
             "pairs": pairs, "newton_ms": newton, "adam_ms": adam, "adam_steps": adam_steps,

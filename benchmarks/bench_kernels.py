@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import lore_kernels
-from lore_kernels.reference import bt_terms_reference, lowrank_bt_reference
+from lore_kernels.reference import Likelihood, lowrank_bt_reference
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TAU = 0.01
@@ -94,7 +94,7 @@ def torch_two_matmuls(Z, user, weight, V, S, tau):
     P = (Z @ V.to(Z.dtype)).float()
     S_rows = S[user]
     margin = (P * S_rows).sum(dim=1)
-    losses, g = bt_terms_reference(margin, weight, tau)
+    losses, g = Likelihood(tau).terms(margin, weight)
     dV = (Z.T @ (g[:, None] * S_rows).to(Z.dtype)).float()
     dS = torch.zeros_like(S).index_add_(0, user, g[:, None] * P)
     return losses.sum(), margin, dV, dS
@@ -104,7 +104,7 @@ def torch_user_heads(Z, user, weight, V, S, tau):
     """The per-user-head plain-torch step: H = S Vᵀ, margins through H[user], G by index_add."""
     H = (S @ V.T).to(Z.dtype)
     margin = (Z * H[user]).sum(dim=1, dtype=torch.float32)
-    losses, g = bt_terms_reference(margin, weight, tau)
+    losses, g = Likelihood(tau).terms(margin, weight)
     G = torch.zeros(S.shape[0], Z.shape[1], dtype=Z.dtype, device=Z.device)
     G.index_add_(0, user, g.to(Z.dtype)[:, None] * Z)
     G = G.float()

@@ -27,7 +27,7 @@ import torch
 import lore_kernels
 from lore_datasets import PreferencePairs, load_dataset
 from lore_eval.fewshot import draw_shots
-from lore_train import PersonalRewardModel, fit_few_shot
+from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
 from lore_train.calibration import expected_calibration_error, log_loss
 from lore_train.posterior import covariance, laplace_precision, logit_draws, preference_moments
 from lore_train.prior import empirical_log_weights, sample_dirichlet
@@ -60,9 +60,9 @@ def main() -> None:
     model = PersonalRewardModel.load(args.checkpoint)
     bench = load_dataset(args.dataset, split={"seed": args.split_seed})
     pool, test = bench.unseen_fewshot, bench.unseen_test
-    tau, K = model.tau, model.kept_rank
-    cfg = model.meta.get("train_config", {})
-    steps, lr = cfg.get("fewshot_steps", 500), cfg.get("fewshot_lr", 0.1)
+    K, likelihood = model.kept_rank, model.likelihood
+    tau = likelihood.tau
+    settings = (model.train_config or TrainConfig()).fewshot().with_(likelihood=likelihood)
     V = model.V.detach()
     P_pool = lore_kernels.project(pool.features, V)
     P_test = lore_kernels.project(test.features, V)
@@ -83,9 +83,9 @@ def main() -> None:
         owner = torch.arange(T * U).repeat_interleave(n)
         shots = PreferencePairs(P_pool[flat], owner, [str(i) for i in range(T * U)])
         eye = torch.eye(K)
-        W_none = fit_few_shot(eye, shots, steps=steps, lr=lr, tau=tau, seed=args.seed + n)
-        W_map = fit_few_shot(eye, shots, steps=steps, lr=lr, tau=tau, seed=args.seed + n, prior=alpha)
-        mix = empirical_log_weights(P_pool[flat], owner, T * U, seen, tau).exp() @ seen.double()
+        W_none = fit_few_shot(eye, shots, settings.with_(seed=args.seed + n))
+        W_map = fit_few_shot(eye, shots, settings.with_(seed=args.seed + n), prior=alpha)
+        mix = empirical_log_weights(P_pool[flat], owner, T * U, seen, likelihood).exp() @ seen.double()
         # test rows of each (trial, user)
         position = torch.full((test.num_users,), -1, dtype=torch.int64)
         position[torch.from_numpy(users)] = torch.arange(U)
@@ -97,11 +97,11 @@ def main() -> None:
 
         S_map = torch.softmax(W_map, 1)
         margin = (Qr * S_map.double()[b]).sum(1)
-        draws = logit_draws(W_map, covariance(laplace_precision(P_pool[flat], owner, W_map, tau, alpha)),
+        draws = logit_draws(W_map, covariance(laplace_precision(P_pool[flat], owner, W_map, likelihood, alpha)),
                             256, seed=args.seed)
-        p_laplace, _ = preference_moments(Qr, draws, b, tau)
-        p_laplace_cal, _ = preference_moments(Qr, draws, b, tau / T_cal)
-        logw = empirical_log_weights(P_pool[flat], owner, T * U, particles, tau)
+        p_laplace, _ = preference_moments(Qr, draws, b, likelihood)
+        p_laplace_cal, _ = preference_moments(Qr, draws, b, likelihood.tempered(T_cal))
+        logw = empirical_log_weights(P_pool[flat], owner, T * U, particles, likelihood)
         p_part = (logw.exp()[b] * torch.sigmoid(tau * Qr @ particles.double().T)).sum(1)
 
         def acc(S: torch.Tensor) -> str:

@@ -43,10 +43,9 @@ def weight_gap(model: PersonalRewardModel, bench, shots: list[int], trials: int,
         if n == 0 or users.size == 0:
             continue
         rows = draw_shots(pool, users, n, trials, seed=seed)
-        kw = dict(steps=cfg.fewshot_steps, lr=cfg.fewshot_lr, tau=model.tau,
-                  reduction=cfg.reduction, seed=seed + n, prior=prior, label_noise=model.label_noise)
-        adam = _fit_trials(P, rows, solver="adam", **kw)
-        newton = _fit_trials(P, rows, solver="newton", **kw)
+        settings = cfg.fewshot().with_(likelihood=model.likelihood, seed=seed + n)
+        adam = _fit_trials(P, rows, settings.with_(solver="adam"), prior=prior)
+        newton = _fit_trials(P, rows, settings.with_(solver="newton"), prior=prior)
         out[n] = float((adam - newton).abs().sum(-1).median())
     return out
 

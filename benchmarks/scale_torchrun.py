@@ -125,7 +125,7 @@ def _worker(argv: list[str]) -> int:
     import torch._dynamo  # noqa: F401  (Adam's first step imports it: seconds, not a step's cost)
 
     from lore_datasets import SPLITS
-    from lore_datasets.sharding import rank_blocks
+    from lore_datasets.sharding import process_blocks
     from lore_datasets.storage import user_offsets
     from lore_train.cli import main as lore_train
 
@@ -135,7 +135,7 @@ def _worker(argv: list[str]) -> int:
     code = lore_train(train_args)
     seconds = time.perf_counter() - start
     offsets = {s: user_offsets(data, s) for s in SPLITS}
-    seen, unseen = rank_blocks(offsets, rank, world)
+    seen, unseen = process_blocks(offsets, rank, world)
     rows = {s: int(offsets[s][b] - offsets[s][a])
             for s in SPLITS for a, b in [seen if s.startswith("seen") else unseen]}
     dim = json.loads((Path(data) / "benchmark.json").read_text())["splits"]["seen_train"]["dim"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lore_datasets import SplitConfig, synthetic_benchmark
-from lore_train import fit_few_shot, per_user_accuracy, summarize
+from lore_train import FewShotSettings, fit_few_shot, per_user_accuracy, summarize
 
 
 def test_bayes_optimal_fewshot_sits_between_a_fitted_user_and_the_oracle(accuracy_script,
@@ -17,7 +17,7 @@ def test_bayes_optimal_fewshot_sits_between_a_fitted_user_and_the_oracle(accurac
     test = bench.unseen_test
     bayes = accuracy.bayes_fewshot_accuracy(bench, oracle)
     truth = summarize(per_user_accuracy(oracle.margins(test), test))["mean"]
-    W = fit_few_shot(oracle.V, bench.unseen_fewshot, seed=0)
+    W = fit_few_shot(oracle.V, bench.unseen_fewshot, FewShotSettings(seed=0))
     fitted = summarize(per_user_accuracy(
         ((test.features @ oracle.V) * W.softmax(1)[test.user]).sum(1), test))["mean"]
     assert fitted < bayes <= truth + 0.01, (fitted, bayes, truth)

@@ -27,10 +27,10 @@ from lore_datasets import DataError, DataSource, synthetic_benchmark
 from lore_datasets.cli import main as prepare_main
 from lore_datasets.runtime.outputs import atomic_write_text, output_directory
 from lore_datasets.storage import save_benchmark
-from lore_eval.cli.evaluate import main as eval_main
+from lore_eval.cli import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
-from lore_train.experiment import run_rank_sweep
+from lore_train.experiment import run_sweep
 
 D = 12  # the tiny data set's embedding dimension
 FAST = ["--steps", "5", "--fewshot-steps", "5", "--min-pairs", "10", "--no-progress"]
@@ -532,16 +532,16 @@ def test_sweep_api_refuses_all_skipped_and_leaves_the_output_alone(corpus, tmp_p
     out = old_run(corpus, tmp_path)
     before = snapshot(out)
     with pytest.raises(DataError, match="nothing can train"):
-        run_rank_sweep(bench, [0, 2], [1.0], TrainConfig(steps=2, anchor="v_ref"), out,
+        run_sweep(bench, [0, 2], [1.0], TrainConfig(steps=2, anchor="v_ref"), out,
                        overwrite=True, progress=False)
     with pytest.raises(DataError, match="not empty"):
-        run_rank_sweep(bench, [2], [0.0], TrainConfig(steps=2), out, progress=False)
+        run_sweep(bench, [2], [0.0], TrainConfig(steps=2), out, progress=False)
 
     def fail(entry):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):  # a run that fails half-way
-        run_rank_sweep(bench, [1, 2], [0.0], TrainConfig(steps=2, fewshot_steps=2), out,
+        run_sweep(bench, [1, 2], [0.0], TrainConfig(steps=2, fewshot_steps=2), out,
                        overwrite=True, progress=False, on_run=fail)
     assert snapshot(out) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["old"]

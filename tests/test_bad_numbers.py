@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from lore_datasets import DataError, PreferencePairs, synthetic_benchmark
 from lore_datasets.cli import main as prepare_main
-from lore_eval.cli.evaluate import main as eval_main
+from lore_eval.cli import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
 

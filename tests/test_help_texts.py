@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from lore_datasets.cli import build_parser as prepare_parser
-from lore_eval.cli.evaluate import build_parser as eval_parser
+from lore_eval.cli import build_parser as eval_parser
 from lore_train.cli import build_parser as train_parser
 
 PARSERS = {"lore-prepare": prepare_parser, "lore-train": train_parser, "lore-eval": eval_parser}

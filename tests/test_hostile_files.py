@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from lore_datasets import DataError, synthetic_benchmark
 from lore_datasets.paths import contained
-from lore_datasets.storage import load_benchmark, read_rank, save_benchmark
+from lore_datasets.storage import load_benchmark, read_process_share, save_benchmark
 from lore_train.cli import main as train_main
 
 FAST = ["--K", "0", "1", "--steps", "3", "--fewshot-steps", "3", "--no-progress", "--no-select"]
@@ -77,7 +77,7 @@ def test_a_hostile_shard_index_is_one_line(sharded, tmp_path, case, capsys):
     with pytest.raises(DataError, match=r"benchmark\.json: .*" + pattern):
         load_benchmark(data)
     with pytest.raises(DataError, match=pattern):
-        read_rank(data, 0, 2)
+        read_process_share(data, 0, 2)
     code = train_main(["--dataset", str(data), "--out", str(tmp_path / "run"), *FAST])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[-1].startswith("lore-train: error: "), err
@@ -152,7 +152,7 @@ def test_resume_refuses_a_checkpoint_entry_outside_the_run(tmp_path, capsys):
 
 
 def test_lore_eval_refuses_a_checkpoint_linked_from_outside(tmp_path, capsys):
-    from lore_eval.cli.evaluate import main as eval_main
+    from lore_eval.cli import main as eval_main
 
     out = tmp_path / "run"
     assert train_main(["--dataset", "synthetic", "--out", str(out), *FAST]) == 0

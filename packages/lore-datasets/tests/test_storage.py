@@ -22,7 +22,7 @@ from lore_datasets import (
 from lore_datasets.storage import (
     BenchmarkWriter,
     read_benchmark_users,
-    read_rank,
+    read_process_share,
     read_users,
     user_offsets,
 )
@@ -97,7 +97,7 @@ def test_read_benchmark_users(bench, tmp_path):
 @pytest.mark.parametrize("world", [1, 3, 50])
 def test_read_rank_shares_cover_every_row_once(bench, tmp_path, world):
     save_benchmark(bench, tmp_path / "b", max_shard_bytes=600)
-    shares = [read_rank(tmp_path / "b", r, world) for r in range(world)]
+    shares = [read_process_share(tmp_path / "b", r, world) for r in range(world)]
     for split in SPLITS:
         whole = bench.split(split)
         got = [s.split(split) for s in shares]
@@ -109,22 +109,22 @@ def test_read_rank_shares_cover_every_row_once(bench, tmp_path, world):
     assert max(train) - min(train) <= 2 * heaviest
     assert shares[-1].meta["users_block"]["rank"] == world - 1
     with pytest.raises(DataError, match=r"rank must be in \[0, world_size=3\)"):
-        read_rank(tmp_path / "b", 3, 3)
+        read_process_share(tmp_path / "b", 3, 3)
 
 
 @pytest.mark.parametrize("world", [1, 3])
 def test_a_source_loaded_whole_gives_the_same_shares(bench, tmp_path, world):
-    """`DataSource.load_rank`: the row-range read of a saved directory, and the cut of
+    """`DataSource.load_process_share`: the row-range read of a saved directory, and the cut of
     a Benchmark in memory (every other source), give each rank the same share."""
     from lore_datasets import DataSource
-    from lore_datasets.sharding import rank_share
+    from lore_datasets.sharding import process_share
     from lore_datasets.storage import row_range_readable
 
     save_benchmark(bench, tmp_path / "b", max_shard_bytes=600)
     assert row_range_readable(tmp_path / "b") and not row_range_readable(tmp_path)
     for r in range(world):
-        read = DataSource(str(tmp_path / "b")).load_rank(r, world)
-        cut = rank_share(bench, r, world)
+        read = DataSource(str(tmp_path / "b")).load_process_share(r, world)
+        cut = process_share(bench, r, world)
         for split in SPLITS:
             a, b = read.split(split), cut.split(split)
             assert torch.equal(a.features, b.features) and torch.equal(a.user, b.user)
@@ -132,8 +132,8 @@ def test_a_source_loaded_whole_gives_the_same_shares(bench, tmp_path, world):
         assert read.meta["users_block"] == cut.meta["users_block"]
     other = Benchmark(*(bench.split(s) for s in SPLITS[:3]),
                       bench.unseen_test.select_rows(torch.arange(1, bench.unseen_test.num_pairs)))
-    assert (rank_share(other, 0, world).meta["users_block"]["digest"]
-            != rank_share(bench, 0, world).meta["users_block"]["digest"])
+    assert (process_share(other, 0, world).meta["users_block"]["digest"]
+            != process_share(bench, 0, world).meta["users_block"]["digest"])
 
 
 def test_bf16_rows_stay_bf16(bench, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lore_datasets import synthetic_benchmark
-from lore_eval.cli.evaluate import main
+from lore_eval.cli import main
 from lore_eval.fewshot import fewshot_curve
 from lore_train import PersonalRewardModel
 from lore_train.prior import prior_mean

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from lore_eval.cli.evaluate import main
+from lore_datasets import SPLITS
+from lore_eval.cli import main
 from lore_eval.fewshot_files import write_fewshot
 from lore_eval.report import format_markdown
-from lore_train.metrics import SETTINGS
 from lore_train.results import new_results, write_results
 
 
 def run(K: int, alpha: float, mean: float) -> dict:
     cell = {"mean": mean, "std": 0.1, "n_users": 4, "per_user": {}}
     return {"K": K, "alpha": alpha, "kept_rank": max(K, 1), "train_seconds": 1.5,
-            **{key: cell for key in SETTINGS}}
+            **{key: cell for key in SPLITS}}
 
 
 def fake_results(runs: list[dict]) -> dict:
@@ -56,7 +56,7 @@ def test_report_includes_the_selection_when_present():
         "val_fraction": 0.2, "seed": 0, "validation_pairs": 12, "training_pairs": 48,
         "candidates": [{"K": k, "alpha": 0.0, "validation": validation, "kept_rank": k,
                         "train_seconds": 0.1, "skipped": None} for k in (1, 2)],
-        "test": {key: {"mean": 0.8, "std": 0.1, "n_users": 4} for key in SETTINGS},
+        "test": {key: {"mean": 0.8, "std": 0.1, "n_users": 4} for key in SPLITS},
     }
     text = format_markdown(results)
     assert "selected K=2, alpha=0 by validation accuracy 0.750 ± 0.200 (4)" in text
@@ -108,11 +108,11 @@ def test_report_shows_calibration_at_the_fitted_temperature_when_present():
     cell = {"calibrated": {"log_loss": 0.5, "brier": 0.17, "ece": 0.031, "n_pairs": 9},
             "uncalibrated": {"log_loss": 0.6, "brier": 0.2, "ece": 0.09, "n_pairs": 9}}
     calibrated = {**run(2, 0.0, 0.7), "calibration": {"temperature": 1.29,
-                                                      **{key: cell for key in SETTINGS}}}
+                                                      **{key: cell for key in SPLITS}}}
     text = format_markdown(fake_results([run(1, 0.0, 0.6), calibrated]))
     assert "## Calibration of P(chosen preferred)" in text
     row = next(line for line in text.splitlines() if line.startswith("| 2 | 0 | 1.29 |"))
-    assert row.count("0.500 / 0.170 / 0.031") == len(SETTINGS)
+    assert row.count("0.500 / 0.170 / 0.031") == len(SPLITS)
     assert "Calibration" not in format_markdown(fake_results([run(1, 0.0, 0.6)]))
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import lore_kernels
 from lore_kernels import _native
 from lore_kernels.reference import (
+    Likelihood,
     lowrank_bt_reference,
     lowrank_margin_reference,
     project_reference,
@@ -216,7 +217,8 @@ def test_gradients_through_lowrank_bt_loss(device, monkeypatch):
     case = make_case(150, 40, 6, 8).to(device)
     V = case.V.clone().requires_grad_()
     S = case.S.clone().requires_grad_()
-    loss, margin = lore_kernels.lowrank_bt_loss(case.Z, case.user, case.weight, V, S, TAU)
+    loss, margin = lore_kernels.lowrank_bt_loss(case.Z, case.user, case.weight, V, S,
+                                                Likelihood(TAU))
     assert not margin.requires_grad
     (3.0 * loss).backward()
 
@@ -496,11 +498,39 @@ def test_label_noise_every_cpu_instruction_set(monkeypatch):
 def test_label_probability_and_log_likelihood_agree():
     logit = torch.linspace(-800, 800, 2001, dtype=torch.float64)
     for eps in (0.0, 0.01, 0.2):
-        p = lore_kernels.label_probability(logit, eps)
-        log_p = lore_kernels.label_log_likelihood(logit, eps)
+        likelihood = Likelihood(tau=1.0, label_noise=eps)
+        p = likelihood.probability(logit)
+        log_p = likelihood.log_likelihood(logit)
         assert torch.isfinite(log_p).all()
         torch.testing.assert_close(log_p.exp(), p, rtol=1e-12, atol=1e-300)
         assert (p >= eps).all() and (p <= 1 - eps).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.05])
+def test_likelihood_applies_tau_inside_and_its_terms_are_the_loss_gradient(eps):
+    """Callers pass margins: tau scales them inside every method; `terms` is
+    (-c log P, d/dm of it) and `fisher` the expected squared score about the margin."""
+    margin = torch.linspace(-300, 300, 61, dtype=torch.float64, requires_grad=True)
+    at_tau, at_one = Likelihood(0.02, eps), Likelihood(1.0, eps)
+    torch.testing.assert_close(at_tau.probability(margin), at_one.probability(0.02 * margin))
+    c = torch.rand(61, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    loss, g = at_tau.terms(margin.detach(), c)
+    torch.testing.assert_close(loss, -c * at_tau.log_likelihood(margin.detach()))
+    auto, = torch.autograd.grad(-(c * at_tau.log_likelihood(margin)).sum(), margin)
+    torch.testing.assert_close(g, auto)
+    p = at_tau.probability(margin)
+    score_1, = torch.autograd.grad(p.log().sum(), margin, retain_graph=True)
+    score_0, = torch.autograd.grad((1 - p).log().sum(), margin)
+    expected = p * score_1**2 + (1 - p) * score_0**2
+    torch.testing.assert_close(at_tau.fisher(margin.detach()), expected.detach())
+    torch.testing.assert_close(Likelihood(0.02, eps).tempered(2.0).tau, 0.01)
+
+
+@pytest.mark.parametrize(("tau", "eps"), [(0.0, 0.0), (-1.0, 0.0), (float("nan"), 0.0),
+                                          (0.01, 0.5), (0.01, -0.1)])
+def test_likelihood_refuses_a_bad_setting(tau, eps):
+    with pytest.raises(ValueError, match=r"tau|label_noise"):
+        Likelihood(tau, eps)
 
 
 @needs_cpu_kernel

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lore_datasets import synthetic_benchmark
+from lore_kernels import Likelihood
 from lore_train import TrainConfig, fit, personalize
 from lore_train.calibration import (
     evaluate_calibration,
@@ -27,9 +28,10 @@ def test_temperature_is_recovered_and_ece_tells_calibrated_from_overconfident():
     margin = torch.randn(20000, generator=gen, dtype=torch.float64) * 300
     first_wins = torch.rand(20000, generator=gen, dtype=torch.float64) < torch.sigmoid(tau * margin / T0)
     oriented = torch.where(first_wins, margin, -margin)  # rows are chosen-minus-rejected
-    assert fit_temperature(oriented, tau) == pytest.approx(T0, rel=0.05)
-    calibrated = probabilities(oriented, tau, T0)
-    overconfident = probabilities(oriented, tau, T0 / 4)
+    likelihood = Likelihood(tau)
+    assert fit_temperature(oriented, likelihood) == pytest.approx(T0, rel=0.05)
+    calibrated = probabilities(oriented, likelihood.tempered(T0))
+    overconfident = probabilities(oriented, likelihood.tempered(T0 / 4))
     assert expected_calibration_error(calibrated) < 0.02
     assert expected_calibration_error(overconfident) > 0.1
     assert scores(calibrated)["log_loss"] < scores(overconfident)["log_loss"]

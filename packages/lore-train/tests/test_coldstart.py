@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lore_datasets import DataError, PreferencePairs, make_synthetic
-from lore_train import PersonalRewardModel, fit_few_shot
+from lore_train import FewShotSettings, PersonalRewardModel, fit_few_shot
 from lore_train.prior import fit_dirichlet, prior_mean, sample_dirichlet
 
 
@@ -72,8 +72,8 @@ def test_map_with_the_prior_beats_maximum_likelihood_at_one_shot(planted):
             one = rows[torch.randint(len(rows), (1,), generator=gen)]
             single = PreferencePairs(one, torch.zeros(1, dtype=torch.int64), [u])
             for prior, errs in ((None, err_ml), (alpha, err_map)):
-                s = torch.softmax(fit_few_shot(oracle.V, single, steps=300, prior=prior,
-                                                 solver="adam"), 1)[0]  # ML: Adam's
+                s = torch.softmax(fit_few_shot(oracle.V, single, FewShotSettings(
+                    steps=300, solver="adam"), prior=prior), 1)[0]  # ML: Adam's
                 errs.append(float((s - truth).abs().sum()))
     assert sum(err_map) / len(err_map) < 0.8 * sum(err_ml) / len(err_ml), (err_map, err_ml)
 

@@ -8,15 +8,14 @@ import json
 import pytest
 import torch
 
-from lore_datasets import PreferencePairs, synthetic_benchmark
+from lore_datasets import SPLITS, PreferencePairs, synthetic_benchmark
 from lore_train import (
-    SETTINGS,
     TrainConfig,
     format_table,
     load_results,
     model_label,
     per_user_accuracy,
-    run_rank_sweep,
+    run_sweep,
     summarize,
 )
 
@@ -36,7 +35,7 @@ def test_per_user_accuracy_is_strict_and_macro_averaged():
 def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
     bench, _ = synthetic_benchmark(seed=1, num_users=16, pairs_per_user=40, dim=8, rank=2)
     config = TrainConfig(steps=40, fewshot_steps=20)
-    results = run_rank_sweep(bench, [0, 1, 2], [0.0], config, tmp_path, progress=False)
+    results = run_sweep(bench, [0, 1, 2], [0.0], config, tmp_path, progress=False)
     on_disk = load_results(tmp_path)
     assert on_disk == json.loads(json.dumps(results))
     assert {"config", "dataset", "versions", "backend", "device", "runs"} <= on_disk.keys()
@@ -45,7 +44,7 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
     assert runs[0]["skipped"].startswith("no reference head")
     for k in (1, 2):
         assert runs[k]["kept_rank"] == k and runs[k]["train_seconds"] > 0
-        for key in SETTINGS:
+        for key in SPLITS:
             setting = runs[k][key]
             assert set(setting) == {"mean", "std", "n_users", "per_user"}
             assert 0.0 <= setting["mean"] <= 1.0
@@ -54,7 +53,7 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
     assert (tmp_path / "accuracy_vs_rank.png").stat().st_size > 10_000
     with (tmp_path / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 + 2 * len(SETTINGS)  # K=0 skipped: one row with the reason
+    assert len(rows) == 1 + 2 * len(SPLITS)  # K=0 skipped: one row with the reason
     assert rows[0]["skipped"].startswith("no reference head")
     first = next(r for r in rows if r["K"] == "2" and r["setting"] == "unseen_test")
     assert float(first["mean"]) == pytest.approx(runs[2]["unseen_test"]["mean"])
@@ -65,7 +64,7 @@ def test_rank_sweep_writes_results_plot_and_checkpoints(tmp_path):
 def test_rank_zero_runs_when_the_data_has_a_reference_head(tmp_path):
     bench, oracle = synthetic_benchmark(seed=2, num_users=12, pairs_per_user=30, dim=8, rank=1)
     bench.v_ref = oracle.V[:, 0].clone()  # the planted direction is a perfect head
-    results = run_rank_sweep(bench, [0], [0.0], TrainConfig(), tmp_path, progress=False)
+    results = run_sweep(bench, [0], [0.0], TrainConfig(), tmp_path, progress=False)
     ref = results["runs"][0]
     assert "skipped" not in ref and ref["kept_rank"] == 1
     assert ref["unseen_test"]["mean"] > 0.85  # 1 - label noise, up to sampling
@@ -77,7 +76,7 @@ def test_a_format_1_results_file_reads_with_the_split_names(tmp_path):
                                   "seen_unseen_prompts": cell, "unseen_unseen_prompts": cell}]}
     (tmp_path / "results.json").write_text(json.dumps(old))
     (run,) = load_results(tmp_path)["runs"]
-    assert set(SETTINGS) <= run.keys() and "seen_unseen_prompts" not in run
+    assert set(SPLITS) <= run.keys() and "seen_unseen_prompts" not in run
 
 
 def test_models_have_one_label():

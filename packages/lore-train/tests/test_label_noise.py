@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from lore_datasets import SplitConfig, synthetic_benchmark
-from lore_kernels.reference import label_fisher, label_probability, lowrank_bt_reference
+from lore_kernels import Likelihood
+from lore_kernels.reference import lowrank_bt_reference
 from lore_train import PersonalRewardModel, TrainConfig, fit, personalize
-from lore_train.cli import main
-from lore_train.fewshot import logit_gradient
+from lore_train.cli import _check_arguments, build_parser, main
 from lore_train.posterior import laplace_precision
+from lore_train.selection import SELECT_LABEL_NOISE, SelectionSettings, variant_grid
+from lore_train.solver import logit_gradient
 
 
 def test_fewshot_gradient_with_label_noise_is_the_reference_losss_gradient():
@@ -24,17 +26,19 @@ def test_fewshot_gradient_with_label_noise_is_the_reference_losss_gradient():
     loss = lowrank_bt_reference(P, user, c, torch.eye(3, dtype=torch.float64),
                                 torch.softmax(W, dim=1), 0.3, 0.1)[0]
     (expected,) = torch.autograd.grad(loss, W)
-    torch.testing.assert_close(logit_gradient(P, user, c, W.detach(), 0.3, 0.1), expected)
+    torch.testing.assert_close(logit_gradient(P, user, c, W.detach(), Likelihood(0.3, 0.1)),
+                               expected)
 
 
-def test_label_fisher_is_the_expected_squared_score():
+def test_fisher_is_the_expected_squared_score():
     logit = torch.linspace(-30, 30, 121, dtype=torch.float64, requires_grad=True)
     for eps in (0.0, 0.1):
-        p = label_probability(logit, eps)
+        likelihood = Likelihood(1.0, eps)
+        p = likelihood.probability(logit)
         (dp,) = torch.autograd.grad(p.sum(), logit)
         # E[(d log P(y)/dx)^2] over y ~ Bernoulli(p): p (p'/p)^2 + (1 - p) (p'/(1 - p))^2
         direct = dp**2 / p + dp**2 / (1 - p)
-        torch.testing.assert_close(label_fisher(logit.detach(), eps), direct.detach(),
+        torch.testing.assert_close(likelihood.fisher(logit.detach()), direct.detach(),
                                    rtol=1e-9, atol=1e-15)  # 1 - p rounds at |x| ~ 30
 
 
@@ -73,7 +77,7 @@ def test_a_noisy_model_keeps_its_likelihood_through_save_load_and_predictions(tm
     model, _ = fit(bench.seen_train, config, progress=False)
     model = personalize(model, bench.unseen_fewshot, config)
     loaded = PersonalRewardModel.load(model.save(tmp_path / "m"))
-    assert loaded.label_noise == 0.2
+    assert loaded.likelihood == Likelihood(loaded.tau, 0.2)
     user = bench.unseen_fewshot.user_ids[0]
     chosen = 1e4 * torch.randn(5, bench.seen_train.dim)  # sure predictions either way
     loaded.adapt(user, bench.unseen_fewshot.select_users([user]), replace=True)
@@ -87,8 +91,8 @@ def test_label_noise_widens_the_posterior_of_sure_predictions():
     P = 300 * torch.randn(50, 3, generator=g, dtype=torch.float64)
     user = torch.zeros(50, dtype=torch.int64)
     W = torch.zeros(1, 3, dtype=torch.float64)
-    plain = laplace_precision(P, user, W, 0.01)
-    noisy = laplace_precision(P, user, W, 0.01, label_noise=0.1)
+    plain = laplace_precision(P, user, W, Likelihood(0.01))
+    noisy = laplace_precision(P, user, W, Likelihood(0.01, 0.1))
     assert float(torch.linalg.eigvalsh(plain - noisy).min()) >= -1e-9  # noisy <= plain
     assert float(torch.trace(noisy[0])) < float(torch.trace(plain[0]))
 
@@ -108,12 +112,14 @@ def test_select_tries_label_noise_with_every_v_l2(tmp_path, capsys):
 
 
 def test_default_selection_tries_the_label_noise_and_none_turns_it_off():
-    from lore_train.cli import SELECT_LABEL_NOISE, _variants, build_parser
-
     config = TrainConfig()
+    assert variant_grid(config) == [{}] + [{"label_noise": e} for e in SELECT_LABEL_NOISE]
+    assert SelectionSettings().variants(config) == variant_grid(config)  # the library = the command
+    assert variant_grid(config, label_noise=()) == [{}]
+    assert variant_grid(config.with_(label_noise=0.1)) == [{}]
     args = build_parser().parse_args(["--dataset", "synthetic"])
-    assert _variants(args, config) == [{}] + [{"label_noise": e} for e in SELECT_LABEL_NOISE]
+    assert _check_arguments(args, config, [0.0]) == SelectionSettings()
     args = build_parser().parse_args(["--dataset", "synthetic", "--select-label-noise"])
-    assert _variants(args, config) == [{}]
-    args = build_parser().parse_args(["--dataset", "synthetic", "--label-noise", "0.1"])
-    assert _variants(args, config.with_(label_noise=0.1)) == [{}]
+    assert _check_arguments(args, config, [0.0]).variants(config) == [{}]
+    args = build_parser().parse_args(["--dataset", "synthetic", "--no-select"])
+    assert _check_arguments(args, config, [0.0]) is None

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lore_datasets import PreferencePairs
-from lore_kernels.reference import bt_terms_reference
-from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
+from lore_kernels import Likelihood
+from lore_train import FewShotSettings, PersonalRewardModel, TrainConfig, fit_few_shot
 from lore_train.newton import newton_map
 from lore_train.posterior import laplace_precision
 
@@ -30,7 +30,7 @@ def objective(W: torch.Tensor, P: torch.Tensor, user: torch.Tensor, prior, eps: 
     c = torch.ones(len(P), dtype=P.dtype) if weight is None else weight.to(P.dtype)
     mean_c = torch.zeros(N, dtype=P.dtype).index_add_(0, user, c) / torch.bincount(
         user, minlength=N).clamp(min=1)
-    nll = bt_terms_reference(margin, c / mean_c[user], TAU, eps)[0].sum()
+    nll = Likelihood(TAU, eps).terms(margin, c / mean_c[user])[0].sum()
     if prior is None:
         return nll + 0.5 * W.square().sum()
     return nll - (torch.log_softmax(W, 1) * prior.to(W)).sum()
@@ -42,7 +42,7 @@ def test_the_map_is_stationary_in_fp64(eps, with_prior):
     P, user = rows()
     prior = ALPHA if with_prior else None
     weight = torch.rand(len(P), generator=torch.Generator().manual_seed(1)) + 0.5
-    result = newton_map(P, user, 3, tau=TAU, label_noise=eps, prior=prior, weight=weight, tol=1e-9)
+    result = newton_map(P, user, 3, Likelihood(TAU, eps), prior=prior, weight=weight, tol=1e-9)
     assert bool(result.converged.all()) and result.iterations <= 15, result
     W = result.W.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(W, P, user, prior, eps, weight), W)
@@ -60,33 +60,34 @@ def test_the_map_is_stationary_in_fp64(eps, with_prior):
 def test_agrees_with_the_converged_adam_path(eps):
     P, user = rows()
     pairs = PreferencePairs(P.float(), user, ["a", "b", "c"])
-    adam = fit_few_shot(torch.eye(4), pairs, steps=1500, lr=0.02, prior=ALPHA, label_noise=eps,
-                        solver="adam")
-    newton = newton_map(P.float(), user, 3, tau=TAU, label_noise=eps, prior=ALPHA)
+    adam = fit_few_shot(torch.eye(4), pairs, FewShotSettings(
+        steps=1500, lr=0.02, likelihood=Likelihood(TAU, eps), solver="adam"), prior=ALPHA)
+    newton = newton_map(P.float(), user, 3, Likelihood(TAU, eps), prior=ALPHA)
     torch.testing.assert_close(torch.softmax(newton.W, 1).float(), torch.softmax(adam, 1),
                                atol=1e-4, rtol=0)
     # and fit_few_shot's default solver is this one
-    torch.testing.assert_close(fit_few_shot(torch.eye(4), pairs, prior=ALPHA, label_noise=eps),
+    torch.testing.assert_close(fit_few_shot(torch.eye(4), pairs, FewShotSettings(likelihood=Likelihood(TAU, eps)),
+                                            prior=ALPHA),
                                newton.W.float(), atol=1e-6, rtol=0)
 
 
 def test_precision_is_the_laplace_posteriors():
     P, user = rows()
     for prior in (ALPHA, None):
-        result = newton_map(P, user, 3, tau=TAU, label_noise=0.1, prior=prior)
-        expected = laplace_precision(P, user, result.W, TAU, prior, 0.1)
+        result = newton_map(P, user, 3, Likelihood(TAU, 0.1), prior=prior)
+        expected = laplace_precision(P, user, result.W, Likelihood(TAU, 0.1), prior)
         torch.testing.assert_close(result.precision, expected)
 
 
 def test_batched_equals_one_by_one_and_row_order_does_not_matter():
     P, user = rows(M=90, N=5)
-    together = newton_map(P, user, 5, tau=TAU, prior=ALPHA, tol=1e-10)
+    together = newton_map(P, user, 5, Likelihood(TAU), prior=ALPHA, tol=1e-10)
     perm = torch.randperm(len(P), generator=torch.Generator().manual_seed(3))
-    shuffled = newton_map(P[perm], user[perm], 5, tau=TAU, prior=ALPHA, tol=1e-10)
+    shuffled = newton_map(P[perm], user[perm], 5, Likelihood(TAU), prior=ALPHA, tol=1e-10)
     torch.testing.assert_close(shuffled.W, together.W, atol=1e-9, rtol=0)
     for u in range(5):
         mine = user == u
-        alone = newton_map(P[mine], torch.zeros(int(mine.sum()), dtype=torch.int64), 1, tau=TAU,
+        alone = newton_map(P[mine], torch.zeros(int(mine.sum()), dtype=torch.int64), 1, Likelihood(TAU),
                            prior=ALPHA, tol=1e-10)
         torch.testing.assert_close(alone.W[0], together.W[u], atol=1e-9, rtol=0)
         torch.testing.assert_close(alone.precision[0], together.precision[u])
@@ -95,37 +96,37 @@ def test_batched_equals_one_by_one_and_row_order_does_not_matter():
 def test_users_without_rows_get_the_prior_mean():
     P, user = rows(N=3)
     user = torch.where(user == 1, torch.full_like(user, 0), user)  # user 1 has no rows
-    with_prior = newton_map(P, user, 4, tau=TAU, prior=ALPHA)  # user 3: none either
+    with_prior = newton_map(P, user, 4, Likelihood(TAU), prior=ALPHA)  # user 3: none either
     for u in (1, 3):
         torch.testing.assert_close(torch.softmax(with_prior.W[u], 0), ALPHA.double() / ALPHA.sum())
-    flat = newton_map(P, user, 4, tau=TAU, prior=None)
+    flat = newton_map(P, user, 4, Likelihood(TAU), prior=None)
     assert torch.equal(flat.W[1], torch.zeros(4, dtype=torch.float64))
-    empty = newton_map(P[:0], user[:0], 2, tau=TAU, prior=ALPHA)
+    empty = newton_map(P[:0], user[:0], 2, Likelihood(TAU), prior=ALPHA)
     assert empty.iterations == 0 and bool(empty.converged.all())
 
 
 def test_k_one_is_trivial():
     P, user = rows(K=1)
-    result = newton_map(P, user, 3, tau=TAU, prior=torch.ones(1))
+    result = newton_map(P, user, 3, Likelihood(TAU), prior=torch.ones(1))
     assert torch.equal(result.W, torch.zeros(3, 1, dtype=torch.float64)) and result.iterations == 0
 
 
 def test_bad_inputs_are_one_line_errors():
     P, user = rows()
     with pytest.raises(ValueError, match="prior has shape"):
-        newton_map(P, user, 3, tau=TAU, prior=torch.ones(3))
+        newton_map(P, user, 3, Likelihood(TAU), prior=torch.ones(3))
     with pytest.raises(ValueError, match="row owners"):
-        newton_map(P, user, 2, tau=TAU)
+        newton_map(P, user, 2, Likelihood(TAU))
     with pytest.raises(ValueError, match="label_noise"):
-        newton_map(P, user, 3, tau=TAU, label_noise=0.5)
+        newton_map(P, user, 3, Likelihood(TAU, 0.5))
 
 
 def test_a_strong_label_noise_fit_falls_back_to_the_fisher_step():
     """Far from the MAP the label-noise objective is not convex; the solve still converges."""
     P, user = rows(M=40, N=2)
     start = torch.tensor([[8.0, -8.0, 0.0, 0.0], [-8.0, 0.0, 8.0, 0.0]], dtype=torch.float64)
-    result = newton_map(P, user, 2, tau=TAU, label_noise=0.3, prior=ALPHA, init=start, tol=1e-9)
-    ref = newton_map(P, user, 2, tau=TAU, label_noise=0.3, prior=ALPHA, tol=1e-9)
+    result = newton_map(P, user, 2, Likelihood(TAU, 0.3), prior=ALPHA, init=start, tol=1e-9)
+    ref = newton_map(P, user, 2, Likelihood(TAU, 0.3), prior=ALPHA, tol=1e-9)
     assert bool(result.converged.all())
     torch.testing.assert_close(torch.softmax(result.W, 1), torch.softmax(ref.W, 1), atol=1e-6,
                                rtol=0)
@@ -144,7 +145,7 @@ def test_adapt_solves_by_newton_by_default_and_stores_its_precision():
     diffs = torch.randn(25, 16, generator=torch.Generator().manual_seed(2))
     model.adapt("new", diffs)
     P = diffs @ model.V.detach()
-    expected = newton_map(P, torch.zeros(25, dtype=torch.int64), 1, tau=TAU, label_noise=0.05,
+    expected = newton_map(P, torch.zeros(25, dtype=torch.int64), 1, Likelihood(TAU, 0.05),
                           prior=model.population_prior())
     torch.testing.assert_close(model.W.detach()[-1], expected.W[0].float())
     torch.testing.assert_close(model._posteriors["new"], expected.precision[0])

@@ -90,7 +90,7 @@ def test_adapt_refuses_to_overwrite_silently_and_names_bad_input(model):
     assert model.seen[0] is False
     with pytest.raises(ValueError, match=r"user 'n'.*\[n, 12\]"):
         model.adapt("n", torch.randn(4, 7))
-    # no pairs is not an error (issue 12): the new user is the population's mean user
+    # no pairs is not an error: the new user is the population's mean user
     model.adapt("n0", torch.randn(0, 12))
     torch.testing.assert_close(model.weights()[-1], model.population_prior() / model.population_prior().sum())
     with pytest.raises(ValueError, match="NaN"):

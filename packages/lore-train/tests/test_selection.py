@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from lore_datasets import Benchmark, PreferencePairs, SplitConfig, synthetic_benchmark
-from lore_train import TrainConfig
+from lore_datasets import Benchmark, PreferencePairs, SplitConfig, load_dataset, synthetic_benchmark
+from lore_train import SelectionSettings, TrainConfig, run_sweep
 from lore_train.cli import main as train_main
 from lore_train.selection import (
     Candidate,
@@ -17,7 +17,6 @@ from lore_train.selection import (
     choice_test_numbers,
     choose,
     select_model,
-    validation_split,
     with_test_numbers,
 )
 
@@ -41,18 +40,22 @@ def test_validation_split_is_a_seeded_per_user_partition_of_the_training_pairs()
     user = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
     features = torch.arange(sum(counts), dtype=torch.float32)[:, None].repeat(1, 3)
     pairs = PreferencePairs(features, user, list("abcde"))
-    train, val = validation_split(pairs, 0.2, seed=1)
+    config = TrainConfig(val_fraction=0.2, seed=1)
+    split = config.validation_split(pairs)
+    train, val = split.train, split.val
     assert train.user_ids == val.user_ids == pairs.user_ids
     ids = sorted(train.features[:, 0].tolist() + val.features[:, 0].tolist())
     assert ids == features[:, 0].tolist()  # disjoint and complete
     # round(0.2 n) clipped to [1, n - 1]; a user with one pair keeps it for training
     assert val.pairs_per_user().tolist() == [0, 1, 1, 2, 6]
-    again = validation_split(pairs, 0.2, seed=1)[1]
+    again = config.validation_split(pairs).val
     assert torch.equal(again.features, val.features)
-    other = validation_split(pairs, 0.2, seed=2)[1]
+    assert torch.equal(TrainConfig(val_fraction=0.2, seed=0).validation_split(pairs, fold=1).val.features,
+                       val.features)  # fold f is seed + f
+    other = config.validation_split(pairs, fold=1).val
     assert not torch.equal(other.features, val.features)
     with pytest.raises(ValueError, match="val_fraction"):
-        validation_split(pairs, 1.0)
+        TrainConfig(val_fraction=1.0)
 
 
 def test_choose_prefers_the_best_then_the_smaller_K_then_the_smaller_alpha():
@@ -114,6 +117,17 @@ def test_lore_train_select_writes_the_choice_into_results_json(tmp_path, capsys)
     run = next(r for r in results["runs"] if r["K"] == chosen)
     assert selection["test"]["seen_test"]["mean"] == run["seen_test"]["mean"]
     assert f"selected K={chosen}" in capsys.readouterr().out
+    # the library does the same thing with the same settings, and results.json holds it
+    config = TrainConfig(steps=30, fewshot_steps=20, val_fraction=0.25, device="cpu")
+    lib = run_sweep(load_dataset("synthetic"), [1, 2], [0.0], config, tmp_path / "lib",
+                    select=SelectionSettings(label_noise=()), progress=False)
+    assert json.loads((tmp_path / "lib" / "results.json").read_text())["selection"] == \
+        json.loads(json.dumps(lib["selection"]))
+    assert lib["config"]["select"] == results["config"]["select"]
+    for key in ("chosen", "test", "validation_split", "validation_pairs"):
+        assert lib["selection"][key] == selection[key], key
+    assert [c["validation"] for c in lib["selection"]["candidates"]] == \
+        [c["validation"] for c in selection["candidates"]]
 
 
 class Untouchable:

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from lore_datasets import DataError, DataSource, SplitConfig
+from lore_kernels import Likelihood
 from lore_kernels.reference import lowrank_bt_reference
 from lore_train import PRESETS, TrainConfig
 from lore_train.cli import BY_COMMAND, SWEPT, build_parser, main
-from lore_train.fewshot import logit_gradient
+from lore_train.solver import logit_gradient
 
 
 def test_every_training_setting_is_a_flag_with_its_default_and_choices():
@@ -72,7 +73,7 @@ def test_fewshot_gradient_is_the_reference_losss_gradient():
     loss = lowrank_bt_reference(P, user, c, torch.eye(4, dtype=torch.float64),
                                 torch.softmax(W, dim=1), 0.3)[0]
     (expected,) = torch.autograd.grad(loss, W)
-    torch.testing.assert_close(logit_gradient(P, user, c, W.detach(), 0.3), expected)
+    torch.testing.assert_close(logit_gradient(P, user, c, W.detach(), Likelihood(0.3)), expected)
 
 
 def test_without_matplotlib_the_run_writes_everything_but_the_plot(tmp_path, monkeypatch, capsys):

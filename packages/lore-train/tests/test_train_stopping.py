@@ -11,9 +11,10 @@ import torch.nn.functional as F
 import lore_kernels
 from lore_datasets import make_synthetic, split_validation
 from lore_train import TrainConfig, fit, fit_few_shot, personalize
-from lore_train.anchor import cosine_anchor, population_head
-from lore_train.fewshot import fewshot_settings
-from lore_train.stopping import BestStep, mean_user_weights
+from lore_train.anchor import anchor_kind
+from lore_train.fewshot import fewshot_prior
+from lore_train.stopping import BestStep, UserBestSteps, mean_user_weights
+from lore_train.trainer import population_head
 
 # A fast optimizer on 24 pairs per user in d = 16: the validation loss turns up
 # (best step ~50) long before 300 steps, so stopping and rollback both happen.
@@ -59,7 +60,7 @@ def test_a_given_validation_set_is_used_without_refit(pairs):
     assert not es["refit"] and es["validation"]["split_by"] == "given"
     c = mean_user_weights(split.val, "user_mean")
     loss = lore_kernels.lowrank_bt_loss(split.val.features, split.val.user, c, model.V.detach(),
-                                        model.weights().detach(), ES.tau)[0]
+                                        model.weights().detach(), ES.likelihood)[0]
     assert float(loss) == pytest.approx(es["best_val_loss"], rel=1e-5)
     assert es["best_val_loss"] < es["val_loss"][-1]  # it did overfit, and rolled back
 
@@ -75,10 +76,11 @@ def test_few_shot_users_stop_at_their_own_best_step(pairs):
     assert 1 <= info["best_step_min"] <= info["best_step_median"] <= info["best_step_max"] <= 200
     # every user's logits are the full-pool fit's logits at some eval step <= max
     W_new = out.W.detach()[10:]
-    kw = fewshot_settings(model, config)  # personalize's fit (with its prior)
+    settings = config.fewshot().with_(solver="adam")  # personalize's fit (with its prior)
+    prior = fewshot_prior(model, settings)
     matched = torch.zeros(new.num_users, dtype=torch.bool)
     for t in range(config.eval_every, info["best_step_max"] + 1, config.eval_every):
-        W_t = fit_few_shot(model.V.detach(), new, **{**kw, "steps": t})
+        W_t = fit_few_shot(model.V.detach(), new, settings.with_(steps=t), prior=prior)
         matched |= torch.isclose(W_t, W_new, atol=1e-5).all(dim=1)
     assert bool(matched.all())
 
@@ -99,11 +101,25 @@ def test_population_anchor_pulls_columns_toward_the_bt_head(pairs):
 def test_anchor_choice_and_errors(pairs):
     v_ref = torch.randn(pairs.dim)
     cfg = ES.with_(alpha=1.0, early_stopping=False)
-    assert cosine_anchor(pairs, cfg, v_ref)[1] == "v_ref"
-    assert cosine_anchor(pairs, cfg, None)[1] == "population"
-    assert cosine_anchor(pairs, cfg.with_(alpha=0.0), v_ref) == (v_ref, None)
+    assert anchor_kind(cfg, has_v_ref=True) == "v_ref"
+    assert anchor_kind(cfg, has_v_ref=False) == "population"
+    assert anchor_kind(cfg.with_(anchor="population"), has_v_ref=True) == "population"
+    assert anchor_kind(cfg.with_(alpha=0.0), has_v_ref=True) is None
     with pytest.raises(ValueError, match="anchor='v_ref'"):
-        cosine_anchor(pairs, cfg.with_(anchor="v_ref"), None)
+        anchor_kind(cfg.with_(anchor="v_ref"), has_v_ref=False)
+    model, _ = fit(pairs, cfg.with_(steps=20), v_ref=v_ref, progress=False)
+    assert model.meta["anchor"] == "v_ref"
+
+
+def test_user_best_steps_keeps_each_users_lowest_loss_and_fills_the_rest():
+    best = UserBestSteps(torch.tensor([2.0, 1.0, 0.0]), default=100)
+    best.update(10, torch.tensor([1.0, 3.0, 0.5]))
+    best.update(20, torch.tensor([2.0, 1.0, 0.1]))  # user 2 has no validation pairs: ignored
+    best.update(30, torch.tensor([0.5, 2.0, 0.0]))
+    assert best.best_step.tolist() == [30, 20, 100]
+    has_val = best.fill_without_validation()
+    assert has_val.tolist() == [True, True, False]
+    assert best.best_step.tolist() == [30, 20, 20]  # the lower median of 30 and 20
 
 
 def test_v_l2_shrinks_the_basis(pairs):

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from lore_datasets import PreferencePairs
-from lore_train import TrainConfig, fit, fit_few_shot, personalize, prune_columns, row_weights
+from lore_train import (
+    FewShotSettings,
+    TrainConfig,
+    fit,
+    fit_few_shot,
+    personalize,
+    prune_columns,
+    row_weights,
+)
 from lore_train.objective import alpha_at, cosine_penalty
 
 
@@ -98,7 +106,7 @@ def test_pruning_drops_unused_columns_and_renormalizes():
 
 def test_few_shot_users_without_pairs_get_uniform_weights():
     pairs = PreferencePairs(torch.randn(5, 4), torch.tensor([0, 0, 0, 2, 2]), ["a", "b", "c"])
-    W = fit_few_shot(torch.randn(4, 3), pairs, steps=10, seed=0)
+    W = fit_few_shot(torch.randn(4, 3), pairs, FewShotSettings(steps=10, seed=0))
     assert W.shape == (3, 3)
     assert torch.equal(W[1], torch.zeros(3))
     assert not torch.equal(W[0], torch.zeros(3))

@@ -9,8 +9,8 @@
 Large data: ``save_benchmark(bench, dir, max_shard_bytes=...)`` stores rows by
 user (optionally sharded) and ``load_benchmark(dir)`` reads them back; ``user_offsets`` and ``read_users`` /
 ``read_benchmark_users`` read one block of users without the rest,
-``balanced_user_blocks`` plans pair-balanced blocks per rank (``read_rank``
-reads one rank's share), and
+``balanced_user_blocks`` plans pair-balanced blocks per process (``read_process_share``
+reads one process's share), and
 ``write_synthetic`` streams planted users to disk (docs/scale.md).
 
 ``load_generic`` reads a directory (comparisons.csv, responses.jsonl,
@@ -34,12 +34,12 @@ from .splits import SplitConfig, split_benchmark
 from .storage import (
     load_benchmark,
     read_benchmark_users,
-    read_rank,
+    read_process_share,
     read_users,
     save_benchmark,
     user_offsets,
 )
-from .synthetic import Oracle, make_synthetic, synthetic_benchmark
+from .synthetic import Oracle, SyntheticSpec, make_synthetic, synthetic_benchmark
 from .synthetic_stream import write_synthetic
 from .validation import ValidationSplit, split_validation
 
@@ -54,6 +54,7 @@ __all__ = [
     "Oracle",
     "PreferencePairs",
     "SplitConfig",
+    "SyntheticSpec",
     "ValidationSplit",
     "balanced_user_blocks",
     "block_pairs",
@@ -62,7 +63,7 @@ __all__ = [
     "load_generic",
     "make_synthetic",
     "read_benchmark_users",
-    "read_rank",
+    "read_process_share",
     "read_users",
     "save_benchmark",
     "split_benchmark",

@@ -23,9 +23,9 @@ from .personalllm import load_personalllm
 from .prism import load_prism
 from .reference_files import read_v_ref
 from .runtime.settings import from_dict
-from .sharding import rank_share
+from .sharding import process_share
 from .splits import SplitConfig, split_benchmark
-from .storage import load_benchmark, read_rank, row_range_readable
+from .storage import load_benchmark, read_process_share, row_range_readable
 from .synthetic import synthetic_benchmark
 from .textio import read_json
 from .tldr import load_tldr
@@ -213,18 +213,19 @@ class DataSource:
         return load_dataset(self.dataset, split=split, embeddings=self.embeddings,
                             data_dir=self.data_dir, keep_ties=self.keep_ties)
 
-    def load_rank(self, rank: int, world_size: int, split: SplitArg = None) -> Benchmark:
-        """Process ``rank``'s pair-balanced share of the split data (docs/scale.md).
+    def load_process_share(self, process_rank: int, world_size: int,
+                           split: SplitArg = None) -> Benchmark:
+        """Process ``process_rank``'s pair-balanced share of the split data (docs/scale.md).
 
         A saved Benchmark directory in the row-range form is read by row
         range: this process reads its users' rows and nothing else (its
         stored split is used as is, as `load` does). Any other source is
-        loaded whole and then cut (`sharding.rank_share`), so every process
+        loaded whole and then cut (`sharding.process_share`), so every process
         briefly holds all of it.
         """
         if self.dataset not in LOADERS and row_range_readable(self.dataset):
-            return read_rank(self.dataset, rank, world_size)
-        return rank_share(self.load(split), rank, world_size)
+            return read_process_share(self.dataset, process_rank, world_size)
+        return process_share(self.load(split), process_rank, world_size)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "data source") -> DataSource:

@@ -71,23 +71,25 @@ def offsets_digest(offsets: Mapping[str, torch.Tensor]) -> str:
     return f"{crc:08x}"
 
 
-def rank_blocks(offsets: Mapping[str, torch.Tensor], rank: int, world_size: int
-                ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Rank ``rank``'s (seen, unseen) user blocks: seen users balanced on ``seen_train``
-    pairs, unseen users on ``unseen_fewshot`` pairs (the pairs each rank trains on)."""
-    if not 0 <= rank < world_size:
-        raise DataError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    return (balanced_user_blocks(offsets["seen_train"], world_size)[rank],
-            balanced_user_blocks(offsets["unseen_fewshot"], world_size)[rank])
+def process_blocks(offsets: Mapping[str, torch.Tensor], process_rank: int, world_size: int
+                   ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Process ``process_rank``'s (seen, unseen) user blocks: seen users balanced on
+    ``seen_train`` pairs, unseen users on ``unseen_fewshot`` pairs (the pairs each process
+    trains on)."""
+    if not 0 <= process_rank < world_size:
+        raise DataError(f"process_rank must be in [0, world_size={world_size}), "
+                        f"got {process_rank}")
+    return (balanced_user_blocks(offsets["seen_train"], world_size)[process_rank],
+            balanced_user_blocks(offsets["unseen_fewshot"], world_size)[process_rank])
 
 
-def rank_share(bench: Benchmark, rank: int, world_size: int) -> Benchmark:
-    """The same share `storage.read_rank` reads from disk, cut from a Benchmark in memory."""
+def process_share(bench: Benchmark, process_rank: int, world_size: int) -> Benchmark:
+    """The same share `storage.read_process_share` reads from disk, cut from a Benchmark in memory."""
     offsets = {split: bench.split(split).offsets for split in SPLITS}
-    seen, unseen = rank_blocks(offsets, rank, world_size)
+    seen, unseen = process_blocks(offsets, process_rank, world_size)
     parts = {split: bench.split(split).user_range(*(seen if split.startswith("seen") else unseen))
              for split in SPLITS}
-    meta = {**bench.meta, "users_block": {"seen": list(seen), "unseen": list(unseen), "rank": rank,
-                                          "world_size": world_size,
+    meta = {**bench.meta, "users_block": {"seen": list(seen), "unseen": list(unseen),
+                                          "rank": process_rank, "world_size": world_size,
                                           "digest": offsets_digest(offsets)}}
     return Benchmark(**parts, v_ref=bench.v_ref, meta=meta)

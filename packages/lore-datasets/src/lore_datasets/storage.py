@@ -46,7 +46,7 @@ from .pairs import SPLITS, Benchmark, PreferencePairs, non_finite_row
 from .paths import contained
 from .runtime import durable
 from .runtime.outputs import atomic_write, atomic_write_text
-from .sharding import offsets_digest, rank_blocks
+from .sharding import offsets_digest, process_blocks
 from .textio import read_json
 
 FORMAT_VERSION = 2
@@ -484,27 +484,28 @@ def read_benchmark_users(path: str | Path, seen: tuple[int, int], unseen: tuple[
         raise DataError(f"{path}: inconsistent benchmark ({err})") from None
 
 
-def read_rank(path: str | Path, rank: int, world_size: int, *,
-              with_prompts: bool = False) -> Benchmark:
-    """Rank ``rank``'s pair-balanced share of a saved Benchmark (``sharding.rank_blocks``).
+def read_process_share(path: str | Path, process_rank: int, world_size: int, *,
+                       with_prompts: bool = False) -> Benchmark:
+    """Process ``process_rank``'s pair-balanced share of a saved Benchmark
+    (``sharding.process_blocks``; torch.distributed's rank, not K).
 
     Seen users are balanced on ``seen_train`` pairs, unseen users on
-    ``unseen_fewshot`` pairs; every rank computes the same plan from the
+    ``unseen_fewshot`` pairs; every process computes the same plan from the
     offsets alone, and the blocks of all ranks cover every user once. The
     meta's ``users_block`` records the blocks and a ``digest`` of all
     offsets (`sharding.offsets_digest`), for ranks to check they agree.
     """
     reader = _Reader(path)
     offsets = {split: reader.offsets(split) for split in SPLITS}
-    seen, unseen = rank_blocks(offsets, rank, world_size)
+    seen, unseen = process_blocks(offsets, process_rank, world_size)
     bench = read_benchmark_users(path, seen, unseen, with_prompts=with_prompts)
-    bench.meta["users_block"].update(rank=rank, world_size=world_size,
+    bench.meta["users_block"].update(rank=process_rank, world_size=world_size,
                                      digest=offsets_digest(offsets))
     return bench
 
 
 def row_range_readable(path: str | Path) -> bool:
-    """Whether ``path`` is a saved Benchmark in the form `read_rank` reads (format 2)."""
+    """Whether ``path`` is a saved Benchmark in the form `read_process_share` reads (format 2)."""
     index = Path(path) / INDEX
     if not index.is_file():
         return False

@@ -20,13 +20,16 @@ So the oracle's accuracy on the data is 1 - label_noise in expectation, and
 ``tau * margin`` has standard deviation ``logit_std * |s_u|`` (between
 ``logit_std / sqrt(K)`` and ``logit_std``): O(1) logits at the model's tau,
 a learnable but not trivially separable signal once noise is added.
+
+`SyntheticSpec` holds these settings and their defaults, once: `make_synthetic`
+(in memory) and `synthetic_stream.write_synthetic` (streamed to disk) both
+take one, or its fields as keyword changes.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,23 +60,48 @@ class Oracle:
         return ((pairs.features.float().cpu() @ self.V) * s).sum(dim=1)
 
 
-def check_generator(num_users: int, pairs_per_user: int, dim: int, rank: int,
-                    label_noise: float, num_prompts: int) -> None:
-    """Reject generator settings the model in the module docstring cannot draw from."""
-    if num_users < 1 or pairs_per_user < 1 or num_prompts < 1:
-        raise DataError("num_users, pairs_per_user and num_prompts must be >= 1")
-    if not 1 <= rank <= dim:
-        raise DataError(f"rank must be in [1, dim={dim}], got {rank}")
-    if not 0.0 <= label_noise < 0.5:
-        raise DataError(f"label_noise must be in [0, 0.5), got {label_noise}")
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The generator's settings (the module doc says what each does); ``rank`` is the
+    planted number of basis columns K."""
+
+    num_users: int = 60
+    pairs_per_user: int = 80
+    dim: int = 32
+    rank: int = 3
+    label_noise: float = 0.05
+    dirichlet_alpha: float = 0.3
+    num_prompts: int = 200
+    logit_std: float = 3.0
+    tau: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Reject settings the model in the module docstring cannot draw from."""
+        if self.num_users < 1 or self.pairs_per_user < 1 or self.num_prompts < 1:
+            raise DataError("num_users, pairs_per_user and num_prompts must be >= 1")
+        if not 1 <= self.rank <= self.dim:
+            raise DataError(f"rank must be in [1, dim={self.dim}], got {self.rank}")
+        if not 0.0 <= self.label_noise < 0.5:
+            raise DataError(f"label_noise must be in [0, 0.5), got {self.label_noise}")
+
+    @classmethod
+    def given(cls, spec: SyntheticSpec | None = None, **changes: Any) -> SyntheticSpec:
+        """``spec`` (default: the defaults) with ``changes``; an unknown name is a `DataError`."""
+        try:
+            return replace(spec or cls(), **changes)
+        except TypeError as err:
+            raise DataError(f"synthetic generator: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def draw_users(rng: np.random.Generator, num_users: int, dim: int, rank: int,
-               dirichlet_alpha: float, logit_std: float, tau: float) -> tuple[np.ndarray, np.ndarray]:
+def draw_users(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-2: the basis V [d, K] and each user's simplex weights [N, K] (float64)."""
-    q, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
-    V = q * (logit_std * math.sqrt(dim) / tau)
-    return V, rng.dirichlet(np.full(rank, dirichlet_alpha), size=num_users)
+    q, _ = np.linalg.qr(rng.standard_normal((spec.dim, spec.rank)))
+    V = q * (spec.logit_std * math.sqrt(spec.dim) / spec.tau)
+    return V, rng.dirichlet(np.full(spec.rank, spec.dirichlet_alpha), size=spec.num_users)
 
 
 def draw_rows(rng: np.random.Generator, row_weights: np.ndarray, V: np.ndarray,
@@ -88,25 +116,16 @@ def draw_rows(rng: np.random.Generator, row_weights: np.ndarray, V: np.ndarray,
     return z, rng.integers(num_prompts, size=M), flip
 
 
-def make_synthetic(
-    *,
-    num_users: int = 60,
-    pairs_per_user: int = 80,
-    dim: int = 32,
-    rank: int = 3,
-    label_noise: float = 0.05,
-    dirichlet_alpha: float = 0.3,
-    num_prompts: int = 200,
-    logit_std: float = 3.0,
-    tau: float = 0.01,
-    seed: int = 0,
-) -> tuple[PreferencePairs, Oracle]:
-    """Draw users, pairs and labels from the model in the module docstring."""
-    check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
-    rng = np.random.default_rng(seed)
-    V, weights = draw_users(rng, num_users, dim, rank, dirichlet_alpha, logit_std, tau)
-    user = np.repeat(np.arange(num_users), pairs_per_user)
-    z, prompt, _ = draw_rows(rng, weights[user], V, label_noise, num_prompts)
+def make_synthetic(spec: SyntheticSpec | None = None, **changes: Any
+                   ) -> tuple[PreferencePairs, Oracle]:
+    """Draw users, pairs and labels from the model in the module docstring
+    (``spec``, or its defaults, with ``changes``: ``make_synthetic(num_users=24)``)."""
+    spec = SyntheticSpec.given(spec, **changes)
+    num_users, num_prompts, tau = spec.num_users, spec.num_prompts, spec.tau
+    rng = np.random.default_rng(spec.seed)
+    V, weights = draw_users(rng, spec)
+    user = np.repeat(np.arange(num_users), spec.pairs_per_user)
+    z, prompt, _ = draw_rows(rng, weights[user], V, spec.label_noise, num_prompts)
 
     width = len(str(num_users - 1))
     user_ids = [f"u{i:0{width}d}" for i in range(num_users)]
@@ -127,20 +146,16 @@ def make_synthetic(
 
 
 def synthetic_benchmark(
-    split: SplitConfig | None = None, **kwargs: Any
+    split: SplitConfig | None = None, spec: SyntheticSpec | None = None, **changes: Any
 ) -> tuple[Benchmark, Oracle]:
-    """``make_synthetic(**kwargs)`` cut by ``split`` (default: SplitConfig with the same seed)."""
-    split = split or SplitConfig(seed=kwargs.get("seed", 0))
-    pairs, oracle = make_synthetic(**kwargs)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(make_synthetic).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    """`make_synthetic` cut by ``split`` (default: SplitConfig with the generator's seed)."""
+    spec = SyntheticSpec.given(spec, **changes)
+    split = split or SplitConfig(seed=spec.seed)
+    pairs, oracle = make_synthetic(spec)
     meta = {
         "source": "synthetic",
         "embedder": None,
-        "generator": {**defaults, **kwargs},
+        "generator": spec.to_dict(),
         "flipped_fraction": float((oracle.margins(pairs) < 0).float().mean()),
         "pairs": pairs.num_pairs,
         "users": pairs.num_users,

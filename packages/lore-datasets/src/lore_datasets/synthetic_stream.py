@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from .pairs import SPLITS
 from .sizes import check_fits
 from .splits import SplitConfig, held_out_prompt_mask, unseen_user_mask
 from .storage import BenchmarkWriter, dataset_directory
-from .synthetic import Oracle, check_generator, draw_rows, draw_users
+from .synthetic import Oracle, SyntheticSpec, draw_rows, draw_users
 
 BLOCK_USERS = 4096
 DEFAULT_SHARD_BYTES = 64 * 2**20
@@ -41,26 +42,21 @@ DEFAULT_SHARD_BYTES = 64 * 2**20
 
 def write_synthetic(
     out_dir: str | Path,
+    spec: SyntheticSpec | None = None,
     *,
-    num_users: int = 1_000_000,
-    pairs_per_user: int = 20,
-    dim: int = 32,
-    rank: int = 4,
-    label_noise: float = 0.05,
-    dirichlet_alpha: float = 0.3,
-    num_prompts: int = 200,
-    logit_std: float = 3.0,
-    tau: float = 0.01,
-    seed: int = 0,
     split: SplitConfig | None = None,
     dtype: torch.dtype = torch.float32,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    **changes: Any,
 ) -> Oracle:
-    """Draw and split ``num_users`` synthetic users into ``out_dir``; returns the planted truth.
+    """Draw and split ``spec``'s synthetic users (the `SyntheticSpec`, or its defaults,
+    with ``changes``) into ``out_dir``; returns the planted truth.
 
-    ``Benchmark.load(out_dir)`` reads it whole, ``storage.read_users`` by user block.
+    ``load_benchmark(out_dir)`` reads it whole, ``storage.read_users`` by user block.
     """
-    check_generator(num_users, pairs_per_user, dim, rank, label_noise, num_prompts)
+    spec = SyntheticSpec.given(spec, **changes)
+    num_users, pairs_per_user, dim, rank = spec.num_users, spec.pairs_per_user, spec.dim, spec.rank
+    label_noise, num_prompts, seed = spec.label_noise, spec.num_prompts, spec.seed
     memory, disk = footprint(num_users, pairs_per_user, dim, rank, num_prompts,
                              torch.empty((), dtype=dtype).element_size(), max_shard_bytes)
     check_fits(f"num_users={num_users}, pairs_per_user={pairs_per_user}, dim={dim}, "
@@ -72,19 +68,15 @@ def write_synthetic(
     if num_users < 2:
         raise DataError("need at least 2 users so that both seen and unseen users exist")
     split_by, reason = _split_by(config, num_prompts, pairs_per_user)
-    generator = {"num_users": num_users, "pairs_per_user": pairs_per_user, "dim": dim,
-                 "rank": rank, "label_noise": label_noise, "dirichlet_alpha": dirichlet_alpha,
-                 "num_prompts": num_prompts, "logit_std": logit_std, "tau": tau, "seed": seed,
-                 "block_users": BLOCK_USERS, "streamed": True}
+    generator = {**spec.to_dict(), "block_users": BLOCK_USERS, "streamed": True}
 
-    V, weights = draw_users(np.random.default_rng(seed), num_users, dim, rank, dirichlet_alpha,
-                            logit_std, tau)
+    V, weights = draw_users(np.random.default_rng(seed), spec)
     is_unseen = unseen_user_mask(num_users, config)
     is_test_prompt = held_out_prompt_mask(num_prompts, config) if split_by == "prompt" else None
     with dataset_directory(out_dir) as work:
         return _write(work, V, weights, is_unseen, is_test_prompt, config, split_by, reason,
                       generator, num_users=num_users, pairs_per_user=pairs_per_user, dim=dim,
-                      label_noise=label_noise, num_prompts=num_prompts, seed=seed, tau=tau,
+                      label_noise=label_noise, num_prompts=num_prompts, seed=seed, tau=spec.tau,
                       dtype=dtype, max_shard_bytes=max_shard_bytes)
 
 

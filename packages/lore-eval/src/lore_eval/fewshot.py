@@ -12,8 +12,7 @@ their pairs would put fewer-shot users into the n-shot average and flatten
 the curve. ``n_users`` says how many users each point averages.
 
 Speed: V is projected once (P = Z V for the pool and the test rows), and all
-T trials of one shot count are one few-shot fit (one batched Newton solve
-with the default solver): trial t of user u is a
+T trials of one shot count are one few-shot fit: trial t of user u is a
 pseudo-user of a packed `PreferencePairs` whose features are rows of P, fitted
 on the identity basis. Users are independent problems (one Adam over all
 rows equals separate fits), so this is exact, not an approximation.
@@ -32,16 +31,23 @@ import torch
 import lore_kernels
 from lore_datasets import Benchmark, PreferencePairs
 from lore_datasets.paths import contained
-from lore_train import PersonalRewardModel, TrainConfig, fit_few_shot
+from lore_train import (
+    FEWSHOT_PRIORS,
+    FEWSHOT_SOLVERS,
+    FewShotSettings,
+    PersonalRewardModel,
+    TrainConfig,
+    fit_few_shot,
+)
 from lore_train.checkpoint import read_checkpoint_config
 from lore_train.elicitation import greedy_information_gain
 from lore_train.posterior import covariance, laplace_precision
 from lore_train.results import device_description, versions
 
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
-PRIORS = ("none", "population")
+DEFAULT_PRIOR = TrainConfig.fewshot_prior  # lore-train's: population
+SOLVERS = FEWSHOT_SOLVERS
 STRATEGIES = ("random", "active")
-SOLVERS = ("newton", "adam")
 SHORT_USERS_RULE = "skipped at this shot count (fewer pool pairs than shots)"
 
 
@@ -54,14 +60,14 @@ def fewshot_curve(
     seed: int = 0,
     steps: int | None = None,
     lr: float | None = None,
-    prior: str = "none",
+    prior: str = DEFAULT_PRIOR,
     strategy: str = "random",
     solver: str | None = None,
 ) -> dict[str, Any]:
     """Few-shot accuracy of ``model``'s basis for the benchmark's unseen users.
 
-    ``steps``/``lr`` default to the few-shot settings the model was trained
-    with. Draws and initializations are seeded by (``seed``, shot count).
+    The fits use the few-shot settings the model was trained with
+    (`TrainConfig.fewshot()`, the model's likelihood), ``steps``/``lr`` when given. Draws and initializations are seeded by (``seed``, shot count).
     ``prior``: "none" (maximum likelihood) or "population" (MAP under the
     seen users' Dirichlet; 0 shots is then the population's mean user).
     ``strategy``: "random" draws each shot count's pairs afresh; "active"
@@ -77,19 +83,19 @@ def fewshot_curve(
     bad = [s for s in shots if int(s) < 0]
     if bad:
         raise ValueError(f"shot counts must be >= 0, got {bad}")
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if prior not in FEWSHOT_PRIORS:
+        raise ValueError(f"prior must be one of {FEWSHOT_PRIORS}, got {prior!r}")
+    if solver is not None and solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     pool, test = benchmark.unseen_fewshot, benchmark.unseen_test
     _check_compatible(model, benchmark)
-    trained = model.train_config or TrainConfig()
-    steps = trained.fewshot_steps if steps is None else steps
-    lr = trained.fewshot_lr if lr is None else lr
-    reduction = trained.reduction
-    solver = trained.fewshot_solver if solver is None else solver
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    trained = (model.train_config or TrainConfig()).fewshot()
+    settings = trained.with_(steps=trained.steps if steps is None else steps,
+                             lr=trained.lr if lr is None else lr, prior=prior,
+                             likelihood=model.likelihood, seed=seed,
+                             solver=trained.solver if solver is None else solver)
 
     V = model.V.detach()
     device = V.device
@@ -98,10 +104,8 @@ def fewshot_curve(
     counts = pool.pairs_per_user().numpy()
     test_counts = test.pairs_per_user().numpy()
     alpha = model.population_prior() if prior == "population" else None
-    fit_kw = dict(steps=steps, lr=lr, tau=model.tau, reduction=reduction, prior=alpha,
-                  label_noise=model.label_noise, solver=solver)
     shot_list = sorted({int(s) for s in shots})
-    active = (_active_sequences(P_pool, pool, shot_list, trials, seed=seed, **fit_kw)
+    active = (_active_sequences(P_pool, pool, shot_list, trials, settings, prior=alpha)
               if strategy == "active" else None)
 
     points = []
@@ -121,7 +125,7 @@ def fewshot_curve(
         start = time.perf_counter()
         if active is None:
             rows = draw_shots(pool, eligible, n, trials, seed=seed)  # [T, n_users, n]
-            S = _fit_trials(P_pool, rows, seed=seed + n, **fit_kw)  # [T, n_users, K]
+            S = _fit_trials(P_pool, rows, settings.with_(seed=seed + n), prior=alpha)  # [T, n_users, K]
         else:
             rows = active["rows"][:, eligible, :n]
             S = active["weights"][n][:, eligible]
@@ -146,12 +150,12 @@ def fewshot_curve(
         "prior": prior,
         "prior_concentration": None if alpha is None else alpha.tolist(),
         "prior_scale": None if alpha is None else model.prior_scale,
+        "solver": settings.solver,
         "strategy": strategy,
-        "solver": solver,
         "trials": trials,
         "seed": seed,
-        "fewshot_steps": steps,
-        "fewshot_lr": lr,
+        "fewshot_steps": settings.steps,
+        "fewshot_lr": settings.lr,
         "pool": {
             "users": pool.num_users,
             "pairs_per_user": _spread(counts),
@@ -172,7 +176,7 @@ def run_fewshot(
     lr: float | None = None,
     device: str = "cpu",
     config: dict[str, Any] | None = None,
-    priors: Sequence[str] = ("none",),
+    priors: Sequence[str] = (DEFAULT_PRIOR,),
     strategies: Sequence[str] = ("random",),
     solvers: Sequence[str | None] = (None,),
 ) -> dict[str, Any]:
@@ -250,9 +254,8 @@ def draw_shots(
 
 
 def _fit_trials(
-    P: torch.Tensor, rows: torch.Tensor, *, steps: int, lr: float, tau: float,
-    reduction: str, seed: int, prior: torch.Tensor | None = None, logits: bool = False,
-    label_noise: float = 0.0, solver: str | None = None,
+    P: torch.Tensor, rows: torch.Tensor, settings: FewShotSettings, *,
+    prior: torch.Tensor | None = None, logits: bool = False,
 ) -> torch.Tensor:
     """Simplex weights [T, U, K] (or their logits): each (trial, user) fitted on its
     rows of P (``rows`` [T, U, n]; -1 marks no row)."""
@@ -264,20 +267,20 @@ def _fit_trials(
     pairs = PreferencePairs(P[flat[keep].to(P.device)], pseudo[keep].to(P.device),
                             [str(i) for i in range(T * U)])
     identity = torch.eye(K, device=P.device)  # project(P, I) = P: the pool is already projected
-    W = fit_few_shot(identity, pairs, steps=steps, lr=lr, tau=tau, reduction=reduction, seed=seed,
-                     prior=prior, label_noise=label_noise, solver=solver)
+    W = fit_few_shot(identity, pairs, settings, prior=prior)
     return (W if logits else torch.softmax(W, dim=1)).reshape(T, U, K)
 
 
 def _active_sequences(
-    P: torch.Tensor, pool: PreferencePairs, shots: Sequence[int], trials: int, *, seed: int,
-    steps: int, lr: float, tau: float, reduction: str, prior: torch.Tensor | None,
-    label_noise: float = 0.0, solver: str | None = None,
+    P: torch.Tensor, pool: PreferencePairs, shots: Sequence[int], trials: int,
+    settings: FewShotSettings, *, prior: torch.Tensor | None,
 ) -> dict[str, Any]:
     """Actively chosen rows [T, U, max shots] of every pool user, and the weights
     [T, U, K] fitted after each shot count (one round per shot count: the
     round asks the difference, batch-aware, from the posterior of the rounds
-    before). Users with too few pool pairs get -1 past their pool."""
+    before; round n's fit is seeded ``settings.seed + n``). Users with too few
+    pool pairs get -1 past their pool."""
+    seed, likelihood = settings.seed, settings.likelihood
     T, U, K = trials, pool.num_users, P.shape[1]
     offsets = pool.offsets.tolist()
     counts = pool.pairs_per_user()
@@ -288,9 +291,8 @@ def _active_sequences(
     Q = P[cand.clamp(min=0).to(P.device)].expand(T, U, C, K).reshape(T * U, C, K)
     free = (cand >= 0).expand(T, U, C).reshape(T * U, C).to(P.device)
     rows = torch.full((T * U, max(shots, default=0)), -1, dtype=torch.int64)
-    W = _fit_trials(P, rows[:, :0].reshape(T, U, 0), steps=steps, lr=lr, tau=tau,
-                    reduction=reduction, seed=seed, prior=prior, logits=True,
-                    label_noise=label_noise, solver=solver).reshape(T * U, K)
+    W = _fit_trials(P, rows[:, :0].reshape(T, U, 0), settings, prior=prior,
+                    logits=True).reshape(T * U, K)
     weights, done = {}, 0
     for n in shots:
         if n > done:
@@ -298,10 +300,10 @@ def _active_sequences(
             owner = torch.arange(T * U).repeat_interleave(done)
             flat = picked_rows.reshape(-1)
             keep = flat >= 0
-            H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W, tau, prior,
-                                  label_noise)
-            picks, _ = greedy_information_gain(Q, W, covariance(H), tau, n - done, available=free,
-                                               label_noise=label_noise)
+            H = laplace_precision(P[flat[keep].to(P.device)], owner[keep].to(P.device), W,
+                                  likelihood, prior)
+            picks, _ = greedy_information_gain(Q, W, covariance(H), likelihood, n - done,
+                                               available=free)
             picks = picks.cpu()
             ok = picks >= 0
             b = torch.arange(T * U)[:, None].expand_as(picks)
@@ -309,9 +311,8 @@ def _active_sequences(
             rows[:, done:n] = torch.where(ok, cand.repeat(T, 1)[b, picks.clamp(min=0)],
                                           torch.full_like(picks, -1))
             done = n
-            W = _fit_trials(P, rows[:, :n].reshape(T, U, n), steps=steps, lr=lr, tau=tau,
-                            reduction=reduction, seed=seed + n, prior=prior,
-                            logits=True, label_noise=label_noise, solver=solver).reshape(T * U, K)
+            W = _fit_trials(P, rows[:, :n].reshape(T, U, n), settings.with_(seed=seed + n),
+                            prior=prior, logits=True).reshape(T * U, K)
         weights[n] = torch.softmax(W, dim=1).reshape(T, U, K)
     return {"rows": rows.reshape(T, U, -1), "weights": weights}
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lore_train.metrics import SETTING_LABELS, SETTINGS
+from lore_datasets import SPLIT_LABELS, SPLITS
 from lore_train.tables import cell as _cell
 from lore_train.tables import format_selection, model_label
 from lore_train.tables import md_row as _md_row
 
 # -- markdown (lore-eval report) ----------------------------------------------
 
-MD_HEADERS = ("model", "K", "alpha", "kept", *(SETTING_LABELS[k] for k in SETTINGS), "train s")
+MD_HEADERS = ("model", "K", "alpha", "kept", *(SPLIT_LABELS[k] for k in SPLITS), "train s")
 
 
 def format_markdown(results: dict[str, Any], fewshot: dict[str, Any] | None = None) -> str:
@@ -35,14 +35,14 @@ def format_markdown(results: dict[str, Any], fewshot: dict[str, Any] | None = No
     for alpha in sorted({r["alpha"] for r in runs}) or [0.0]:
         cells = [r for r in runs if r["alpha"] == alpha]
         out += [f"## alpha = {alpha:g}", "", _md_row(MD_HEADERS),
-                _md_row(["---"] * 3 + ["---:"] + ["---"] * len(SETTINGS) + ["---:"])]
+                _md_row(["---"] * 3 + ["---:"] + ["---"] * len(SPLITS) + ["---:"])]
         for k in (0, 1):
             found = [r for r in cells if r["K"] == k]
             if not found and k == 0:  # the reference head does not depend on alpha
                 found = [r for r in runs if r["K"] == 0]
             out.append(_md_run(found[0]) if found else _md_row(
                 [model_label(k), str(k), f"{alpha:g}", "", f"not in this run (add {k} to --K)",
-                 *[""] * (len(SETTINGS) - 1), ""]))
+                 *[""] * (len(SPLITS) - 1), ""]))
         out += [_md_run(r) for r in sorted(cells, key=lambda r: r["K"]) if r["K"] >= 2]
         out.append("")
     out += _md_calibration(runs)
@@ -84,12 +84,12 @@ def _md_calibration(runs: list[dict[str, Any]]) -> list[str]:
     out = ["## Calibration of P(chosen preferred)", "",
            "Cells: log-loss / Brier / ECE over pairs, at the temperature T fitted on the "
            "validation split of seen_train (a model refitted on the rest).", "",
-           _md_row(("K", "alpha", "T", *(SETTING_LABELS[k] for k in SETTINGS))),
-           _md_row(("---:", "---", "---:", *["---"] * len(SETTINGS)))]
+           _md_row(("K", "alpha", "T", *(SPLIT_LABELS[k] for k in SPLITS))),
+           _md_row(("---:", "---", "---:", *["---"] * len(SPLITS)))]
     for run in sorted(cells, key=lambda r: (r["alpha"], r["K"])):
         cal = run["calibration"]
         out.append(_md_row((str(run["K"]), f"{run['alpha']:g}", f"{cal['temperature']:.3g}",
-                            *(_calibration_cell(cal[key]["calibrated"]) for key in SETTINGS))))
+                            *(_calibration_cell(cal[key]["calibrated"]) for key in SPLITS))))
     return [*out, ""]
 
 
@@ -103,9 +103,9 @@ def _md_run(run: dict[str, Any]) -> str:
     name = model_label(run["K"])
     if run.get("skipped"):
         return _md_row([name, str(run["K"]), f"{run['alpha']:g}", "-", f"skipped: {run['skipped']}",
-                        *[""] * (len(SETTINGS) - 1), ""])
+                        *[""] * (len(SPLITS) - 1), ""])
     return _md_row([name, str(run["K"]), f"{run['alpha']:g}", str(run["kept_rank"]),
-                    *(_cell(run[key]) for key in SETTINGS), f"{run['train_seconds']:.1f}"])
+                    *(_cell(run[key]) for key in SPLITS), f"{run['train_seconds']:.1f}"])
 
 
 def _trial_cell(summary: dict[str, Any]) -> str:

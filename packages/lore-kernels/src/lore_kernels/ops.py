@@ -20,6 +20,7 @@ import torch
 
 from . import _native
 from .reference import (
+    Likelihood,
     acc_dtype,
     check_label_noise,
     lowrank_bt_reference,
@@ -97,12 +98,13 @@ def lowrank_bt(Z, user, weight, V, S, tau: float, label_noise: float = 0.0):
     return _ops(Z.device, "lowrank_bt")(Z, user, weight, V, S, float(tau), float(label_noise))
 
 
-def lowrank_bt_loss(Z, user, weight, V, S, tau: float, label_noise: float = 0.0):
-    """Differentiable (loss, margin): gradients flow to V and S through the loss only.
+def lowrank_bt_loss(Z, user, weight, V, S, likelihood: Likelihood):
+    """Differentiable (loss, margin) under ``likelihood``: gradients flow to V and S
+    through the loss only.
 
     The margin is returned for logging and accuracy; it carries no gradient.
     """
-    loss, margin, _, _ = lowrank_bt(Z, user, weight, V, S, tau, label_noise)
+    loss, margin, _, _ = lowrank_bt(Z, user, weight, V, S, likelihood.tau, likelihood.label_noise)
     return loss, margin
 
 

@@ -12,35 +12,47 @@
 
 Modules, one job each: ``config`` (settings and presets), ``model`` (the
 parameters, margins and scores), ``trainer`` (the joint fit), ``fewshot``
-(new users on a frozen basis), ``stopping`` (early stopping on validation
-pairs), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export`` (files),
-``personal_reward`` (text -> rewards, a TRL reward function), ``hf_export`` (the
-``lore-export hf`` directory), ``sweep``/``experiment`` (K x alpha runs), ``metrics``, ``results``,
+(new users added to a model), ``solver`` and ``newton`` (the few-shot fit on
+a frozen basis), ``stopping`` (early stopping's monitor and best-step
+records), ``anchor`` (what alpha pulls toward), ``checkpoint`` and ``export``
+(files), ``personal_reward`` (text -> rewards, a TRL reward function),
+``hf_export`` (the ``lore-export hf`` directory), ``sweep``/``experiment`` (K x
+alpha runs), ``metrics``, ``results``,
 ``selection``, ``tables``, ``plots``, ``distributed`` (the joint fit across
 processes), ``launch`` (the command under torchrun) and ``cli`` (the
 `lore-train` command).
 """
 
-from .config import PRESETS, TrainConfig
-from .experiment import run_rank_sweep
-from .fewshot import fit_few_shot, personalize
-from .metrics import SETTINGS, accuracy, evaluate, per_user_accuracy, summarize
+from .config import FEWSHOT_PRIORS, FEWSHOT_SOLVERS, PRESETS, FewShotSettings, TrainConfig
+from .experiment import run_sweep
+from .fewshot import personalize
+from .metrics import accuracy, evaluate, per_user_accuracy, summarize
 from .model import PersonalRewardModel, UnknownUserError
 from .objective import row_weights
 from .personal_reward import PersonalReward
 from .results import load_results, write_results
-from .selection import Selection, choice_test_numbers, select_model, validation_split
+from .selection import (
+    Selection,
+    SelectionSettings,
+    choice_test_numbers,
+    select_model,
+    variant_grid,
+)
+from .solver import fit_few_shot
 from .sweep import SweepRun, sweep
 from .tables import format_selection, format_table, model_label
 from .trainer import FitHistory, fit, prune_columns
 
 __all__ = [
+    "FEWSHOT_PRIORS",
+    "FEWSHOT_SOLVERS",
     "PRESETS",
-    "SETTINGS",
+    "FewShotSettings",
     "FitHistory",
     "PersonalReward",
     "PersonalRewardModel",
     "Selection",
+    "SelectionSettings",
     "SweepRun",
     "TrainConfig",
     "UnknownUserError",
@@ -57,11 +69,11 @@ __all__ = [
     "personalize",
     "prune_columns",
     "row_weights",
-    "run_rank_sweep",
+    "run_sweep",
     "select_model",
     "summarize",
     "sweep",
-    "validation_split",
+    "variant_grid",
     "write_results",
 ]
 __version__ = "0.1.0"

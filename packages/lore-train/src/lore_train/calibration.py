@@ -13,7 +13,8 @@ eps + (1 - 2 eps) sigmoid(tau * margin / T)). All three scores are pooled over p
   mean confidence|.
 
 The temperature T is fitted by maximum likelihood on held-out pairs (the
-validation split of seen_train for a model fitted on the rest): the
+config's validation split of seen_train, `TrainConfig.validation_split`, for
+a model fitted on the rest): the
 reference's fixed tau = 1/100 sets the training logit scale, not a
 calibration.
 """
@@ -25,23 +26,21 @@ from typing import Any
 
 import torch
 
-from lore_datasets import Benchmark, split_validation
-from lore_kernels.reference import bt_terms_reference, label_probability
+from lore_datasets import SPLITS, Benchmark
+from lore_kernels import Likelihood
 
 from .config import TrainConfig
 from .heldout import fit_on_split
-from .metrics import SETTINGS
 from .model import PersonalRewardModel
 
 ECE_BINS = 10
 TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
-def probabilities(margin: torch.Tensor, tau: float, temperature: float = 1.0,
-                  label_noise: float = 0.0) -> torch.Tensor:
-    """P(first preferred) = sigmoid(tau * margin / T) (see the module doc), float64."""
-    return label_probability(margin.detach().to(torch.float64).cpu() * (tau / temperature),
-                             label_noise)
+def probabilities(margin: torch.Tensor, likelihood: Likelihood) -> torch.Tensor:
+    """P(first preferred) of each margin under ``likelihood`` (at temperature T:
+    ``likelihood.tempered(T)``; see the module doc), float64."""
+    return likelihood.probability(margin.detach().to(torch.float64).cpu())
 
 
 def log_loss(prob: torch.Tensor) -> float:
@@ -70,20 +69,20 @@ def scores(prob: torch.Tensor) -> dict[str, Any]:
             "ece": expected_calibration_error(prob), "n_pairs": int(prob.numel())}
 
 
-def fit_temperature(margin: torch.Tensor, tau: float, label_noise: float = 0.0) -> float:
+def fit_temperature(margin: torch.Tensor, likelihood: Likelihood) -> float:
     """The T minimizing the log-loss of `probabilities` on these (held-out) rows.
 
     The loss is convex in 1/T (quasi-convex with label noise), so its
     derivative is bisected in log(1/T) over ``TEMPERATURE_RANGE``; separable
     rows (the optimum at T -> 0) give the range's lower end.
     """
-    x = tau * margin.detach().to(torch.float64).cpu()
+    x = likelihood.tau * margin.detach().to(torch.float64).cpu()
     if x.numel() == 0:
         raise ValueError("no held-out pairs to fit a temperature on")
     one = torch.ones(1, dtype=torch.float64)
 
     def slope(beta: float) -> float:  # d/d(beta) of mean softplus(-beta x)
-        _, g = bt_terms_reference(x, one, beta, label_noise)  # d loss / d x = g, at logit beta x
+        _, g = Likelihood(beta, likelihood.label_noise).terms(x, one)  # d loss / d x, at logit beta x
         return float((g / beta * x).mean())
 
     lo, hi = math.log(1 / TEMPERATURE_RANGE[1]), math.log(1 / TEMPERATURE_RANGE[0])
@@ -105,32 +104,33 @@ def evaluate_calibration(
     benchmark: Benchmark,
     config: TrainConfig,
     *,
-    val_fraction: float = 0.2,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The temperature and the four settings' calibration scores of ``model``.
 
-    T is fitted on the validation split of seen_train (`split_validation`,
-    seeded by ``config.seed``) of a model fitted, with ``model``'s config,
-    on the rest: ``model`` itself saw every seen_train pair, so its own
+    T is fitted on the validation split of seen_train (the one early stopping
+    and selection use: `TrainConfig.validation_split` of ``model``'s config,
+    else ``config``) of a model fitted, with that config, on the rest (shared
+    with the selection's candidate inside `lore_train.heldout.remembered`):
+    ``model`` itself saw every seen_train pair, so its own
     margins there would make T too confident. Scores are given at T
     (``calibrated``) and at T = 1 (``uncalibrated``).
     """
     train_config = model.train_config or config
-    split = split_validation(benchmark.seen_train, val_fraction, seed=train_config.seed)
+    split = train_config.validation_split(benchmark.seen_train)
     val = split.val
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
     # the selection's candidate for this cell is often this very fit (lore_train.heldout)
     held_out, _ = fit_on_split(benchmark.seen_train, split, train_config, v_ref=benchmark.v_ref,
                                pass_validation=False, progress=progress)
-    T = fit_temperature(held_out.margin(val), model.tau, model.label_noise)
+    likelihood = model.likelihood
+    T = fit_temperature(held_out.margin(val), likelihood)
     out: dict[str, Any] = {"temperature": T, "fitted_on": "validation split of seen_train "
-                           "(model refitted on the rest)", "val_fraction": val_fraction,
+                           "(model refitted on the rest)", "val_fraction": train_config.val_fraction,
                            "val_pairs": val.num_pairs, "ece_bins": ECE_BINS}
-    for key in SETTINGS:
+    for key in SPLITS:
         margin = model.margin(benchmark.split(key))
-        out[key] = {"calibrated": scores(probabilities(margin, model.tau, T, model.label_noise)),
-                    "uncalibrated": scores(probabilities(margin, model.tau,
-                                                         label_noise=model.label_noise))}
+        out[key] = {"calibrated": scores(probabilities(margin, likelihood.tempered(T))),
+                    "uncalibrated": scores(probabilities(margin, likelihood))}
     return out

@@ -1,6 +1,7 @@
 """Checkpoint files: ``model.safetensors`` (V, W, v_ref, posterior_precision) and ``config.json``.
 
-This module only reads and writes the files (and upgrades older layouts);
+This module reads and writes the files (and upgrades older layouts) and
+checks them against each other (`check_checkpoint`);
 `PersonalRewardModel.save`/`load` turn a model into them and back.
 ``config.json`` holds ``format``, ``K``, ``kept_rank``, ``dim``, ``tau``,
 ``user_ids``, ``seen``, ``posterior_users`` (whose Laplace precisions
@@ -11,6 +12,7 @@ and ``meta`` (dataset, embedder, kept columns). See docs/architecture.md.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -111,3 +113,69 @@ def _upgrade(config: dict[str, Any]) -> dict[str, Any]:
         train["K"] = train.pop("rank")
     config.update(format=CHECKPOINT_FORMAT, meta=meta, train_config=train)
     return config
+
+
+def check_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose config.json and model.safetensors disagree (see `load`)."""
+    cfg, st = directory / "config.json", directory / "model.safetensors"
+    unknown = sorted(set(tensors) - {"V", "W", "v_ref", "posterior_precision"})
+    missing = [k for k in ("V", "W") if k not in tensors]
+    if missing or unknown:
+        what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unknown[0]!r}"
+        raise DataError(f"{st}: {what} (a lore checkpoint holds V, W and optionally v_ref "
+                        "and posterior_precision)")
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise DataError(f"{st}: tensor {name!r} has dtype {t.dtype}, expected a float type")
+    V, W, v_ref = tensors["V"], tensors["W"], tensors.get("v_ref")
+    if V.ndim != 2 or W.ndim != 2 or (v_ref is not None and v_ref.ndim != 1):
+        raise DataError(f"{st}: V {tuple(V.shape)}, W {tuple(W.shape)}: expected V [d, K] and "
+                        "W [users, K]" + ("" if v_ref is None else " and v_ref [d]"))
+    users, K, dim = config["user_ids"], config["K"], config["dim"]
+    kept = config.get("kept_rank", V.shape[1])
+    checks = [
+        (V.shape[0] == dim, f"dim is {dim} but V has {V.shape[0]} rows"),
+        (V.shape[1] == kept, f"kept_rank is {kept} but V has {V.shape[1]} columns"),
+        (W.shape[1] == V.shape[1], f"W has {W.shape[1]} columns, V {V.shape[1]}"),
+        (W.shape[0] == len(users), f"{len(users)} user_ids but W has {W.shape[0]} rows"),
+        (K >= 0, f"K is {K}"),
+        (K != 0 or (V.shape[1] == 1 and v_ref is not None),
+         "K is 0 (the reference head) but the tensors are not one column with v_ref"),
+        (K == 0 or V.shape[1] <= K, f"K is {K} but V has {V.shape[1]} columns (more than K)"),
+        (v_ref is None or v_ref.shape[0] == dim, f"v_ref has {0 if v_ref is None else v_ref.shape[0]} "
+         f"entries, dim is {dim}"),
+        (all(isinstance(u, str) for u in users), "user_ids must be strings"),
+        (len(set(users)) == len(users), "user_ids has duplicates"),
+        (config.get("seen") is None or len(config["seen"]) == len(users),
+         f"seen has {len(config.get('seen') or [])} entries for {len(users)} users"),
+        (config["tau"] > 0 and math.isfinite(config["tau"]), f"tau is {config['tau']}"),
+    ]
+    for ok, problem in checks + _posterior_checks(tensors, config):
+        if not ok:
+            raise DataError(f"{cfg}: {problem} (the checkpoint's files disagree)")
+    for name in ("V", "W", "posterior_precision"):
+        if name not in tensors:
+            continue
+        if not bool(torch.isfinite(tensors[name]).all()):
+            raise DataError(f"{st}: tensor {name!r} holds NaN or inf")
+
+
+def _posterior_checks(tensors: dict[str, torch.Tensor], config: dict[str, Any]
+                      ) -> list[tuple[bool, str]]:
+    """The stored posteriors agree with the users and the basis (see `check_checkpoint`)."""
+    users = config.get("posterior_users") or []
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        return [(False, "posterior_users must be a list of user ids")]
+    H = tensors.get("posterior_precision")
+    kept = tensors["V"].shape[1]
+    known = set(config["user_ids"])
+    strangers = [u for u in users if u not in known]
+    count = 0 if H is None else H.shape[0]
+    return [
+        (not strangers, f"posterior_users names users the model does not have: {strangers[:3]}"),
+        (len(set(users)) == len(users), "posterior_users has duplicates"),
+        (count == len(users), f"{len(users)} posterior_users but {count} posterior precisions"),
+        (H is None or tuple(H.shape[1:]) == (kept, kept),
+         f"posterior_precision is {None if H is None else tuple(H.shape)}, expected "
+         f"[{len(users)}, {kept}, {kept}]"),
+    ]

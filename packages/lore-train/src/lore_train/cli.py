@@ -33,11 +33,10 @@ from lore_datasets.runtime.settings import add_arguments, given, to_dict
 
 from . import heldout, launch
 from .config import PRESETS, TrainConfig
-from .experiment import check_resumable, run_rank_sweep
+from .experiment import check_resumable, run_sweep, sweep_config
 from .model import UnknownUserError
 from .plots import can_plot
-from .results import write_results
-from .selection import NothingToSelect, choice_test_numbers, select_model
+from .selection import SELECT_LABEL_NOISE, SelectionSettings
 from .sweep import check_sweep
 from .tables import format_selection, format_table
 from .trainer import CHECKPOINT_EVERY
@@ -45,8 +44,6 @@ from .trainer import CHECKPOINT_EVERY
 SWEEP_KS = (0, 1, 2, 3)  # the default --K: ref, BT and LoRe at K = 2 and 3
 SWEPT = ("K", "alpha")  # TrainConfig fields given as lists, one cell per value
 BY_COMMAND = ("seed", "device")  # TrainConfig fields with their own flags below
-# --select also tries the label-noise likelihood at this rate (docs/accuracy.md)
-SELECT_LABEL_NOISE = (0.1,)
 MAX_DIST_TIMEOUT = 7 * 24 * 3600.0  # a week: longer is a typo (and overflows a timedelta)
 
 
@@ -137,13 +134,10 @@ def _settings(args: argparse.Namespace) -> tuple[DataSource, dict[str, Any], Tra
     return source, split_changes, config, args.out or Path("runs") / Path(source.dataset).name
 
 
-def _run_config(args: argparse.Namespace, source: DataSource, config: TrainConfig,
-                benchmark: Benchmark | None, split_changes: dict[str, Any],
-                out: Path) -> dict[str, Any]:
+def _run_config(args: argparse.Namespace, source: DataSource, benchmark: Benchmark | None,
+                split_changes: dict[str, Any], out: Path) -> dict[str, Any]:
     """The run's settings for results.json (without the split before the data is loaded)."""
-    run_config = {"preset": args.preset, "data": to_dict(source),
-                  "select": _select_record(args, config),
-                  "out": str(out)}
+    run_config = {"preset": args.preset, "data": to_dict(source), "out": str(out)}
     if benchmark is not None:  # the split as resolved (a reference loader changes only the seed)
         run_config["split"] = (benchmark.meta.get("split", {}).get("config")
                                or to_dict(SplitConfig(**split_changes)))
@@ -153,28 +147,30 @@ def _run_config(args: argparse.Namespace, source: DataSource, config: TrainConfi
 def _train(args: argparse.Namespace) -> int:
     source, split_changes, config, out = _settings(args)
     alphas = getattr(args, "alpha", [config.alpha])
-    _check_arguments(args, config, alphas)
+    select = _check_arguments(args, config, alphas)
     with claim_output(out, overwrite=args.overwrite, resume=args.resume) as out:
-        return _train_in(args, source, split_changes, config, alphas, out)
+        return _train_in(args, source, split_changes, config, alphas, out, select)
 
 
 def _train_in(args: argparse.Namespace, source: DataSource, split_changes: dict[str, Any],
-              config: TrainConfig, alphas: list[float], out: Path) -> int:
+              config: TrainConfig, alphas: list[float], out: Path,
+              select: SelectionSettings | None) -> int:
     """`_train` holding the output directory (`claim_output`)."""
     if args.resume:  # what can be compared before the data is loaded
-        check_resumable(out, {"train": config.to_dict(), "Ks": args.K, "alphas": alphas,
-                              **_run_config(args, source, config, None, split_changes, out)})
+        check_resumable(out, sweep_config(args.K, alphas, config,
+                                          _run_config(args, source, None, split_changes, out),
+                                          select))
     benchmark = source.load(split=split_changes)
     check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
     with heldout.remembered():  # the calibration's held-out fits serve the selection too
-        results = run_rank_sweep(
-            benchmark, args.K, alphas, config, out,
-            run_config=_run_config(args, source, config, benchmark, split_changes, out),
+        results = run_sweep(
+            benchmark, args.K, alphas, config, out, select=select,
+            run_config=_run_config(args, source, benchmark, split_changes, out),
             progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
             checkpoint_every=args.checkpoint_every,
         )
-        return _report(args, benchmark, alphas, config, results, out)
+    return _report(results, out)
 
 
 def _train_distributed(args: argparse.Namespace) -> int:
@@ -202,7 +198,7 @@ def _train_process(args: argparse.Namespace, process: collectives.Process, sourc
                    out: Path, selecting: bool) -> int:
     """One process's share of `_train_distributed`, inside the process group."""
     config = config.with_(device=process.device)
-    part = source.load_rank(process.rank, process.world_size, split=split_changes)
+    part = source.load_process_share(process.rank, process.world_size, split=split_changes)
     if process.rank == 0:
         print(f"lore-train: {source.dataset}: process 0 of {process.world_size} "
               f"({process.backend}): {_describe(part)}", file=sys.stderr)
@@ -211,23 +207,21 @@ def _train_process(args: argparse.Namespace, process: collectives.Process, sourc
                   file=sys.stderr)
     results = launch.run_distributed_sweep(
         process, part, args.K, alphas, config, out,
-        run_config=_run_config(args, source, config, part, split_changes, out),
+        run_config=_run_config(args, source, part, split_changes, out),
         progress=not args.no_progress,
     )
     if results is None:
         return 0
-    return _report(args, part, alphas, config, results, out)
+    return _report(results, out)
 
 
-def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
-            config: TrainConfig, results: dict[str, Any], out: Path) -> int:
+def _report(results: dict[str, Any], out: Path) -> int:
     print(format_table(results))
-    if args.select:
-        try:
-            print(_select(benchmark, args.K, alphas, config, results, _variants(args, config),
-                          out, folds=args.select_folds, progress=not args.no_progress))
-        except NothingToSelect as err:  # the sweep's table stands on its own
-            print(f"lore-train: no selection: {err}", file=sys.stderr)
+    selection = results.get("selection")
+    if selection and "skipped" in selection:  # the sweep's table stands on its own
+        print(f"lore-train: no selection: {selection['skipped']}", file=sys.stderr)
+    elif selection:
+        print("\n" + format_selection(selection))
     names = ("accuracy_vs_rank.png", "loss_curves.png") if can_plot() else ()
     plot = "".join(f"{out / name}, " for name in names if (out / name).exists())
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {plot}{out / 'checkpoints'}/")
@@ -237,8 +231,10 @@ def _report(args: argparse.Namespace, benchmark: Benchmark, alphas: list[float],
     return 0
 
 
-def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list[float]) -> None:
-    """Every value a cell will use, checked before any data is loaded."""
+def _check_arguments(args: argparse.Namespace, config: TrainConfig,
+                     alphas: list[float]) -> SelectionSettings | None:
+    """Every value a cell will use, checked before any data is loaded; the selection's
+    settings (None with --no-select)."""
     for alpha in alphas:
         for K in args.K:
             try:
@@ -252,48 +248,16 @@ def _check_arguments(args: argparse.Namespace, config: TrainConfig, alphas: list
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.select_folds < 1:
         raise ValueError(f"--select-folds must be >= 1, got {args.select_folds}")
-    for variant in _variants(args, config):
-        try:
-            config.with_(**variant)
-        except ValueError as err:
-            flags = " ".join(f"--select-{k.replace('_', '-')} {v}" for k, v in variant.items())
-            raise ValueError(f"{flags}: {err}") from None
-
-
-def _variants(args: argparse.Namespace, config: TrainConfig) -> list[dict[str, Any]]:
-    """The config as given, then every other combination of the ``--select-v-l2``
-    and ``--select-label-noise`` values with the config's own."""
-    grid = {"v_l2": args.select_v_l2, "label_noise": args.select_label_noise}
-    levels = {name: list(dict.fromkeys([getattr(config, name), *(values or [])]))
-              for name, values in grid.items()}
-    variants = []
-    for v_l2 in levels["v_l2"]:
-        for noise in levels["label_noise"]:
-            changes = {name: value for name, value in (("v_l2", v_l2), ("label_noise", noise))
-                       if value != getattr(config, name)}
-            variants.append(changes)
-    return variants
-
-
-def _select_record(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | None:
-    """What results.json's ``config.select`` stores: how the choice was made, or None."""
-    if not args.select:
-        return None
-    return {"val_fraction": config.val_fraction, "val_split_by": config.val_split_by,
-            "variants": _variants(args, config), "folds": args.select_folds}
-
-
-def _select(benchmark: Benchmark, Ks: list[int], alphas: list[float], config: TrainConfig,
-            results: dict[str, Any], variants: list[dict[str, Any]], out: Path, *,
-            folds: int, progress: bool) -> str:
-    """Pick (K, alpha, variant) on validation, store it in results.json, and say what was
-    chosen."""
-    selection = select_model(benchmark, Ks, alphas, config, variants=variants,
-                             folds=folds, progress=progress)
-    results["selection"] = choice_test_numbers(selection, benchmark, config, results,
-                                               progress=progress)
-    write_results(results, out / "results.json")
-    return "\n" + format_selection(results["selection"])
+    settings = SelectionSettings(v_l2=tuple(args.select_v_l2 or ()),
+                                 label_noise=tuple(args.select_label_noise or ()),
+                                 folds=args.select_folds)
+    for name, values in (("v_l2", settings.v_l2), ("label_noise", settings.label_noise)):
+        for value in values:
+            try:
+                config.with_(**{name: value})
+            except ValueError as err:
+                raise ValueError(f"--select-{name.replace('_', '-')} {value}: {err}") from None
+    return settings if args.select else None
 
 
 def _names(cls: type) -> list[str]:

@@ -19,8 +19,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from lore_datasets import PreferencePairs, ValidationSplit, split_validation
 from lore_datasets.runtime.settings import from_dict
 from lore_datasets.validation import ValSplitBy
+from lore_kernels import Likelihood
 
 Mode = Literal["joint", "alternating"]
 Reduction = Literal["user_mean", "pair_mean"]
@@ -29,6 +31,10 @@ Anchor = Literal["auto", "v_ref", "population"]
 AlphaSchedule = Literal["ramp", "constant"]
 FewshotPrior = Literal["none", "population"]
 FewshotSolver = Literal["adam", "newton"]
+# The few-shot priors, listed once: "population" is MAP under a Dirichlet fitted to
+# the seen users' weights, "none" the reference's maximum likelihood.
+FEWSHOT_PRIORS: tuple[str, ...] = get_args(FewshotPrior)
+FEWSHOT_SOLVERS: tuple[str, ...] = get_args(FewshotSolver)
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,66 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validation_split(self, pairs: PreferencePairs, *, fold: int = 0) -> ValidationSplit:
+        """The validation pairs held out of ``pairs`` for early stopping, model selection
+        and the calibration temperature: ``val_fraction`` of them (whole prompts or pairs
+        within users, per ``val_split_by``), seeded ``seed + fold`` (selection's folds)."""
+        return split_validation(pairs, self.val_fraction, seed=self.seed + fold,
+                                split_by=self.val_split_by)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The label model of every fit under this config (``tau``, ``label_noise``)."""
+        return Likelihood(self.tau, self.label_noise)
+
+    def fewshot(self) -> FewShotSettings:
+        """How new users are fitted on the frozen basis: the few-shot steps, lr, prior,
+        reduction and likelihood, seeded ``seed + 1`` (not the joint fit's draws)."""
+        return FewShotSettings(steps=self.fewshot_steps, lr=self.fewshot_lr,
+                               prior=self.fewshot_prior, reduction=self.reduction,
+                               likelihood=self.likelihood, seed=self.seed + 1,
+                               solver=self.fewshot_solver)
+
+
+@dataclass(frozen=True)
+class FewShotSettings:
+    """One few-shot fit's settings: a new user's K logits on a frozen basis.
+
+    ``solver``: "newton" solves for the exact MAP (``steps``, ``lr`` and
+    ``seed`` do not apply), "adam" runs ``steps`` Adam steps at ``lr`` (the
+    reference's fit, and the one early stopping watches).
+
+    `TrainConfig.fewshot()` hands them out (`personalize`, `adapt` and
+    `lore-eval fewshot` all start there); the defaults are TrainConfig's.
+    ``prior`` says which prior the caller resolves into the Dirichlet
+    concentration `fit_few_shot` takes ("population": the one fitted to the
+    seen users' weights; "none": maximum likelihood).
+    """
+
+    steps: int = TrainConfig.fewshot_steps
+    lr: float = TrainConfig.fewshot_lr
+    prior: FewshotPrior = TrainConfig.fewshot_prior
+    reduction: Reduction = TrainConfig.reduction
+    likelihood: Likelihood = field(default_factory=Likelihood)
+    seed: int = 0
+    solver: FewshotSolver = TrainConfig.fewshot_solver
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"few-shot steps must be >= 1, got {self.steps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"few-shot lr must be > 0, got {self.lr}")
+        if self.prior not in FEWSHOT_PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(map(repr, FEWSHOT_PRIORS))}, "
+                             f"got {self.prior!r}")
+        if self.solver not in get_args(FewshotSolver):
+            raise ValueError(f"solver must be one of {get_args(FewshotSolver)}, got {self.solver!r}")
+        if self.reduction not in get_args(Reduction):
+            raise ValueError(f"reduction must be one of {get_args(Reduction)}, got {self.reduction!r}")
+
+    def with_(self, **changes: Any) -> FewShotSettings:
+        return replace(self, **changes)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

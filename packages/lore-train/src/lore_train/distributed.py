@@ -15,13 +15,13 @@ by hand::
     # torchrun --nproc_per_node 8 train.py
     import os
     import torch, torch.distributed as dist
-    from lore_datasets import read_rank
+    from lore_datasets import read_process_share
     from lore_train import TrainConfig
     from lore_train.distributed import fit_distributed
 
     torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl")            # "gloo" on CPU
-    part = read_rank("data/big", dist.get_rank(), dist.get_world_size())
+    part = read_process_share("data/big", dist.get_rank(), dist.get_world_size())
     model, history = fit_distributed(part.seen_train, TrainConfig(K=3, device="cuda"))
     # model: V and this process's users
     dist.destroy_process_group()
@@ -35,7 +35,12 @@ import torch
 import torch.distributed as dist
 
 from lore_datasets import PreferencePairs
-from lore_datasets.runtime.collectives import all_gather_object, all_reduce, check_agree, local_device
+from lore_datasets.runtime.collectives import (
+    all_gather_object,
+    all_reduce,
+    check_agree,
+    local_device,
+)
 
 from . import prior as prior_lib
 from .config import TrainConfig
@@ -71,7 +76,7 @@ def fit_distributed(
     """``fit`` over the default process group; each process passes its own users' pairs.
 
     The processes' ``pairs`` are consecutive blocks of one user list, in
-    process rank order (``lore_datasets.read_rank`` gives each its
+    process rank order (``lore_datasets.read_process_share`` gives each its
     pair-balanced block); a block may be empty. Returns V and this
     process's users' logits (the same model ``fit`` on all users would give,
     restricted to them) and the loss curve of the whole objective.

@@ -2,13 +2,14 @@
 
 Under the Laplace posterior N(w*, Sigma) of a user's logits, linearized at
 w*, the answer to comparison c (projected difference q_c = V^T (phi_a -
-phi_b)) is a Bernoulli with logit tau q_c . s whose logit gradient is
-g_c = tau J q_c. The expected information gain about w of asking c is
+phi_b)) is a Bernoulli in the margin m_c = q_c . s, whose gradient in the
+logits is g_c = J q_c. The expected information gain about w of asking c is
 
-    IG_c = 1/2 log(1 + lambda_c g_c^T Sigma g_c),   lambda_c = F(logit_c)
+    IG_c = 1/2 log(1 + lambda_c g_c^T Sigma g_c),   lambda_c = F(m_c)
 
-(F the label's Fisher information per unit logit, p_c (1 - p_c) for plain
-Bradley-Terry with p_c the predicted preference; `label_fisher`), the mutual information of the answer and
+(F the label's Fisher information about its margin, tau^2 p_c (1 - p_c) for
+plain Bradley-Terry with p_c the predicted preference;
+`lore_kernels.Likelihood.fisher`), the mutual information of the answer and
 the weights in the linear-Gaussian approximation. It is the same whichever
 way round the pair is shown, and, like the posterior update it implies, does
 not depend on the answer, so a batch is chosen greedily: pick the best,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from lore_kernels.reference import label_fisher
+from lore_kernels import Likelihood
 
 from .posterior import softmax_jacobian
 
@@ -29,11 +30,10 @@ def greedy_information_gain(
     Q: torch.Tensor,
     W: torch.Tensor,
     cov: torch.Tensor,
-    tau: float,
+    likelihood: Likelihood,
     n: int,
     *,
     available: torch.Tensor | None = None,
-    label_noise: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick ``n`` candidates per user, greedily by information gain, batch-aware.
 
@@ -48,8 +48,8 @@ def greedy_information_gain(
         raise ValueError(f"n must be >= 0, got {n}")
     Q = Q.to(torch.float64)
     S = torch.softmax(W.to(torch.float64), dim=1)
-    G = tau * torch.einsum("bkl,bcl->bck", softmax_jacobian(S), Q)  # logit gradients [B, C, K]
-    lam = label_fisher(tau * torch.einsum("bck,bk->bc", Q, S), label_noise)
+    G = torch.einsum("bkl,bcl->bck", softmax_jacobian(S), Q)  # margin gradients [B, C, K]
+    lam = likelihood.fisher(torch.einsum("bck,bk->bc", Q, S))
     Sigma = cov.to(torch.float64).clone()
     free = torch.ones(B, C, dtype=torch.bool, device=Q.device) if available is None else available.clone()
     picked = torch.full((B, n), -1, dtype=torch.int64, device=Q.device)

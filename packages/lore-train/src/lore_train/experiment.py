@@ -1,4 +1,4 @@
-"""The sweep over K and alpha as an experiment: train, evaluate, checkpoint, write, plot."""
+"""The sweep over K and alpha as an experiment: train, evaluate, checkpoint, select, write, plot."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .results import (
     write_results,
     write_results_csv,
 )
+from .selection import SelectionSettings, sweep_selection
 from .sweep import SweepRun, check_sweep, sweep
 from .train_state import remove_state
 from .trainer import CHECKPOINT_EVERY
@@ -35,13 +36,14 @@ def checkpoint_name(K: int, alpha: float) -> str:
     return f"K{K}_alpha{alpha:g}"
 
 
-def run_rank_sweep(
+def run_sweep(
     benchmark: Benchmark,
     Ks: Sequence[int],
     alphas: Sequence[float],
     config: TrainConfig,
     out_dir: str | Path,
     *,
+    select: SelectionSettings | None = None,
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
     on_run: Callable[[dict[str, Any]], None] | None = None,
@@ -65,10 +67,15 @@ def run_rank_sweep(
     those of a run that never stopped. Every file is written atomically and
     results.json after every cell, so a stopped run keeps what it finished. ``calibrate`` adds each
     cell's ``calibration`` (temperature, log-loss, Brier, ECE;
-    `evaluate_calibration`), at the cost of one more fit per cell.
+    `evaluate_calibration`), at the cost of one more fit per cell. ``select``
+    chooses a cell on validation pairs once every cell is done and stores the
+    choice as results.json's ``selection`` (`lore_train.selection`;
+    ``SelectionSettings()`` is what `lore-train` does unless ``--no-select``).
     """
     check_sweep(benchmark, Ks, alphas, config, source=str(benchmark.meta.get("source") or "the data"))
-    config_doc = sweep_config(Ks, alphas, config, run_config)
+    if select is not None:
+        select.variants(config)  # a bad variant fails before anything is trained
+    config_doc = sweep_config(Ks, alphas, config, run_config, select)
     with output_directory(out_dir, overwrite=overwrite, resume=resume) as work:
         fingerprint = data_fingerprint(benchmark)
         previous = check_resumable(work, config_doc, fingerprint) if resume else None
@@ -89,6 +96,9 @@ def run_rank_sweep(
                 if on_run is not None:
                     on_run(entry)
         shutil.rmtree(work / STATE_DIR, ignore_errors=True)
+        if select is not None:
+            results["selection"] = sweep_selection(benchmark, Ks, alphas, config, select, results,
+                                                   progress=progress)
         write_outputs(results, work)
     return results
 
@@ -119,9 +129,11 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
 
 
 def sweep_config(Ks: Sequence[int], alphas: Sequence[float], config: TrainConfig,
-                 run_config: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``config`` entry of results.json."""
-    return {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas), **(run_config or {})}
+                 run_config: dict[str, Any] | None,
+                 select: SelectionSettings | None = None) -> dict[str, Any]:
+    """The ``config`` entry of results.json (``select``: how the cell is chosen, or null)."""
+    return {"train": config.to_dict(), "Ks": list(Ks), "alphas": list(alphas),
+            "select": None if select is None else select.record(config), **(run_config or {})}
 
 
 def cell_entry(run: SweepRun) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lore_datasets.runtime.cli import ArgumentParser, console_entry, run_cli
 
+from .hf_export import export_hf
 from .model import UnknownUserError
 
 
@@ -43,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
-        from .hf_export import export_hf
-
         _quiet_transformers()  # its loading/saving bars would break the one-line errors
 
         out = export_hf(args.checkpoint, args.backbone, args.out, head_only=args.head_only,

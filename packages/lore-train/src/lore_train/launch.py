@@ -6,7 +6,7 @@
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) makes the command
 distributed. Each process joins the default process group (``nccl`` when
 training on CUDA, ``gloo`` on CPU), reads its pair-balanced share of the data
-(`DataSource.load_rank`), and runs the same sweep as one process: V fitted
+(`DataSource.load_process_share`), and runs the same sweep as one process: V fitted
 jointly (`fit_distributed`), its own unseen users fitted few-shot, per-user
 accuracies computed on its own users. Process 0 gathers the per-user
 accuracies and the logits, and writes results.json, results.csv, the plot and
@@ -51,8 +51,8 @@ def run_distributed_sweep(
     run_config: dict[str, Any],
     progress: bool = True,
 ) -> dict[str, Any] | None:
-    """`run_rank_sweep` across processes: ``part`` is this process's share
-    (`DataSource.load_rank`); the results on process 0, None on the others."""
+    """`run_sweep` across processes: ``part`` is this process's share
+    (`DataSource.load_process_share`); the results on process 0, None on the others."""
     block = part.meta.get("users_block", {})
     meta = {k: v for k, v in part.meta.items() if k != "users_block"}
     settings = sweep_config(Ks, alphas, config, run_config)

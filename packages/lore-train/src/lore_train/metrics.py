@@ -12,13 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lore_datasets import SPLIT_LABELS, SPLITS, Benchmark, PreferencePairs
+from lore_datasets import SPLITS, Benchmark, PreferencePairs
 
 from .model import PersonalRewardModel
-
-# The four settings are the benchmark's four splits, under the same names.
-SETTINGS = SPLITS
-SETTING_LABELS = SPLIT_LABELS
 
 
 def per_user_accuracy(margin: torch.Tensor, pairs: PreferencePairs) -> dict[str, float]:
@@ -52,4 +48,4 @@ def accuracy(model: PersonalRewardModel, pairs: PreferencePairs) -> dict[str, An
 
 def evaluate(model: PersonalRewardModel, benchmark: Benchmark) -> dict[str, dict[str, Any]]:
     """Accuracy on each of the four splits, keyed by split name as in results.json."""
-    return {split: accuracy(model, benchmark.split(split)) for split in SETTINGS}
+    return {split: accuracy(model, benchmark.split(split)) for split in SPLITS}

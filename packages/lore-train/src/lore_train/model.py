@@ -7,14 +7,13 @@ cannot change a sign). Users are addressed by their original string ids,
 never by position, so a model and a data set built separately still agree.
 
 This module is the model itself (parameters, margins, scores, users); the
-few-shot fit (`fewshot`), the checkpoint files (`checkpoint`) and the
-Hugging Face head files (`export`) live in their own modules, which do not
-import this one.
+few-shot solvers (`solver`, `newton`), the checkpoint files and their checks
+(`checkpoint`) and the Hugging Face head files (`export`) live in their own
+modules, which do not import this one.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,18 @@ from torch import nn
 
 import lore_kernels
 from lore_datasets import DataError, PreferencePairs
-from lore_kernels.reference import label_probability
+from lore_kernels import Likelihood
 
 from . import checks
 from . import posterior as posterior_lib
 from . import prior as prior_lib
-from .checkpoint import read_checkpoint, write_checkpoint
-from .config import TrainConfig
+from .checkpoint import check_checkpoint, read_checkpoint, write_checkpoint
+from .config import FEWSHOT_PRIORS, TrainConfig
 from .elicitation import greedy_information_gain
 from .export import write_reward_head
-from .fewshot import fit_few_shot, single_user_pairs
 from .newton import newton_map
 from .prior_scale import adjust as adjust_prior
+from .solver import fit_few_shot, single_user_pairs
 
 
 class UnknownUserError(KeyError):
@@ -98,9 +97,11 @@ class PersonalRewardModel(nn.Module):
         return self.V.shape[0]
 
     @property
-    def label_noise(self) -> float:
-        """The likelihood's label noise (`TrainConfig.label_noise`; 0 without a config)."""
-        return self.train_config.label_noise if self.train_config is not None else 0.0
+    def likelihood(self) -> Likelihood:
+        """The label model: the model's tau and its config's label noise (0 without a
+        config). Every posterior, probability and adapted user uses it."""
+        noise = self.train_config.label_noise if self.train_config is not None else 0.0
+        return Likelihood(self.tau, noise)
 
     @property
     def kept_rank(self) -> int:
@@ -172,7 +173,7 @@ class PersonalRewardModel(nn.Module):
             raise ValueError(f"method must be 'delta' or 'draws', got {method!r}")
         return rewards, std.to(rewards)
 
-    # -- cold start (issue 12): prior, posterior, preference probability, elicitation --
+    # -- cold start: prior, posterior, preference probability, elicitation --
     @property
     def prior_scale(self) -> float:
         """The scale c on the population prior's concentration: the config's
@@ -214,7 +215,7 @@ class PersonalRewardModel(nn.Module):
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         index = self.user_index(pairs.user_ids)
         H = posterior_lib.laplace_precision(P, pairs.user.to(self.V.device), self.W.detach()[index],
-                                            self.tau, alpha, self.label_noise)
+                                            self.likelihood, alpha)
         for u, h in zip(pairs.user_ids, H):
             self._posteriors[str(u)] = h
         return self
@@ -259,14 +260,16 @@ class PersonalRewardModel(nn.Module):
         if method == "delta":
             idx = self.user_index([user])
             margin, std = posterior_lib.delta_std(Q, self.W.detach()[idx][0], self._covariance(user))
-            x = (self.tau / T) * margin
-            p = label_probability(x, self.label_noise)
-            slope = (1 - 2 * self.label_noise) * torch.sigmoid(x) * torch.sigmoid(-x) * (self.tau / T)
+            tempered = self.likelihood.tempered(T)
+            x = tempered.logit(margin)
+            p = tempered.probability(margin)
+            eps = tempered.label_noise
+            slope = (1 - 2 * eps) * torch.sigmoid(x) * torch.sigmoid(-x) * tempered.tau  # dp/dmargin
             return p.to(torch.float32), (slope * std).to(torch.float32)
         if method != "draws":
             raise ValueError(f"method must be 'delta' or 'draws', got {method!r}")
         mean, std = posterior_lib.preference_moments(Q, self.posterior(user), torch.zeros(
-            len(Q), dtype=torch.int64), self.tau / T, self.label_noise)
+            len(Q), dtype=torch.int64), self.likelihood.tempered(T))
         return mean.to(torch.float32), std.to(torch.float32)
 
     @torch.no_grad()
@@ -300,9 +303,9 @@ class PersonalRewardModel(nn.Module):
             alpha = self.population_prior()
             W = prior_lib.prior_logits(alpha)[None]
             H = posterior_lib.laplace_precision(Q[:0], torch.zeros(0, dtype=torch.int64), W,
-                                                self.tau, alpha, self.label_noise)
-        picks, _ = greedy_information_gain(Q[None], W, posterior_lib.covariance(H), self.tau,
-                                           min(int(n), len(Q)), label_noise=self.label_noise)
+                                                self.likelihood, alpha)
+        picks, _ = greedy_information_gain(Q[None], W, posterior_lib.covariance(H), self.likelihood,
+                                           min(int(n), len(Q)))
         return picks[0][picks[0] >= 0].cpu()
 
     def _store_posterior(self, pairs: PreferencePairs, alpha: torch.Tensor | None) -> None:
@@ -310,7 +313,7 @@ class PersonalRewardModel(nn.Module):
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         W = self.W.detach()[self.user_index([user])]
         self._posteriors[user] = posterior_lib.laplace_precision(
-            P, pairs.user.to(self.V.device), W, self.tau, alpha, self.label_noise)[0]
+            P, pairs.user.to(self.V.device), W, self.likelihood, alpha)[0]
 
     def _embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim == 1:
@@ -319,7 +322,6 @@ class PersonalRewardModel(nn.Module):
             raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, the model wants "
                              f"[B, {self.dim}]")
         return checks.finite_rows("embeddings", embeddings.to(self.V.device, torch.float32))
-    # -- end cold start --
 
     # -- users --------------------------------------------------------------
     def with_users(self, user_ids: Sequence[str], W: torch.Tensor) -> PersonalRewardModel:
@@ -374,31 +376,23 @@ class PersonalRewardModel(nn.Module):
         if lr is not None:
             lr = checks.positive_finite("lr", lr)
         pairs = single_user_pairs(user, data, self.dim)
+        if prior is not None and prior not in FEWSHOT_PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(map(repr, FEWSHOT_PRIORS))}, "
+                             f"got {prior!r}")
         trained = self.train_config or TrainConfig(fewshot_prior="none")
-        prior = trained.fewshot_prior if prior is None else prior
-        if prior not in ("none", "population"):
-            raise ValueError(f"prior must be 'none' or 'population', got {prior!r}")
-        solver = trained.fewshot_solver if solver is None else solver
-        alpha = self.population_prior() if prior == "population" or pairs.num_pairs == 0 else None
+        changes = {"steps": steps, "lr": lr, "prior": prior, "solver": solver}
+        settings = trained.fewshot().with_(likelihood=self.likelihood, seed=seed,
+                                           **{k: v for k, v in changes.items() if v is not None})
+        alpha = self.population_prior() if settings.prior == "population" or pairs.num_pairs == 0 \
+            else None
         prior_key = self._prior_cache[0] if self._prior_cache is not None else None
         H = None
-        if solver == "newton":
+        if settings.solver == "newton":
             P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
-            result = newton_map(P, pairs.user.to(self.V.device), 1, tau=self.tau,
-                                label_noise=self.label_noise, prior=alpha)
+            result = newton_map(P, pairs.user.to(self.V.device), 1, settings.likelihood, prior=alpha)
             W, H = result.W.to(self.W), result.precision[0]
         else:
-            W = fit_few_shot(
-                self.V.detach(),
-                pairs,
-                steps=trained.fewshot_steps if steps is None else steps,
-                lr=trained.fewshot_lr if lr is None else lr,
-                tau=self.tau,
-                label_noise=self.label_noise,
-                seed=seed,
-                prior=alpha,
-                solver=solver,
-            ).to(self.W)
+            W = fit_few_shot(self.V.detach(), pairs, settings, prior=alpha).to(self.W)
         kept_prior = prior_key == self._prior_key() and (
             user not in self._index or not self.seen[self._index[user]])
         with torch.no_grad():
@@ -442,7 +436,7 @@ class PersonalRewardModel(nn.Module):
             "K": self.K,
             "kept_rank": self.kept_rank,
             "tau": self.tau,
-            "label_noise": self.label_noise,
+            "label_noise": self.likelihood.label_noise,
         }
         return write_reward_head(self.user_head(user), directory, dtype=dtype, description=description)
 
@@ -505,68 +499,3 @@ class PersonalRewardModel(nn.Module):
     def extra_repr(self) -> str:
         return f"K={self.K}, kept_rank={self.kept_rank}, dim={self.dim}, users={self.num_users}"
 
-
-def check_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose config.json and model.safetensors disagree (see `load`)."""
-    cfg, st = directory / "config.json", directory / "model.safetensors"
-    unknown = sorted(set(tensors) - {"V", "W", "v_ref", "posterior_precision"})
-    missing = [k for k in ("V", "W") if k not in tensors]
-    if missing or unknown:
-        what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unknown[0]!r}"
-        raise DataError(f"{st}: {what} (a lore checkpoint holds V, W and optionally v_ref "
-                        "and posterior_precision)")
-    for name, t in tensors.items():
-        if not t.is_floating_point():
-            raise DataError(f"{st}: tensor {name!r} has dtype {t.dtype}, expected a float type")
-    V, W, v_ref = tensors["V"], tensors["W"], tensors.get("v_ref")
-    if V.ndim != 2 or W.ndim != 2 or (v_ref is not None and v_ref.ndim != 1):
-        raise DataError(f"{st}: V {tuple(V.shape)}, W {tuple(W.shape)}: expected V [d, K] and "
-                        "W [users, K]" + ("" if v_ref is None else " and v_ref [d]"))
-    users, K, dim = config["user_ids"], config["K"], config["dim"]
-    kept = config.get("kept_rank", V.shape[1])
-    checks = [
-        (V.shape[0] == dim, f"dim is {dim} but V has {V.shape[0]} rows"),
-        (V.shape[1] == kept, f"kept_rank is {kept} but V has {V.shape[1]} columns"),
-        (W.shape[1] == V.shape[1], f"W has {W.shape[1]} columns, V {V.shape[1]}"),
-        (W.shape[0] == len(users), f"{len(users)} user_ids but W has {W.shape[0]} rows"),
-        (K >= 0, f"K is {K}"),
-        (K != 0 or (V.shape[1] == 1 and v_ref is not None),
-         "K is 0 (the reference head) but the tensors are not one column with v_ref"),
-        (K == 0 or V.shape[1] <= K, f"K is {K} but V has {V.shape[1]} columns (more than K)"),
-        (v_ref is None or v_ref.shape[0] == dim, f"v_ref has {0 if v_ref is None else v_ref.shape[0]} "
-         f"entries, dim is {dim}"),
-        (all(isinstance(u, str) for u in users), "user_ids must be strings"),
-        (len(set(users)) == len(users), "user_ids has duplicates"),
-        (config.get("seen") is None or len(config["seen"]) == len(users),
-         f"seen has {len(config.get('seen') or [])} entries for {len(users)} users"),
-        (config["tau"] > 0 and math.isfinite(config["tau"]), f"tau is {config['tau']}"),
-    ]
-    for ok, problem in checks + _posterior_checks(tensors, config):
-        if not ok:
-            raise DataError(f"{cfg}: {problem} (the checkpoint's files disagree)")
-    for name in ("V", "W", "posterior_precision"):
-        if name not in tensors:
-            continue
-        if not bool(torch.isfinite(tensors[name]).all()):
-            raise DataError(f"{st}: tensor {name!r} holds NaN or inf")
-
-
-def _posterior_checks(tensors: dict[str, torch.Tensor], config: dict[str, Any]
-                      ) -> list[tuple[bool, str]]:
-    """The stored posteriors agree with the users and the basis (see `check_checkpoint`)."""
-    users = config.get("posterior_users") or []
-    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
-        return [(False, "posterior_users must be a list of user ids")]
-    H = tensors.get("posterior_precision")
-    kept = tensors["V"].shape[1]
-    known = set(config["user_ids"])
-    strangers = [u for u in users if u not in known]
-    count = 0 if H is None else H.shape[0]
-    return [
-        (not strangers, f"posterior_users names users the model does not have: {strangers[:3]}"),
-        (len(set(users)) == len(users), "posterior_users has duplicates"),
-        (count == len(users), f"{len(users)} posterior_users but {count} posterior precisions"),
-        (H is None or tuple(H.shape[1:]) == (kept, kept),
-         f"posterior_precision is {None if H is None else tuple(H.shape)}, expected "
-         f"[{len(users)}, {kept}, {kept}]"),
-    ]

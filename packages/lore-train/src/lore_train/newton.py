@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lore_kernels.reference import check_label_noise
+from lore_kernels import Likelihood
 
 from .posterior import FLAT_PRECISION
 
@@ -74,9 +74,8 @@ def newton_map(
     P: torch.Tensor,
     user: torch.Tensor,
     num_users: int,
+    likelihood: Likelihood,
     *,
-    tau: float,
-    label_noise: float = 0.0,
     prior: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     tol: float = DEFAULT_TOL,
@@ -85,7 +84,8 @@ def newton_map(
 ) -> NewtonResult:
     """The MAP logits [N, K] of ``num_users`` users from projected rows P [M, K].
 
-    ``user`` [M]: each row's owner (0..N-1, any order). ``prior``: a
+    ``user`` [M]: each row's owner (0..N-1, any order). ``likelihood``: the
+    label model (`TrainConfig.likelihood`, `PersonalRewardModel.likelihood`). ``prior``: a
     Dirichlet concentration [K], or None for the N(0, I) logit prior.
     ``weight`` [M]: row weights (the config's reduction, `row_weights`);
     only their ratio within a user matters. ``init``: starting logits
@@ -94,9 +94,7 @@ def newton_map(
     if P.ndim != 2 or user.shape != (P.shape[0],):
         raise ValueError(f"P must be [M, K] with one owner per row, got P {tuple(P.shape)}, "
                          f"user {tuple(user.shape)}")
-    if tau <= 0 or not math.isfinite(tau):
-        raise ValueError(f"tau must be a positive number, got {tau}")
-    check_label_noise(label_noise)
+    tau, label_noise = likelihood.tau, likelihood.label_noise  # checked by Likelihood
     if tol <= 0 or max_iter < 0:
         raise ValueError(f"tol must be > 0 and max_iter >= 0, got {tol}, {max_iter}")
     K, device, dt = P.shape[1], P.device, torch.float64
@@ -283,7 +281,7 @@ def _row_terms(x: torch.Tensor, eps: float
     With p = eps + (1 - 2 eps) sigma(x): l = -log p, l' = -p'/p,
     l'' = (p'/p)^2 - p''/p, Fisher p'^2 / (p (1 - p)); plain Bradley-Terry
     is eps = 0 (l'' = Fisher = sigma(x) sigma(-x)). The same formulas as
-    `lore_kernels.reference.bt_terms_reference` and `label_fisher`.
+    `lore_kernels.Likelihood` (`terms` and `fisher`).
     """
     sig, sig_neg = torch.sigmoid(x), torch.sigmoid(-x)
     slope = sig * sig_neg

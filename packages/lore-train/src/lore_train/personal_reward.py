@@ -26,15 +26,18 @@ from typing import Any
 import torch
 
 from lore_datasets import DataError, PreferencePairs
+from lore_datasets.embed import RewardModelEmbedder
+from lore_kernels import Likelihood
 
 from . import posterior as posterior_lib
+from .config import FewShotSettings
 from .conversations import comparison_texts, conversation, token_batches
 from .elicitation import greedy_information_gain
-from .fewshot import fit_few_shot
 from .hf_export import install_basis_head, load_tokenizer
 from .model import PersonalRewardModel, UnknownUserError
 from .newton import newton_map
 from .prior import prior_logits
+from .solver import fit_few_shot
 from .users_file import read_users, users_record
 
 Message = dict[str, str]
@@ -50,8 +53,6 @@ class PersonalReward:
                  embedder: Any = None) -> None:
         """Use `from_pretrained` (an export) or `from_checkpoint` (a checkpoint and the
         embedder that made its embeddings) rather than this."""
-        from lore_datasets.embed import RewardModelEmbedder
-
         if unknown_user not in UNKNOWN_USER:
             raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
         if max_batch_tokens < 1:
@@ -61,8 +62,7 @@ class PersonalReward:
         self.unknown_user = unknown_user
         self.max_batch_tokens = int(max_batch_tokens)
         self.recipe = dict(doc.get("embedder") or {})
-        self.tau = float(doc["tau"])
-        self.label_noise = float(doc.get("label_noise") or 0.0)
+        self.likelihood = Likelihood(float(doc["tau"]), float(doc.get("label_noise") or 0.0))
         self.temperature = doc.get("temperature")
         self.fewshot = dict(doc.get("fewshot") or {})
         if embedder is None:  # a K-output reward model: rendered and pooled by the embedder's code
@@ -263,8 +263,7 @@ class PersonalReward:
         Q = basis[first] - basis[second]
         W = self._user_logits(user)[None]
         cov = posterior_lib.covariance(self._user_precision(user)[None])
-        picks, _ = greedy_information_gain(Q[None], W, cov, self.tau, min(n, len(Q)),
-                                           label_noise=self.label_noise)
+        picks, _ = greedy_information_gain(Q[None], W, cov, self.likelihood, min(n, len(Q)))
         return [(int(first[p]), int(second[p])) for p in picks[0].tolist() if p >= 0]
 
     # -- internals ----------------------------------------------------------------
@@ -285,7 +284,7 @@ class PersonalReward:
             return self._precision[user]
         return posterior_lib.laplace_precision(
             torch.zeros(0, self.K), torch.zeros(0, dtype=torch.int64),
-            self._user_logits(user)[None], self.tau, self.alpha, self.label_noise)[0]
+            self._user_logits(user)[None], self.likelihood, self.alpha)[0]
 
     def _fit_user(self, user: str, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MAP logits [K] and Laplace precision [K, K] of one user from basis diffs Q [n, K].
@@ -298,15 +297,14 @@ class PersonalReward:
         alpha = self.alpha if self.K > 1 else None
         if self.fewshot.get("solver", "newton") == "newton":
             result = newton_map(Q.to(torch.float64), torch.zeros(len(Q), dtype=torch.int64), 1,
-                                tau=self.tau, label_noise=self.label_noise, prior=alpha)
+                                self.likelihood, prior=alpha)
             return result.W[0], result.precision[0]
         pairs = PreferencePairs(Q, torch.zeros(len(Q), dtype=torch.int64), [user])
-        settings = self.fewshot
-        W = fit_few_shot(torch.eye(self.K), pairs, steps=settings.get("steps"),
-                         lr=settings.get("lr"), tau=self.tau, reduction=settings.get("reduction"),
-                         label_noise=self.label_noise, prior=alpha, solver="adam")
-        H = posterior_lib.laplace_precision(Q, pairs.user, W, self.tau, self.alpha,
-                                            self.label_noise)
+        stored = {k: self.fewshot[k] for k in ("steps", "lr", "reduction")
+                  if self.fewshot.get(k) is not None}
+        settings = FewShotSettings(**stored, likelihood=self.likelihood, solver="adam")
+        W = fit_few_shot(torch.eye(self.K), pairs, settings, prior=alpha)
+        H = posterior_lib.laplace_precision(Q, pairs.user, W, self.likelihood, self.alpha)
         return W[0].to(torch.float64), H[0]
 
     def _comparison_diffs(self, user: str, comparisons: Sequence[Any]) -> torch.Tensor:

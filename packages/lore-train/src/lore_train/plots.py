@@ -12,9 +12,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from lore_datasets import SPLIT_LABELS
 from lore_datasets.runtime.outputs import atomic_write
 
-from .metrics import SETTING_LABELS
 from .tables import model_label
 
 
@@ -45,7 +45,7 @@ def plot_accuracy_vs_rank(results: dict[str, Any], path: str | Path) -> Path:
     for ax, alpha in zip(axes[0], alphas):
         cells = sorted((r for r in runs if r["alpha"] == alpha), key=lambda r: r["K"])
         Ks = [r["K"] for r in cells]
-        for key, label in SETTING_LABELS.items():
+        for key, label in SPLIT_LABELS.items():
             points = [(r["K"], r[key]) for r in cells if r[key]["mean"] is not None]
             if not points:
                 continue

@@ -5,12 +5,12 @@ logits w* in the (K-1)-dimensional subspace orthogonal to 1 (softmax ignores
 shifts along 1). Its precision is the Gauss-Newton Hessian of the negative
 log posterior,
 
-    H = sum_m tau^2 F(tau m) (J p_m)(J p_m)^T + A J,
+    H = sum_m F(m) (J p_m)(J p_m)^T + A J,
     J = diag(s) - s s^T,   s = softmax(w*),   A = sum(alpha)
 
-(rows' projected features p_m = V^T z_m, F the label's Fisher information per
-unit logit -- sig (1 - sig) for plain Bradley-Terry, see
-`lore_kernels.reference.label_fisher` -- and the Dirichlet prior's term A J).
+(rows' projected features p_m = V^T z_m, F the label's Fisher information
+about its margin -- tau^2 sig (1 - sig) at tau m for plain Bradley-Terry, see
+`lore_kernels.Likelihood.fisher` -- and the Dirichlet prior's term A J).
 A prediction's std is by default the delta method's (`delta_std`: the
 prediction linearized at the MAP, closed form); on request, predictions
 average over seeded logit draws pushed through the softmax, so probability
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from lore_kernels.reference import label_fisher, label_probability
+from lore_kernels import Likelihood
 
 DEFAULT_SAMPLES = 512
 # Prior precision of the logits when there is no population prior (the
@@ -39,15 +39,14 @@ def laplace_precision(
     P: torch.Tensor,
     user: torch.Tensor,
     W: torch.Tensor,
-    tau: float,
+    likelihood: Likelihood,
     prior: torch.Tensor | None = None,
-    label_noise: float = 0.0,
 ) -> torch.Tensor:
     """Gauss-Newton precision [N, K, K] of the logits W [N, K] at the MAP.
 
     ``P`` [M, K] are the projected rows, ``user`` [M] their owner (row of W).
     ``prior`` is the Dirichlet concentration; None means an N(0, I) logit prior.
-    ``label_noise``: the likelihood's (`TrainConfig.label_noise`).
+    ``likelihood``: the model's (`PersonalRewardModel.likelihood`).
     """
     N, K = W.shape
     S = torch.softmax(W.to(torch.float64), dim=1)
@@ -60,7 +59,7 @@ def laplace_precision(
         P = P.to(torch.float64)
         u = user.to(W.device)
         margin = (P * S[u]).sum(dim=1)
-        curvature = tau * tau * label_fisher(tau * margin, label_noise)
+        curvature = likelihood.fisher(margin)
         grad = torch.einsum("mkl,ml->mk", J[u], P)  # dm/dw = J p
         H.index_add_(0, u, curvature[:, None, None] * grad[:, :, None] * grad[:, None, :])
     return H
@@ -111,14 +110,12 @@ def reward_moments(Q: torch.Tensor, draws: torch.Tensor, owner: torch.Tensor) ->
 
 
 def preference_moments(
-    Q: torch.Tensor, draws: torch.Tensor, owner: torch.Tensor, tau: float,
-    label_noise: float = 0.0,
+    Q: torch.Tensor, draws: torch.Tensor, owner: torch.Tensor, likelihood: Likelihood,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """P(first preferred) and its std over the posterior, for rows Q [R, K]
-    = V^T (phi_a - phi_b): mean and std of the likelihood's probability
-    (sigmoid(tau q . s), or with label noise eps + (1 - 2 eps) sigmoid) over draws."""
-    logits = tau * torch.einsum("rk,rsk->rs", Q.to(torch.float64), draws[owner])
-    values = label_probability(logits, label_noise)
+    = V^T (phi_a - phi_b): mean and std of ``likelihood.probability`` of the
+    margins q . s over draws."""
+    values = likelihood.probability(torch.einsum("rk,rsk->rs", Q.to(torch.float64), draws[owner]))
     return values.mean(dim=1), values.std(dim=1, unbiased=False)
 
 

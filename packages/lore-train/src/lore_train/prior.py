@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lore_kernels import Likelihood
+
 # Softmax weights of confident seen users reach 1e-30; their logs would make
 # the fitted concentration collapse toward 0. A weight below this counts as this.
 WEIGHT_FLOOR = 1e-3
@@ -90,8 +92,8 @@ def sample_dirichlet(alpha: torch.Tensor, n: int, *, seed: int = 0) -> torch.Ten
 
 
 def empirical_log_weights(
-    P: torch.Tensor, user: torch.Tensor, num_users: int, particles: torch.Tensor, tau: float,
-    label_noise: float = 0.0,
+    P: torch.Tensor, user: torch.Tensor, num_users: int, particles: torch.Tensor,
+    likelihood: Likelihood,
 ) -> torch.Tensor:
     """Log posterior weights [N, n] of each particle s_p [n, K] for each user.
 
@@ -100,10 +102,8 @@ def empirical_log_weights(
     user is the particles reweighted by the likelihood of that user's rows
     (projected rows P [M, K], owners ``user``). Normalized per user.
     """
-    from lore_kernels.reference import bt_terms_reference
-
     margins = P.to(torch.float64) @ particles.to(torch.float64).T  # [M, n]
-    nll, _ = bt_terms_reference(margins, torch.ones(1, dtype=torch.float64), tau, label_noise)
+    nll, _ = likelihood.terms(margins, torch.ones(1, dtype=torch.float64))
     logw = torch.zeros(num_users, particles.shape[0], dtype=torch.float64, device=P.device)
     logw.index_add_(0, user.to(P.device), -nll)
     return logw - torch.logsumexp(logw, dim=1, keepdim=True)

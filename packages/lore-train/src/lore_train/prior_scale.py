@@ -22,19 +22,19 @@ while the prior stays one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 import lore_kernels
 from lore_datasets import PreferencePairs
-from lore_kernels.reference import bt_terms_reference
 
 from .newton import newton_map
 
-if TYPE_CHECKING:  # the model calls into this module's callers only
-    from .model import PersonalRewardModel
+# A `lore_train.PersonalRewardModel` (the model module imports this one, so the type is
+# named here, not imported): what the functions below read of it.
+Model = Any
 
 SCALES = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0)
 SHOTS = (1, 2, 5, 10, 20, 50)
@@ -46,7 +46,7 @@ MEAN_WEIGHTS = (1.0,)
 MIN_NEW_USERS = 10
 
 
-def choose_for_new_users(model: PersonalRewardModel, new: PreferencePairs,
+def choose_for_new_users(model: Model, new: PreferencePairs,
                          seen: PreferencePairs | None, *, seed: int = 0) -> dict[str, Any]:
     """`choose_prior_scale` on the new users' own pairs when at least `MIN_NEW_USERS`
     of them have two or more (empirical Bayes proper: their pairs are not in V's fit),
@@ -61,7 +61,7 @@ def choose_for_new_users(model: PersonalRewardModel, new: PreferencePairs,
 
 
 def choose_prior_scale(
-    model: PersonalRewardModel,
+    model: Model,
     pairs: PreferencePairs,
     *,
     scales: Sequence[float] = SCALES,
@@ -145,13 +145,13 @@ def choose_prior_scale(
     scores: dict[tuple[float, float], float] = {}
     for lam in mean_weights:
         for c in scales:
-            W = newton_map(P[rows_t], owner_t, pseudo, tau=model.tau, label_noise=model.label_noise,
+            W = newton_map(P[rows_t], owner_t, pseudo, model.likelihood,
                            prior=adjust(alpha, c, lam)).W
             margin = (P[rows_h] * torch.softmax(W, 1)[owner_h]).sum(1)
             if criterion == "accuracy":
                 value = (margin > 0).to(torch.float64)
             else:
-                value = -bt_terms_reference(margin, one, model.tau, model.label_noise)[0]
+                value = -model.likelihood.terms(margin, one)[0]
             per_user = torch.zeros(pseudo, dtype=torch.float64, device=P.device).index_add_(
                 0, owner_h, value) / held_count.clamp(min=1)
             per_group = torch.zeros(len(groups), dtype=torch.float64, device=P.device).index_add_(

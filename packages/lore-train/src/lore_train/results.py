@@ -26,8 +26,6 @@ import lore_kernels
 from lore_datasets import SPLITS, DataError
 from lore_datasets.runtime.outputs import atomic_write, atomic_write_text
 
-from .metrics import SETTINGS
-
 RESULTS_FORMAT = 2
 # Format 1 keyed two of the four settings by other names than their splits.
 _FORMAT1_KEYS = {"seen_unseen_prompts": "seen_test", "unseen_unseen_prompts": "unseen_test"}
@@ -107,7 +105,7 @@ def write_results_csv(results: dict[str, Any], path: str | Path) -> Path:
                                      run["skipped"], *[""] * 4])
                     continue
                 calibration = run.get("calibration")
-                for key in SETTINGS:
+                for key in SPLITS:
                     cell = run[key]
                     cal = [""] * 4
                     if calibration:  # calibrated scores (at the fitted temperature)

@@ -1,8 +1,8 @@
 """Choosing K, alpha and the regularizer without looking at test pairs.
 
 A validation set is carved from the seen users' *training* pairs with
-`lore_datasets.split_validation` (``config.val_fraction``, ``config.seed``,
-``config.val_split_by``): whole prompts where the training pairs cover
+`TrainConfig.validation_split` (``config.val_fraction``, ``config.seed``,
+``config.val_split_by``; the split early stopping and calibration use): whole prompts where the training pairs cover
 enough of them, else a seeded fraction of each user's pairs. Every
 (variant, alpha, K) -- a variant is a set of TrainConfig changes such as
 ``{"v_l2": 0.1}`` -- is fitted on the rest and scored on it (macro accuracy
@@ -24,6 +24,12 @@ seed), so its test numbers are read from there instead of fitting twice.
 
 A variant outside the sweep's own config has no sweep cell: its refit on
 the full ``seen_train`` is fitted and evaluated here (`choice_test_numbers`).
+
+The grid (`variant_grid`: the config, plus the label-noise likelihood at
+``SELECT_LABEL_NOISE`` and any extra v_l2 values) and the number of folds
+are a `SelectionSettings`; `run_sweep(..., select=SelectionSettings())` is
+what `lore-train` does by default, and `select_model` alone uses the same
+grid unless given other variants.
 """
 
 from __future__ import annotations
@@ -33,16 +39,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lore_datasets import Benchmark, PreferencePairs, split_validation
-from lore_datasets.validation import ValSplitBy
+from lore_datasets import SPLITS, Benchmark
 
 from .config import TrainConfig
 from .fewshot import personalize
 from .heldout import fit_on_split
-from .metrics import SETTINGS, accuracy, evaluate
+from .metrics import accuracy, evaluate
 from .sweep import skip_reason
 from .trainer import fit
 
+# --select also tries the label-noise likelihood at this rate (docs/accuracy.md)
+SELECT_LABEL_NOISE: tuple[float, ...] = (0.1,)
 TIE_TOLERANCE = 1e-12
 RULE = ("max macro validation accuracy over seen users; ties (within 1e-12) -> smaller K, "
         "then smaller alpha, then the earlier variant; the chosen cell is refitted on the "
@@ -51,6 +58,48 @@ RULE = ("max macro validation accuracy over seen users; ties (within 1e-12) -> s
 
 class NothingToSelect(ValueError):
     """No candidate could be scored: no validation pairs, or every cell was skipped."""
+
+
+def variant_grid(config: TrainConfig, *, v_l2: Sequence[float] = (),
+                 label_noise: Sequence[float] = SELECT_LABEL_NOISE) -> list[dict[str, Any]]:
+    """The config as given (``{}``), then every other combination of the ``v_l2`` and
+    ``label_noise`` values with the config's own, as TrainConfig changes."""
+    levels = {name: list(dict.fromkeys([getattr(config, name), *values]))
+              for name, values in (("v_l2", v_l2), ("label_noise", label_noise))}
+    variants = []
+    for v in levels["v_l2"]:
+        for noise in levels["label_noise"]:
+            variants.append({name: value for name, value in (("v_l2", v), ("label_noise", noise))
+                             if value != getattr(config, name)})
+    return variants
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """How a sweep chooses its cell: the variant grid's extra values and the folds."""
+
+    v_l2: tuple[float, ...] = ()
+    label_noise: tuple[float, ...] = SELECT_LABEL_NOISE
+    folds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.folds < 1:
+            raise ValueError(f"folds must be >= 1, got {self.folds}")
+
+    def variants(self, config: TrainConfig) -> list[dict[str, Any]]:
+        """`variant_grid` of ``config``, each variant checked (a bad value names its field)."""
+        variants = variant_grid(config, v_l2=self.v_l2, label_noise=self.label_noise)
+        for variant in variants:
+            try:
+                config.with_(**variant)
+            except ValueError as err:
+                raise ValueError(f"selection variant {variant}: {err}") from None
+        return variants
+
+    def record(self, config: TrainConfig) -> dict[str, Any]:
+        """What results.json's ``config.select`` stores: how the choice is made."""
+        return {"val_fraction": config.val_fraction, "val_split_by": config.val_split_by,
+                "variants": self.variants(config), "folds": self.folds}
 
 
 @dataclass
@@ -97,38 +146,27 @@ class Selection:
         }
 
 
-def validation_split(
-    pairs: PreferencePairs,
-    fraction: float = TrainConfig.val_fraction,
-    *,
-    seed: int = 0,
-    split_by: ValSplitBy = "auto",
-) -> tuple[PreferencePairs, PreferencePairs]:
-    """(train, validation) of `lore_datasets.split_validation` over the same user list."""
-    split = split_validation(pairs, fraction, seed=seed, split_by=split_by)
-    return split.train, split.val
-
-
 def select_model(
     benchmark: Benchmark,
     Ks: Sequence[int],
     alphas: Sequence[float],
     config: TrainConfig,
     *,
-    variants: Sequence[dict[str, Any]] = ({},),
+    variants: Sequence[dict[str, Any]] | None = None,
     folds: int = 1,
     progress: bool = False,
 ) -> Selection:
     """Fit every (variant, alpha, K) on the training part of ``seen_train`` and pick by
     validation (the mean over ``folds`` seeded splits; see the module doc).
+    ``variants`` default to `variant_grid` of ``config`` (what `lore-train` tries).
 
     Only ``seen_train`` is read (and ``v_ref``); test pairs and unseen users
     play no part. The split follows ``config`` (fraction, seed, by prompt or pair).
     """
     if folds < 1:
         raise ValueError(f"folds must be >= 1, got {folds}")
-    splits = [split_validation(benchmark.seen_train, config.val_fraction, seed=config.seed + f,
-                               split_by=config.val_split_by) for f in range(folds)]
+    variants = variant_grid(config) if variants is None else variants
+    splits = [config.validation_split(benchmark.seen_train, fold=f) for f in range(folds)]
     split = splits[0]
     train, val = split.train, split.val
     if val.num_pairs == 0:
@@ -186,7 +224,7 @@ def with_test_numbers(selection: Selection, results: dict[str, Any]) -> dict[str
     for run in results["runs"]:
         if (run["K"] == chosen.K and run["alpha"] == chosen.alpha and not chosen.variant
                 and not run.get("skipped")):
-            test = {key: {k: run[key][k] for k in ("mean", "std", "n_users")} for key in SETTINGS}
+            test = {key: {k: run[key][k] for k in ("mean", "std", "n_users")} for key in SPLITS}
             return {**selection.to_dict(), "refit": "full seen_train (the sweep's cell)",
                     "checkpoint": run.get("checkpoint"), "test": test}
     raise ValueError(f"the sweep has no trained cell K={chosen.K} alpha={chosen.alpha:g}"
@@ -208,6 +246,19 @@ def choice_test_numbers(selection: Selection, benchmark: Benchmark, config: Trai
     model = personalize(model, benchmark.unseen_fewshot, cell, progress=progress,
                         seen_pairs=benchmark.seen_train)
     scores = evaluate(model, benchmark)
-    test = {key: {k: scores[key][k] for k in ("mean", "std", "n_users")} for key in SETTINGS}
+    test = {key: {k: scores[key][k] for k in ("mean", "std", "n_users")} for key in SPLITS}
     return {**selection.to_dict(), "refit": "full seen_train (refitted for the variant)",
             "checkpoint": None, "test": test}
+
+
+def sweep_selection(benchmark: Benchmark, Ks: Sequence[int], alphas: Sequence[float],
+                    config: TrainConfig, settings: SelectionSettings, results: dict[str, Any],
+                    *, progress: bool = False) -> dict[str, Any]:
+    """results.json's ``selection`` for a finished sweep: the choice with its test
+    numbers, or ``{"skipped": why}`` when nothing could be scored."""
+    try:
+        selection = select_model(benchmark, Ks, alphas, config, variants=settings.variants(config),
+                                 folds=settings.folds, progress=progress)
+    except NothingToSelect as err:  # the sweep's table stands on its own
+        return {"skipped": str(err)}
+    return choice_test_numbers(selection, benchmark, config, results, progress=progress)

@@ -75,7 +75,7 @@ def sweep(
     reason, not raised. Cells are yielded as they finish so a caller can
     report or save each. ``fit_options`` go to every `fit` (say, a
     training-state directory). ``distributed``: ``benchmark`` is this
-    process's block of seen and of unseen users (`lore_datasets.read_rank`);
+    process's block of seen and of unseen users (`lore_datasets.read_process_share`);
     V is fitted with `fit_distributed` and each process fits its own unseen
     users, so every model holds V and this process's users only.
     """

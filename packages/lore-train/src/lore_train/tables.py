@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .metrics import SETTING_LABELS, SETTINGS
+from lore_datasets import SPLIT_LABELS, SPLITS
 
 
 def model_label(K: int, alpha: float | None = None) -> str:
@@ -19,7 +19,7 @@ def model_label(K: int, alpha: float | None = None) -> str:
     return name if not alpha else f"{name}, alpha={alpha:g}"
 
 
-# short column heads of the four settings, in SETTINGS order
+# short column heads of the four settings, in SPLITS order
 HEADERS = ("model", "alpha", "kept", "seen/train", "seen/unseen prompts", "unseen/few-shot",
            "unseen/unseen prompts", "train s")
 
@@ -39,7 +39,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             out.append([name, f"{run['alpha']:g}", "-", f"skipped: {run['skipped']}", "", "", "", ""])
             continue
         out.append([name, f"{run['alpha']:g}", str(run["kept_rank"]),
-                    *(cell(run[key]) for key in SETTINGS), f"{run['train_seconds']:.1f}"])
+                    *(cell(run[key]) for key in SPLITS), f"{run['train_seconds']:.1f}"])
     return out
 
 
@@ -57,7 +57,10 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def format_selection(selection: dict[str, Any], *, markdown: bool = False) -> str:
-    """The candidates' validation accuracy, the choice and its test numbers."""
+    """The candidates' validation accuracy, the choice and its test numbers (or why
+    nothing could be chosen: a ``{"skipped": why}`` selection)."""
+    if "skipped" in selection:
+        return f"no selection: {selection['skipped']}"
     chosen = selection["chosen"]
     split = selection.get("validation_split") or {}
     by = f"by {split['split_by']}, {split.get('reason', '')}" if split else "per user"
@@ -86,7 +89,7 @@ def format_selection(selection: dict[str, Any], *, markdown: bool = False) -> st
                   for r in [list(header), ["-" * w for w in widths], *body]]
     if "test" in selection:
         lines += ["", f"test numbers of the choice (refit: {selection.get('refit', 'n/a')}):"]
-        lines += [f"{'- ' if markdown else '  '}{SETTING_LABELS[k]}: {cell(v)}"
+        lines += [f"{'- ' if markdown else '  '}{SPLIT_LABELS[k]}: {cell(v)}"
                   for k, v in selection["test"].items()]
     return "\n".join(lines)
 

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
+from lore_datasets import load_dataset
+from lore_datasets.embed import RewardModelEmbedder, TextPair, embed_pairs
+from lore_datasets.embed.tiny import save_tiny_reward_model, tiny_text
+
 from .config import TrainConfig
+from .experiment import save_cell
+from .hf_export import export_hf
+from .trainer import fit
 
 USERS = tuple(f"u{i}" for i in range(8))
 
@@ -37,9 +44,6 @@ class TinyExport:
 
 def tiny_text_pairs() -> list:
     """8 users x 6 judgments over 6 prompts; chosen and rejected always differ."""
-    from lore_datasets.embed import TextPair
-    from lore_datasets.embed.tiny import tiny_text
-
     pairs = []
     for u, user in enumerate(USERS):
         for j in range(6):
@@ -62,14 +66,6 @@ def build_tiny_export(root: str | Path, *, dtype: torch.dtype = torch.float32, K
     something. ``max_length``: the embedder's token cut (from the left),
     recorded in the recipe. K = 0 is the backbone's own head (every user the same).
     """
-    from lore_datasets import load_dataset
-    from lore_datasets.embed import RewardModelEmbedder, embed_pairs
-    from lore_datasets.embed.tiny import save_tiny_reward_model
-
-    from .experiment import save_cell
-    from .hf_export import export_hf
-    from .trainer import fit
-
     root = Path(root)
     backbone = save_tiny_reward_model(root / "rm", seed=seed, dtype=dtype, **model_size)
     embedder = RewardModelEmbedder.from_pretrained(str(backbone), dtype=dtype, batch_size=4,

@@ -3,6 +3,10 @@
 Every step is one call of the fused op over the packed rows: no Python loop
 over users, no per-step host/device copies. Gradients reach W through the
 softmax by autograd; the op itself returns dV and dS.
+
+`fit` is also where the joint fit's early stopping is orchestrated (on the
+records of `lore_train.stopping`) and where the population head that the
+cosine penalty may pull toward is fitted (`lore_train.anchor` says when).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,10 +25,11 @@ from lore_datasets import PreferencePairs
 
 from ._util import progress_bar, seeded_generator
 from .adam import Adam
-from .anchor import cosine_anchor
+from .anchor import anchor_kind, population_config
 from .config import TrainConfig
 from .model import PersonalRewardModel
 from .objective import alpha_at, basis_norm_penalty, cosine_penalty, row_weights
+from .stopping import BestStep, mean_loss_scale, mean_user_weights
 from .train_state import TrainState, fingerprint, load_state, save_state
 
 CHECKPOINT_EVERY = 100  # steps between training-state saves when a checkpoint_dir is given
@@ -55,8 +61,8 @@ def fit(
 
     K = 0 returns the reference head (needs ``v_ref``) without training. With
     ``config.early_stopping`` the length is chosen on held-out pairs
-    (`lore_train.stopping.fit_early_stopped`; ``validation``: held-out pairs
-    over the same users, None carves them from ``pairs``).
+    (`fit_early_stopped`; ``validation``: held-out pairs over the same users,
+    None carves them from ``pairs``).
 
     With ``checkpoint_dir``, the training state (V, W, Adam moments, step,
     random state; see `lore_train.train_state`) is saved there every
@@ -84,8 +90,6 @@ def fit(
         if checkpoint_dir is not None:
             raise ValueError("early stopping refits from the start; it keeps no training state "
                              "to resume (drop checkpoint_dir, or early_stopping)")
-        from .stopping import fit_early_stopped  # it builds on this module's fit_steps
-
         return fit_early_stopped(pairs, config, v_ref=v_ref, validation=validation,
                                  progress=progress)
     checkpoint = None
@@ -115,7 +119,10 @@ def fit_steps(
     ``validation`` only reaches the population anchor's own early stopping.
     ``checkpoint``/``start``/``on_step``: see `fit` and `optimize`.
     """
-    anchor, anchor_name = cosine_anchor(pairs, config, v_ref, validation=validation)
+    anchor_name = anchor_kind(config, has_v_ref=v_ref is not None)
+    anchor = v_ref
+    if anchor_name == "population":
+        anchor = population_head(pairs, config, validation=validation).to(torch.device(config.device))
     V0, W0 = initial_params(pairs, config)
     model = PersonalRewardModel(V0, W0, pairs.user_ids, tau=config.tau, K=config.K, v_ref=v_ref)
     model = model.to(torch.device(config.device))
@@ -125,6 +132,84 @@ def fit_steps(
     history = optimize(model.V, model.W, pairs, c, anchor, config, progress=progress,
                        monitor=monitor, checkpoint=checkpoint, start=start, on_step=on_step)
     return model, history
+
+
+def fit_early_stopped(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    v_ref: torch.Tensor | None = None,
+    validation: PreferencePairs | None = None,
+    progress: bool = True,
+) -> tuple[PersonalRewardModel, FitHistory]:
+    """The joint fit with its length chosen on validation loss (see the module doc)."""
+    refit = validation is None
+    if refit:
+        split = config.validation_split(pairs)
+        train, val, described = split.train, split.val, split.describe()
+    else:
+        train, val = pairs, validation
+        described = {"split_by": "given", "train_pairs": train.num_pairs,
+                     "val_pairs": val.num_pairs}
+    if val.num_pairs == 0:
+        raise ValueError("early stopping needs validation pairs, but no user has two or more "
+                         "training pairs to hold one out")
+    if val.user_ids != train.user_ids:
+        raise ValueError("the validation pairs must be over the training pairs' user list")
+    device = torch.device(config.device)
+    Z, user = val.features.to(device), val.user.to(device)
+    c = mean_user_weights(val, config.reduction).to(device)
+    tracker = BestStep(config.patience)
+
+    def monitor(step: int, V: torch.Tensor, W: torch.Tensor) -> bool:
+        if step % config.eval_every and step != config.steps - 1:
+            return False
+        with torch.no_grad():
+            loss = lore_kernels.lowrank_bt_loss(Z, user, c, V, torch.softmax(W, 1),
+                                                 config.likelihood)[0]
+        return tracker.update(step, float(loss), V, W)
+
+    model, first = fit_steps(train, config, v_ref=v_ref, validation=val, monitor=monitor,
+                             progress=progress)
+    if tracker.best_step < 0:
+        raise FloatingPointError("the validation loss was never finite; lower --lr")
+    scale = mean_loss_scale(train, config.reduction)
+    curve: dict[str, Any] = {
+        "best_step": tracker.best_step,
+        "best_val_loss": tracker.best_loss,
+        "steps_run": first.steps[-1] + 1 if first.steps else 0,
+        "refit": refit,
+        "validation": described,
+        "val_steps": tracker.steps,
+        "val_loss": tracker.losses,
+        "train_steps": first.steps,
+        "train_loss": [v * scale for v in first.loss],  # objective as a mean, like val_loss
+    }
+    if refit:  # all pairs, same start, exactly best_step + 1 updates
+        model, history = fit_steps(pairs, config, v_ref=v_ref,
+                                   monitor=lambda step, V, W: step >= tracker.best_step,
+                                   progress=progress)
+        history.seconds += first.seconds
+    else:
+        with torch.no_grad():
+            model.V.copy_(tracker.state[0])
+            model.W.copy_(tracker.state[1])
+        history = first
+    history.early_stopping = curve
+    return finish(model, config), history
+
+
+def population_head(
+    pairs: PreferencePairs,
+    config: TrainConfig,
+    *,
+    validation: PreferencePairs | None = None,
+) -> torch.Tensor:
+    """The population Bradley-Terry direction [d]: `fit` at K = 1 on ``pairs`` with
+    ``config``'s optimizer settings, no penalty and no pruning (early-stopped on
+    ``validation`` when ``config.early_stopping``; `lore_train.anchor`)."""
+    model, _ = fit(pairs, population_config(config), validation=validation, progress=False)
+    return model.V.detach()[:, 0]
 
 
 @dataclass
@@ -189,7 +274,7 @@ def optimize(
     rows): ``all_reduce`` then sums V's gradient and the logged loss over the
     shards before they are used, and ``penalize`` says whether this shard adds
     the penalties on V (exactly one must). ``v_ref`` is the cosine anchor
-    (`lore_train.anchor.cosine_anchor`). ``start`` continues from a saved
+    (`fit_steps` resolves it). ``start`` continues from a saved
     training state; ``checkpoint`` saves one periodically (see `fit`).
     ``monitor(step, V, W)``, called after every step, stops the loop by
     returning True (the alpha ramp still follows ``config.steps``).
@@ -202,9 +287,10 @@ def optimize(
     c = c.to(device)
     ref = None if v_ref is None else v_ref.to(device, torch.float32)
     sync = all_reduce or (lambda t: None)
+    likelihood = config.likelihood
 
     def nll(V: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, config.tau, config.label_noise)[0]
+        return lore_kernels.lowrank_bt_loss(Z, user, c, V, S, likelihood)[0]
 
     def penalty(step: int) -> torch.Tensor | float:
         if not penalize:

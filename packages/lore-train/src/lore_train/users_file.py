@@ -64,7 +64,7 @@ def users_record(model: PersonalRewardModel, basis: torch.Tensor, v_ref: torch.T
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "layout": layout,
         "backbone": backbone, "dtype": dtype, "K": K, "lore_K": model.K, "dim": model.dim,
-        "tau": model.tau, "label_noise": model.label_noise,
+        "tau": model.tau, "label_noise": model.likelihood.label_noise,
         "temperature": model.meta.get("temperature"), "prior_scale": model.prior_scale,
         "user_ids": model.user_ids, "seen": model.seen, "posterior_users": posterior_users,
         "fewshot": fewshot, "embedder": recipe,

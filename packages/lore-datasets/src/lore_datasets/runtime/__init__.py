@@ -5,7 +5,8 @@
   ``console_entry``, the body of every console script;
 - `runtime.outputs`: atomic files, output-directory checks, and ``publish``,
   the one directory swap (an ``--overwrite`` run or a staged torchrun run
-  replacing its output as a whole);
+  replacing its output as a whole), over `runtime.durable` (fsync, the lock,
+  the journaled swap and its recovery);
 - `runtime.settings`: settings dataclasses as command flags, and stored
   records read back;
 - `runtime.collectives`: the process group under torchrun and its

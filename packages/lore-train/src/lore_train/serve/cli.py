@@ -16,7 +16,10 @@ from dataclasses import fields
 
 from lore_datasets.runtime.cli import ArgumentParser, console_entry, resolve_device, run_cli
 
+from ..personal_reward import PersonalReward
+from .auth import TokenTable
 from .limits import ServeLimits
+from .page import load_questions
 
 PROG = "lore-serve"
 LIMIT_HELP = {
@@ -63,12 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
                           "(pip install 'lore-train[serve]')") from None
     from transformers.utils import logging as hf_logging
 
-    from lore_train import PersonalReward
-
     hf_logging.disable_progress_bar()  # a server's log is not a terminal
-
-    from .auth import TokenTable
-    from .page import load_questions
 
     limits = ServeLimits(**{f.name: getattr(args, f.name) for f in fields(ServeLimits)})
     tokens = TokenTable.load(args.token_file) if args.token_file else None

@@ -16,17 +16,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lore_datasets import DataError, DataSource, SplitConfig
-from lore_datasets.runtime.cli import ArgumentParser, resolve_device, run_cli
+from lore_datasets.runtime.cli import ArgumentParser, console_entry, resolve_device, run_cli
 from lore_datasets.runtime.outputs import atomic_write_text, check_output_dir
 from lore_datasets.runtime.settings import add_arguments, given, to_dict
 from lore_datasets.sizes import check_fits
-from lore_train import PersonalRewardModel, UnknownUserError
+from lore_train import FEWSHOT_PRIORS, PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
 
-from ..fewshot import DEFAULT_SHOTS, PRIORS, SOLVERS, STRATEGIES, find_checkpoints, run_fewshot
-from ..fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
-from ..report import format_markdown
+from .fewshot import (
+    DEFAULT_PRIOR,
+    DEFAULT_SHOTS,
+    SOLVERS,
+    STRATEGIES,
+    find_checkpoints,
+    run_fewshot,
+)
+from .fewshot_files import curve_label, load_fewshot, plot_accuracy_vs_shots, write_fewshot
+from .report import format_markdown
 
 T = TypeVar("T")
 
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["random"],
                      help="how a user's pairs are chosen: random draws, or active (greatest "
                      "expected information gain under the posterior, batch-aware); one curve each")
-    exp.add_argument("--prior", nargs="+", choices=PRIORS, default=["population"],
+    exp.add_argument("--prior", nargs="+", choices=FEWSHOT_PRIORS, default=[DEFAULT_PRIOR],
                      help="few-shot fit: none (maximum likelihood) or population (MAP under a "
                      "Dirichlet fitted to the seen users' weights); one curve each")
     exp.add_argument("--solver", nargs="+", choices=SOLVERS, default=None,
@@ -90,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"fewshot": _fewshot, "report": _report}[args.command]
     return run_cli("lore-eval", lambda: command(args), expected=(UnknownUserError,))
+
+
+def entry() -> int:
+    """The `lore-eval` console script (`lore_datasets.runtime.cli.console_entry`)."""
+    return console_entry(main)
 
 
 def _fewshot(args: argparse.Namespace) -> int:
