@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {p.name: p for p in sorted((ROOT / "packages").glob("*/src/lore_*"))}
+# import packages only: a pip build leaves src/lore_*.egg-info beside them
+PACKAGES = {p.parent.name: p.parent
+            for p in sorted((ROOT / "packages").glob("*/src/lore_*/__init__.py"))}
 PROJECT = tuple(PACKAGES)
 # Project modules that need an optional extra at import (starlette, uvicorn: `[serve]`);
 # the command that needs them imports them where it runs, so the rest imports without.

@@ -86,12 +86,8 @@ def test_stats_fractions() -> None:
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# a tiny model gains nothing from threads, and spinning ones stall a busy machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conversations() -> list[list[dict[str, str]]]:

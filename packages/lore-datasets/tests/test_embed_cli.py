@@ -17,13 +17,14 @@ pytest.importorskip("tokenizers")
 from lore_datasets.cli import main
 from lore_datasets.embed import TextPair, embed_pairs
 
-from .test_embed_pipeline import (  # _one_thread: the same autouse fixture here
+from .test_embed_pipeline import (
     WORDS,
-    _one_thread,  # noqa: F401
     embedder,
     tiny_model,
     tiny_tokenizer,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _text(k: int, n: int = 3) -> str:

@@ -29,14 +29,8 @@ from lore_datasets.embed.tiny import (  # noqa: E402
 )
 from lore_datasets.embed.tiny import tiny_reward_model as tiny_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A 16-wide model gains nothing from threads, and spinning ones stall a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# a tiny model gains nothing from threads, and spinning ones stall a busy machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def embedder(padding_side: str = "right", dtype: torch.dtype = torch.float32,

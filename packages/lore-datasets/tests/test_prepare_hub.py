@@ -22,15 +22,8 @@ from .test_hub_files import (  # noqa: E402
     tldr_row,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# a tiny model gains nothing from threads, and spinning ones stall a busy machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_model(tmp_path: Path) -> Path:

@@ -28,13 +28,8 @@ from lore_train.export_cli import main as export_main
 from lore_train.hf_export import export_hf
 from lore_train.tiny_export import build_tiny_export, tiny_text_pairs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# a tiny model gains nothing from threads, and spinning ones stall a busy machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

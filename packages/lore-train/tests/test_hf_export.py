@@ -26,12 +26,8 @@ from lore_train.tiny_export import build_tiny_export
 EPS = {torch.float32: torch.finfo(torch.float32).eps, torch.bfloat16: 2.0**-8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# a tiny model gains nothing from threads, and spinning ones stall a busy machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lore_datasets.embed.batching import pack
+
 Message = dict[str, str]
 
 
@@ -20,16 +22,7 @@ def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Indices grouped by similar length so that rows x longest <= max_tokens (at least one
     row per batch): sorting by length keeps padding small."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) + 1) * lengths[i] > max_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return pack(order, lambda rows: len(rows) * lengths[rows[-1]], max_tokens)
 
 
 def conversation(prompt: Any, completion: Any, index: int = 0) -> list[Message]:
