@@ -84,7 +84,7 @@ def run_distributed_sweep(
                     entry[s] = summarize({u: a for scores, _, _ in every
                                           for u, a in scores[s].items()})
                 cells.append((run, _full_logits(every, users),
-                              {u: h for _, _, own in every for u, h in own.items()}))
+                              {u: h for _, _, (ids, H) in every for u, h in zip(ids, H)}))
         results["runs"].append(entry)
     if not root:
         return None
@@ -94,9 +94,10 @@ def run_distributed_sweep(
 
 
 def _own_posteriors(model: PersonalRewardModel, part: Benchmark,
-                    cell: str) -> dict[str, torch.Tensor]:
-    """This process's users' Laplace precisions (as `run_sweep` stores them), under the
-    population prior of every process's seen users (gathered here: each holds a share)."""
+                    cell: str) -> tuple[list[str], torch.Tensor]:
+    """This process's users and their Laplace precisions [N, K, K] (as `run_sweep` stores
+    them; one tensor, not a pickled tensor per user), under the population prior of every
+    process's seen users (gathered here: each holds a share)."""
     seen = torch.tensor(model.seen, dtype=torch.bool, device=model.W.device)
     every = all_gather_object(model.weights().detach()[seen].cpu(),
                               f"the seen users' weights of {cell}")
@@ -107,7 +108,9 @@ def _own_posteriors(model: PersonalRewardModel, part: Benchmark,
             model.fit_posterior(pairs, alpha=alpha)
             mine += map(str, pairs.user_ids)
     held = model.posterior_precisions()
-    return {u: held[u].cpu() for u in mine}
+    K = model.K
+    H = torch.stack([held[u] for u in mine]) if mine else torch.zeros(0, K, K, dtype=torch.float64)
+    return mine, H.cpu()
 
 
 def _full_logits(every: list[Any], users: list[Any]) -> torch.Tensor:
