@@ -17,8 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lore_datasets import DataError, PreferencePairs, synthetic_benchmark
+from lore_datasets import DataError, PreferencePairs, synthetic_benchmark, write_synthetic
 from lore_datasets.cli import main as prepare_main
+from lore_datasets.sizes import culprits
 from lore_eval.cli import main as eval_main
 from lore_train import PersonalRewardModel, TrainConfig, fit
 from lore_train.cli import main as train_main
@@ -34,10 +35,14 @@ def one_line_error(code: int, err: str, prog: str, *needles: str) -> str:
     return lines[-1]
 
 
+SIZE_FLAGS = ("--users", "--pairs-per-user", "--dim", "--rank", "--prompts", "--max-shard-size")
+
+
 @pytest.mark.parametrize(("flags", "culprit"), [
     (["--users", "100000000000"], "--users 100000000000"),
     (["--users", "1000", "--pairs-per-user", "1000000000"], "--pairs-per-user 1000000000"),
-    (["--dim", "1000000000"], "--dim 1000000000"),
+    (["--users", "10", "--dim", "1000000000", "--rank", "2"], "--dim 1000000000"),
+    (["--rank", "100000000000", "--prompts", "50"], "--rank 100000000000"),
     (["--max-shard-size", "inf"], "--max-shard-size"),
     (["--max-shard-size", "nan"], "--max-shard-size"),
 ])
@@ -47,8 +52,31 @@ def test_lore_prepare_synthetic_absurd_sizes(tmp_path, capsys, flags, culprit):
         code = prepare_main(["synthetic", "--out", str(out), *flags])
     except SystemExit as exit_:  # argparse's own one-line usage error
         code = exit_.code
-    one_line_error(code, capsys.readouterr().err, "lore-prepare", culprit)
+    line = one_line_error(code, capsys.readouterr().err, "lore-prepare", culprit)
+    # only the flag at fault, not every sizing flag there is
+    assert [f for f in SIZE_FLAGS if f in line] == [culprit.split()[0]], line
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_write_synthetic_names_the_parameter_at_fault(tmp_path):
+    with pytest.raises(DataError, match=r"^dim=1000000000: would need .* of memory") as err:
+        write_synthetic(tmp_path / "data", num_users=10, pairs_per_user=10, dim=10**9)
+    assert "num_users" not in str(err.value) and "pairs_per_user" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("given", "defaults", "blamed"), [
+    ({"a": 1000, "b": 2}, {"a": 1, "b": 1}, ["a"]),  # one flag alone exceeds
+    ({"a": 1000, "b": 1000}, {"a": 1, "b": 1}, ["a", "b"]),  # each alone exceeds
+    ({"a": 3, "b": 50, "c": 1}, {"a": 1, "b": 1, "c": 1}, ["a", "b"]),  # only together
+    ({"a": 200, "b": 5, "c": 1}, {"a": 200, "b": 1, "c": 2}, ["b"]),  # the defaults exceed
+    ({"a": 200, "b": 1}, {"a": 200, "b": 1}, []),  # nothing but the defaults
+])
+def test_culprits_are_the_flags_that_drive_the_excess(given, defaults, blamed):
+    def product(values):
+        return math.prod(values.values())
+
+    assert culprits(given, defaults, product, 100) == blamed
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e30"])
@@ -70,8 +98,9 @@ def run_dir(tmp_path_factory) -> Path:
 def test_lore_eval_fewshot_absurd_trials(run_dir, capsys):
     code = eval_main(["fewshot", "--run", str(run_dir), "--trials", "1000000000",
                       "--out", str(run_dir.parent / "fewshot")])
-    one_line_error(code, capsys.readouterr().err, "lore-eval", "--trials 1000000000",
-                   "of memory")
+    line = one_line_error(code, capsys.readouterr().err, "lore-eval", "--trials 1000000000",
+                          "of memory")
+    assert "--shots" not in line, line  # the default shots are not at fault
     assert not (run_dir.parent / "fewshot").exists()
 
 

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lore_datasets import write_synthetic
 from lore_datasets.runtime.collectives import WATCHDOG_GRACE
+from lore_train import PersonalRewardModel
 from lore_train.cli import main
 
 SETTINGS = ("seen_train", "seen_test", "unseen_fewshot", "unseen_test")
@@ -94,6 +96,27 @@ def test_torchrun_gives_the_single_process_results(row_range_data, single_run, t
     many = json.loads((tmp_path / "many/checkpoints/K3_alpha0/config.json").read_text())
     assert many["user_ids"] == one["user_ids"] and many["seen"] == one["seen"]
     assert not list(tmp_path.glob(".many.partial-*"))  # the staging directory is gone
+    _assert_same_posteriors(single_run / "checkpoints/K3_alpha0",
+                            tmp_path / "many/checkpoints/K3_alpha0")
+
+
+def _assert_same_posteriors(one_dir: Path, many_dir: Path) -> None:
+    """The torchrun checkpoint keeps every seen and few-shot user's Laplace posterior, equal to
+    the one-process run's up to summation order, and scores with a std."""
+    one, many = PersonalRewardModel.load(one_dir), PersonalRewardModel.load(many_dir)
+    H1, Hn = one.posterior_precisions(), many.posterior_precisions()
+    assert set(Hn) == set(H1) == set(one.user_ids)
+    for u in one.user_ids:
+        torch.testing.assert_close(Hn[u], H1[u], atol=1e-5, rtol=1e-4, msg=u)
+    seen = one.user_ids[one.seen.index(True)]
+    unseen = one.user_ids[one.seen.index(False)]
+    items = torch.randn(5, one.dim, generator=torch.Generator().manual_seed(0))
+    for user in (seen, unseen):
+        r1, s1 = one.score(items, user, return_std=True)
+        rn, sn = many.score(items, user, return_std=True)
+        assert bool((sn > 0).all()), (user, sn)
+        torch.testing.assert_close(sn, s1, atol=1e-4, rtol=1e-3, msg=user)
+        torch.testing.assert_close(rn, r1, atol=1e-4, rtol=1e-3, msg=user)
 
 
 def _spawn(world: int, args_of_rank, out: Path) -> list[subprocess.Popen]:

@@ -234,6 +234,20 @@ def test_a_full_disk_while_a_data_set_is_replaced_keeps_the_old_one(small_disk):
     assert sorted(p.name for p in small_disk.iterdir()) == ["data"]  # no staging, no lock left
 
 
+def test_a_data_set_too_big_for_the_disk_is_refused_naming_the_flag(small_disk, capsys):
+    from lore_datasets.cli import main as prepare_main
+
+    # ~260 MB of rows on a 2 MiB disk: --pairs-per-user is what makes it so, not the
+    # (small) --users and --dim
+    code = prepare_main(["synthetic", "--out", str(small_disk / "data"), "--users", "100",
+                         "--pairs-per-user", "2000", "--dim", "8"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("lore-prepare: error: --pairs-per-user 2000: would write "), err
+    assert "--users" not in err and "--dim" not in err and "free" in err, err
+    assert list(small_disk.iterdir()) == []  # refused before anything was written
+
+
 def test_resume_on_changed_data_is_refused_before_anything_is_reused(tmp_path, capsys):
     from lore_datasets import synthetic_benchmark
     from lore_datasets.storage import save_benchmark

@@ -44,14 +44,19 @@ from .runtime.cli import (
     run_cli_to_the_end,
 )
 from .runtime.outputs import check_output_dir
-from .sizes import check_fits
-from .synthetic_stream import footprint, write_synthetic
+from .synthetic_stream import DEFAULT_SHARD_BYTES, check_synthetic_sizes, write_synthetic
 from .textio import json_lines
 
 DEFAULT_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
 DTYPES = ("bfloat16", "float16", "float32")
 EMBED_TIMEOUT = 1800.0  # processes wait for the slowest one's last shard, not one step
 SYNTHETIC_USERS = 1000  # a few MB: the million-user scale test asks for it with --users
+# `lore-prepare synthetic`'s sizing flags and defaults, by `SyntheticSpec` field
+SYNTHETIC_FLAGS = {"num_users": "--users", "pairs_per_user": "--pairs-per-user", "dim": "--dim",
+                   "rank": "--rank", "num_prompts": "--prompts",
+                   "max_shard_bytes": "--max-shard-size"}
+SYNTHETIC_DEFAULTS = {"num_users": SYNTHETIC_USERS, "pairs_per_user": 20, "dim": 32, "rank": 4,
+                      "num_prompts": 200, "max_shard_bytes": DEFAULT_SHARD_BYTES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,16 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "in memory. About 2.6 KB per user at the defaults: --users 1000000 is the "
                        "2.6 GB scale test.")
     g.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
-    g.add_argument("--users", type=int, default=SYNTHETIC_USERS, help="number of users")
-    g.add_argument("--pairs-per-user", type=int, default=20, help="pairs drawn for each user")
-    g.add_argument("--dim", type=int, default=32, help="embedding dimension d")
-    g.add_argument("--rank", type=int, default=4, help="planted rank K")
+    g.add_argument("--users", type=int, default=SYNTHETIC_DEFAULTS["num_users"],
+                   help="number of users")
+    g.add_argument("--pairs-per-user", type=int, default=SYNTHETIC_DEFAULTS["pairs_per_user"],
+                   help="pairs drawn for each user")
+    g.add_argument("--dim", type=int, default=SYNTHETIC_DEFAULTS["dim"],
+                   help="embedding dimension d")
+    g.add_argument("--rank", type=int, default=SYNTHETIC_DEFAULTS["rank"],
+                   help="planted rank K")
     g.add_argument("--label-noise", type=float, default=0.05,
                    help="share of labels flipped at random")
-    g.add_argument("--prompts", type=int, default=200, help="distinct prompt ids the pairs share")
+    g.add_argument("--prompts", type=int, default=SYNTHETIC_DEFAULTS["num_prompts"],
+                   help="distinct prompt ids the pairs share")
     g.add_argument("--seed", type=int, default=0, help="generator and split seed")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="stored embedding dtype")
-    g.add_argument("--max-shard-size", type=parse_size, default="64MiB",
+    g.add_argument("--max-shard-size", type=parse_size, default="64MiB",  # = DEFAULT_SHARD_BYTES
                    help="cut each split's rows into files of about this size")
     return p
 
@@ -200,10 +210,11 @@ def parse_size(text: str) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    memory, disk = footprint(args.users, args.pairs_per_user, args.dim, args.rank, args.prompts,
-                             getattr(torch, args.dtype).itemsize, args.max_shard_size)
-    check_fits(f"--users {args.users} --pairs-per-user {args.pairs_per_user} --dim {args.dim} "
-               f"--max-shard-size {args.max_shard_size}", memory=memory, disk=disk, out=args.out)
+    check_synthetic_sizes({"num_users": args.users, "pairs_per_user": args.pairs_per_user,
+                           "dim": args.dim, "rank": args.rank, "num_prompts": args.prompts,
+                           "max_shard_bytes": args.max_shard_size},
+                          getattr(torch, args.dtype).itemsize, args.out,
+                          names=SYNTHETIC_FLAGS, defaults=SYNTHETIC_DEFAULTS)
     start = time.perf_counter()
     write_synthetic(args.out, num_users=args.users, pairs_per_user=args.pairs_per_user,
                     dim=args.dim, rank=args.rank, label_noise=args.label_noise,

@@ -3,13 +3,16 @@
 A typo such as ``--users 1e12`` should be one line naming the flag, not a
 NumPy MemoryError after minutes, a TiB allocation that takes the machine
 down, or a disk filled to the last byte. `check_fits` compares what a
-command would need with the memory and the free disk space there are.
+command would need with the memory and the free disk space there are;
+`check_sizes` does so for a function of several sizing flags and names only
+the flag(s) that drive the excess (`culprits`), not every flag there is.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import DataError
@@ -55,3 +58,62 @@ def check_fits(what: str, *, memory: float = 0, disk: float = 0,
         free = free_disk(out)
         if free is not None and disk > free:
             raise DataError(f"{what}: would write {human(disk)}, {out} has {human(free)} free")
+
+
+Need = Callable[[Mapping[str, float]], float]
+
+
+def culprits(given: Mapping[str, float], defaults: Mapping[str, float], need: Need,
+             limit: float) -> list[str]:
+    """The names in ``given`` whose values make ``need(given)`` exceed ``limit``.
+
+    Where the ``defaults`` alone fit: every flag whose value alone (the
+    others at their defaults) exceeds it; failing that (a product of several
+    moderate values), the fewest flags, largest effect first, that exceed it
+    together. Where the defaults alone do not fit (a nearly full disk): the
+    flags whose values raise the need above the defaults' (maybe none).
+    """
+    def at(names: list[str]) -> float:
+        return need({**defaults, **{n: given[n] for n in names}})
+
+    base = at([])
+    if base > limit:
+        return [n for n in given if at([n]) > base]
+    alone = [n for n in given if at([n]) > limit]
+    if alone:
+        return alone
+    chosen: list[str] = []
+    for name in sorted(given, key=lambda n: at([n]), reverse=True):
+        chosen.append(name)
+        if at(chosen) > limit:
+            return [n for n in given if n in chosen]  # in the caller's order
+    return list(given)  # not reached when need(given) > limit
+
+
+def flag_text(name: str, value: float) -> str:
+    """``--users 1000`` for a flag, ``num_users=1000`` for a parameter."""
+    return f"{name} {value}" if name.startswith("-") else f"{name}={value}"
+
+
+def check_sizes(given: Mapping[str, float], defaults: Mapping[str, float],
+                needs: Callable[[Mapping[str, float]], tuple[float, float]], *,
+                out: str | Path | None = None, note: str = "") -> None:
+    """Refuse when ``needs(sizes)`` -> (bytes of memory, bytes on disk under ``out``)
+    exceeds the machine at the ``given`` sizes, naming only the `culprits` (and ``note``,
+    say the data set's share of the product). ``needs`` only computes: call this before
+    allocating anything."""
+    def blamed(which: int, limit: float) -> str:
+        names = culprits(given, defaults, lambda v: needs(v)[which], limit)
+        text = " ".join(flag_text(n, given[n]) for n in names) or "the default sizes"
+        return text + note
+
+    memory, disk = needs(given)
+    ram = physical_memory()
+    if ram is not None and memory > ram:
+        raise DataError(f"{blamed(0, ram)}: would need {human(memory)} of memory, this machine "
+                        f"has {human(ram)}")
+    if out is not None and disk:
+        free = free_disk(out)
+        if free is not None and disk > free:
+            raise DataError(f"{blamed(1, free)}: would write {human(disk)}, {out} has "
+                            f"{human(free)} free")

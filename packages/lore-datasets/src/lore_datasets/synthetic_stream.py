@@ -22,6 +22,7 @@ from the block's stream (the same rule, other random keys).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import torch
 
 from .errors import DataError
 from .pairs import SPLITS
-from .sizes import check_fits
+from .sizes import check_sizes
 from .splits import SplitConfig, held_out_prompt_mask, unseen_user_mask
 from .storage import BenchmarkWriter, dataset_directory
 from .synthetic import Oracle, SyntheticSpec, draw_rows, draw_users
@@ -57,10 +58,10 @@ def write_synthetic(
     spec = SyntheticSpec.given(spec, **changes)
     num_users, pairs_per_user, dim, rank = spec.num_users, spec.pairs_per_user, spec.dim, spec.rank
     label_noise, num_prompts, seed = spec.label_noise, spec.num_prompts, spec.seed
-    memory, disk = footprint(num_users, pairs_per_user, dim, rank, num_prompts,
-                             torch.empty((), dtype=dtype).element_size(), max_shard_bytes)
-    check_fits(f"num_users={num_users}, pairs_per_user={pairs_per_user}, dim={dim}, "
-               f"max_shard_bytes={max_shard_bytes}", memory=memory, disk=disk, out=out_dir)
+    check_synthetic_sizes({"num_users": num_users, "pairs_per_user": pairs_per_user, "dim": dim,
+                           "rank": rank, "num_prompts": num_prompts,
+                           "max_shard_bytes": max_shard_bytes},
+                          torch.empty((), dtype=dtype).element_size(), out_dir)
     config = split or SplitConfig(seed=seed)
     if pairs_per_user < config.min_pairs_per_user:
         raise DataError(f"pairs_per_user={pairs_per_user} < min_pairs_per_user="
@@ -157,6 +158,29 @@ def footprint(num_users: int, pairs_per_user: int, dim: int, rank: int, num_prom
     disk = num_users * pairs_per_user * (dim * itemsize + 4) + num_users * 32
     memory += len(SPLITS) * min(max_shard_bytes, disk)
     return memory, disk
+
+
+SIZE_FIELDS = ("num_users", "pairs_per_user", "dim", "rank", "num_prompts", "max_shard_bytes")
+
+
+def check_synthetic_sizes(sizes: Mapping[str, int], itemsize: int, out: str | Path, *,
+                          names: Mapping[str, str] | None = None,
+                          defaults: Mapping[str, int] | None = None) -> None:
+    """Refuse `SIZE_FIELDS` ``sizes`` whose `footprint` exceeds the machine's memory or the
+    free disk under ``out``, before anything is drawn, naming only the field(s) at fault:
+    as ``names[field]`` (a CLI's flags, say ``--users``) or ``field=value``, measured
+    against ``defaults`` (`SyntheticSpec`'s and `DEFAULT_SHARD_BYTES` unless given)."""
+    names = names or {f: f for f in SIZE_FIELDS}
+    spec = SyntheticSpec()
+    defaults = defaults or {**{f: getattr(spec, f) for f in SIZE_FIELDS[:-1]},
+                            "max_shard_bytes": DEFAULT_SHARD_BYTES}
+
+    def needs(v: Mapping[str, float]) -> tuple[int, int]:
+        return footprint(*(int(v[names[f]]) for f in SIZE_FIELDS[:-1]), itemsize,
+                         int(v[names["max_shard_bytes"]]))
+
+    check_sizes({names[f]: sizes[f] for f in SIZE_FIELDS},
+                {names[f]: defaults[f] for f in SIZE_FIELDS}, needs, out=out)
 
 
 def _split_by(config: SplitConfig, num_prompts: int, pairs_per_user: int) -> tuple[str, str]:

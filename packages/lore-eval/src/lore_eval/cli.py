@@ -19,7 +19,7 @@ from lore_datasets import DataError, DataSource, SplitConfig
 from lore_datasets.runtime.cli import ArgumentParser, console_entry, resolve_device, run_cli
 from lore_datasets.runtime.outputs import atomic_write_text, check_output_dir
 from lore_datasets.runtime.settings import add_arguments, given, to_dict
-from lore_datasets.sizes import check_fits
+from lore_datasets.sizes import check_sizes
 from lore_train import FEWSHOT_PRIORS, PersonalRewardModel, UnknownUserError
 from lore_train.plots import plot_accuracy_vs_rank, plot_loss_curves
 from lore_train.results import load_results
@@ -27,6 +27,7 @@ from lore_train.results import load_results
 from .fewshot import (
     DEFAULT_PRIOR,
     DEFAULT_SHOTS,
+    DEFAULT_TRIALS,
     SOLVERS,
     STRATEGIES,
     find_checkpoints,
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = f.add_argument_group("experiment")
     exp.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS),
                      help="pairs per unseen user at each point of the curve")
-    exp.add_argument("--trials", type=int, default=20,
+    exp.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                      help="seeded draws of those pairs per point (mean and std over them)")
     exp.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["random"],
                      help="how a user's pairs are chosen: random draws, or active (greatest "
@@ -121,10 +122,15 @@ def _fewshot(args: argparse.Namespace) -> int:
     source, split = _data_settings(args)
     benchmark = source.load(split=split)
     pool = benchmark.unseen_fewshot
-    per_trial = 8 * (pool.num_pairs * 2 + pool.num_users * max(args.shots) * (3 + 2 * K)
-                     + pool.num_users * K * 8)
-    check_fits(f"--trials {args.trials} (x {pool.num_users} users x --shots up to "
-               f"{max(args.shots)})", memory=args.trials * per_trial)
+
+    def needs(v: Any) -> tuple[int, int]:  # bytes per trial, times the trials; no disk
+        per_trial = 8 * (pool.num_pairs * 2 + pool.num_users * v["--shots"] * (3 + 2 * K)
+                         + pool.num_users * K * 8)
+        return v["--trials"] * per_trial, 0
+
+    check_sizes({"--trials": args.trials, "--shots": max(args.shots)},
+                {"--trials": DEFAULT_TRIALS, "--shots": max(DEFAULT_SHOTS)}, needs,
+                note=f" (with {pool.num_users} unseen users)")
     print(f"lore-eval fewshot: {len(checkpoints)} checkpoint(s), "
           f"{benchmark.unseen_fewshot.num_users} unseen users, shots {sorted(set(args.shots))}, "
           f"{args.trials} trials", file=sys.stderr)

@@ -45,6 +45,7 @@ from lore_train.posterior import covariance, laplace_precision
 from lore_train.results import device_description, versions
 
 DEFAULT_SHOTS = (1, 2, 5, 10, 20, 50)
+DEFAULT_TRIALS = 20  # seeded draws of each user's pairs per point of the curve
 DEFAULT_PRIOR = TrainConfig.fewshot_prior  # lore-train's: population
 SOLVERS = FEWSHOT_SOLVERS
 STRATEGIES = ("random", "active")
@@ -55,7 +56,7 @@ def fewshot_curve(
     model: PersonalRewardModel,
     benchmark: Benchmark,
     shots: Sequence[int] = DEFAULT_SHOTS,
-    trials: int = 20,
+    trials: int = DEFAULT_TRIALS,
     *,
     seed: int = 0,
     steps: int | None = None,
@@ -169,7 +170,7 @@ def run_fewshot(
     checkpoints: Sequence[str | Path],
     benchmark: Benchmark,
     shots: Sequence[int] = DEFAULT_SHOTS,
-    trials: int = 20,
+    trials: int = DEFAULT_TRIALS,
     *,
     seed: int = 0,
     steps: int | None = None,

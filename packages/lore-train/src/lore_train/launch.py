@@ -8,8 +8,9 @@ distributed. Each process joins the default process group (``nccl`` when
 training on CUDA, ``gloo`` on CPU), reads its pair-balanced share of the data
 (`DataSource.load_process_share`), and runs the same sweep as one process: V fitted
 jointly (`fit_distributed`), its own unseen users fitted few-shot, per-user
-accuracies computed on its own users. Process 0 gathers the per-user
-accuracies and the logits, and writes results.json, results.csv, the plot and
+accuracies and Laplace posteriors computed on its own users (under the prior
+of every process's seen users, gathered to all). Process 0 gathers the
+per-user accuracies, the logits and the posteriors, and writes results.json, results.csv, the plot and
 the checkpoints only after every cell of every process has finished, through
 a staging directory beside the output moved into place at the end: a failed
 run leaves the output directory as it was.
@@ -29,7 +30,13 @@ import torch
 
 from lore_datasets import SPLITS, Benchmark
 from lore_datasets.runtime import durable
-from lore_datasets.runtime.collectives import Process, check_agree, gather_object, on_terminate
+from lore_datasets.runtime.collectives import (
+    Process,
+    all_gather_object,
+    check_agree,
+    gather_object,
+    on_terminate,
+)
 from lore_datasets.runtime.outputs import publish
 
 from .config import TrainConfig
@@ -64,17 +71,20 @@ def run_distributed_sweep(
                                               "backend": process.backend}}
     results = new_results(sweep_config(Ks, alphas, config, run_config), meta, config.device)
     users = gather_object((part.seen_train.user_ids, part.unseen_fewshot.user_ids), "the user ids")
-    cells: list[tuple[SweepRun, torch.Tensor]] = []
+    cells: list[tuple[SweepRun, torch.Tensor, dict[str, torch.Tensor]]] = []
     for run in sweep(part, Ks, alphas, config, progress=progress and root, distributed=True):
         entry = cell_entry(run)
         if run.model is not None:
+            precisions = _own_posteriors(run.model, part, f"K={run.K} alpha={run.alpha:g}")
             mine = ({s: per_user_accuracy(run.model.margin(part.split(s)), part.split(s))
-                     for s in SPLITS}, run.model.W.detach().cpu())
+                     for s in SPLITS}, run.model.W.detach().cpu(), precisions)
             every = gather_object(mine, f"the results of K={run.K} alpha={run.alpha:g}")
             if every is not None:
                 for s in SPLITS:
-                    entry[s] = summarize({u: a for scores, _ in every for u, a in scores[s].items()})
-                cells.append((run, _full_logits(every, users)))
+                    entry[s] = summarize({u: a for scores, _, _ in every
+                                          for u, a in scores[s].items()})
+                cells.append((run, _full_logits(every, users),
+                              {u: h for _, _, (ids, H) in every for u, h in zip(ids, H)}))
         results["runs"].append(entry)
     if not root:
         return None
@@ -83,14 +93,35 @@ def run_distributed_sweep(
     return results
 
 
+def _own_posteriors(model: PersonalRewardModel, part: Benchmark,
+                    cell: str) -> tuple[list[str], torch.Tensor]:
+    """This process's users and their Laplace precisions [N, K, K] (as `run_sweep` stores
+    them; one tensor, not a pickled tensor per user), under the population prior of every
+    process's seen users (gathered here: each holds a share)."""
+    seen = torch.tensor(model.seen, dtype=torch.bool, device=model.W.device)
+    every = all_gather_object(model.weights().detach()[seen].cpu(),
+                              f"the seen users' weights of {cell}")
+    alpha = model.population_prior(seen_weights=torch.cat(every))
+    mine: list[str] = []
+    for pairs in (part.seen_train, part.unseen_fewshot):
+        if pairs.num_users:
+            model.fit_posterior(pairs, alpha=alpha)
+            mine += map(str, pairs.user_ids)
+    held = model.posterior_precisions()
+    K = model.K
+    H = torch.stack([held[u] for u in mine]) if mine else torch.zeros(0, K, K, dtype=torch.float64)
+    return mine, H.cpu()
+
+
 def _full_logits(every: list[Any], users: list[Any]) -> torch.Tensor:
     """All processes' logits in the single-process order: seen users, then unseen users."""
-    seen = [W[: len(s)] for (_, W), (s, _) in zip(every, users, strict=True)]
-    unseen = [W[len(s):] for (_, W), (s, _) in zip(every, users, strict=True)]
+    seen = [W[: len(s)] for (_, W, _), (s, _) in zip(every, users, strict=True)]
+    unseen = [W[len(s):] for (_, W, _), (s, _) in zip(every, users, strict=True)]
     return torch.cat(seen + unseen)
 
 
-def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
+def _write(results: dict[str, Any],
+           cells: list[tuple[SweepRun, torch.Tensor, dict[str, torch.Tensor]]],
            users: list[Any], meta: dict[str, Any], out_dir: Path) -> None:
     """Write every output into a staging directory beside ``out_dir``, then move them in."""
     seen_ids = [u for s, _ in users for u in s]
@@ -99,7 +130,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
     staging = durable.new_dir(out_dir, "partial")
     cancel = on_terminate(lambda: shutil.rmtree(staging, ignore_errors=True))
     try:
-        for (run, W), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
+        for (run, W, precisions), entry in zip(cells, [r for r in results["runs"] if not r.get("skipped")],
                                    strict=True):
             local = run.model
             assert local is not None
@@ -107,7 +138,7 @@ def _write(results: dict[str, Any], cells: list[tuple[SweepRun, torch.Tensor]],
                 local.V, W, seen_ids + unseen_ids, tau=local.tau, K=local.K, v_ref=local.v_ref,
                 seen=[True] * len(seen_ids) + [False] * len(unseen_ids), meta=local.meta,
                 train_config=local.train_config,
-            )
+            ).add_posteriors(precisions)  # score(..., return_std=True), as one process's run
             entry["checkpoint"] = save_cell(model, meta, staging, run.K, run.alpha)
         write_outputs(results, staging)
         publish(staging, out_dir)

@@ -14,7 +14,7 @@ modules, which do not import this one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,19 +183,29 @@ class PersonalRewardModel(nn.Module):
             return float(self.train_config.fewshot_prior_scale)
         return float(self.meta.get("prior_scale", 1.0))
 
-    def population_prior(self, *, scaled: bool = True) -> torch.Tensor:
+    def population_prior(self, *, scaled: bool = True,
+                         seen_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Dirichlet concentration [K] fitted to the seen users' weights (`lore_train.prior`),
         times `prior_scale` with its mean moved toward uniform by ``meta["prior_mean_weight"]``
         (`lore_train.prior_scale.adjust`; ``scaled=False``: the fit itself). Kept until the seen users'
-        weights change, so adapting users one by one does not refit it each time."""
+        weights change, so adapting users one by one does not refit it each time.
+
+        ``seen_weights`` [N, K]: fit to these instead (not kept) -- under torchrun a
+        process holds only its share of the users, the prior is everyone's."""
         key = self._prior_key()
-        if self._prior_cache is None or self._prior_cache[0] != key:
+        if seen_weights is not None:
+            if seen_weights.ndim != 2 or seen_weights.shape[0] == 0 or seen_weights.shape[1] != self.K:
+                raise ValueError(f"seen_weights must be [N >= 1, K={self.K}], "
+                                 f"got {tuple(seen_weights.shape)}")
+            alpha = prior_lib.fit_dirichlet(seen_weights.to(self.W.device)).to(self.W.device)
+        elif self._prior_cache is None or self._prior_cache[0] != key:
             seen = torch.tensor(self.seen, dtype=torch.bool, device=self.W.device)
             if not bool(seen.any()):
                 raise ValueError("the model has no seen users to fit a population prior to")
             alpha = prior_lib.fit_dirichlet(self.weights().detach()[seen]).to(self.W.device)
             self._prior_cache = (key, alpha)
-        alpha = self._prior_cache[1]
+        else:
+            alpha = self._prior_cache[1]
         if not scaled:
             return alpha.clone()
         mean_weight = 1.0
@@ -208,16 +218,37 @@ class PersonalRewardModel(nn.Module):
         return id(self.W), self.W._version, len(self.seen)
 
     @torch.no_grad()
-    def fit_posterior(self, pairs: PreferencePairs, *, prior: str = "population") -> PersonalRewardModel:
+    def fit_posterior(self, pairs: PreferencePairs, *, prior: str = "population",
+                      alpha: torch.Tensor | None = None) -> PersonalRewardModel:
         """Laplace posteriors of ``pairs``' users at their current weights (say, the
-        seen users from their training pairs); ``save()`` stores them. Returns ``self``."""
-        alpha = self.population_prior() if prior == "population" else None
+        seen users from their training pairs); ``save()`` stores them. Returns ``self``.
+
+        ``alpha``: the prior's concentration [K] to use instead of `population_prior`
+        (under torchrun: the prior of every process's seen users)."""
+        if alpha is None and prior == "population":
+            alpha = self.population_prior()
         P = lore_kernels.project(pairs.features.to(self.V.device), self.V.detach())
         index = self.user_index(pairs.user_ids)
         H = posterior_lib.laplace_precision(P, pairs.user.to(self.V.device), self.W.detach()[index],
                                             self.likelihood, alpha)
         for u, h in zip(pairs.user_ids, H):
             self._posteriors[str(u)] = h
+        return self
+
+    def posterior_precisions(self) -> dict[str, torch.Tensor]:
+        """The Laplace precision [K, K] of every user that has a posterior (a copy of the map)."""
+        return dict(self._posteriors)
+
+    def add_posteriors(self, precisions: Mapping[str, torch.Tensor]) -> PersonalRewardModel:
+        """Keep precomputed Laplace precisions (user -> [K, K]), say gathered from the
+        processes of a torchrun; every user must be one of the model's. Returns ``self``."""
+        for user, H in precisions.items():
+            if str(user) not in self._index:
+                raise LookupError(f"posterior for unknown user {user!r}")
+            if tuple(H.shape) != (self.K, self.K):
+                raise ValueError(f"posterior precision of user {user!r} must be "
+                                 f"[{self.K}, {self.K}], got {tuple(H.shape)}")
+            self._posteriors[str(user)] = H.to(device=self.W.device, dtype=torch.float64)
         return self
 
     def posterior(self, user: str, *, samples: int = posterior_lib.DEFAULT_SAMPLES,
