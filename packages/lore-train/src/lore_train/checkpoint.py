@@ -37,7 +37,7 @@ def write_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], co
     Each file is written atomically, tensors first: a checkpoint whose
     config.json is there has its tensors in full. An existing checkpoint is
     replaced as a whole (the new one is written beside it and swapped in,
-    `lore_datasets.durable.swap_in`), so a full disk or a kill leaves the old
+    `lore_datasets.runtime.durable.swap_in`), so a full disk or a kill leaves the old
     one as it was, never new tensors with an old config.
     """
     directory = Path(directory)
