@@ -70,22 +70,22 @@ def _counting_fits(monkeypatch) -> list[int]:
 def test_calibration_and_selection_share_their_held_out_fits(bench, monkeypatch):
     Ks = [1, 2]
 
-    def run() -> tuple[dict, list[dict], list[dict]]:
+    def run(fits: heldout.HeldoutFits | None) -> tuple[dict, list[dict], list[dict]]:
         models = [personalize(fit(bench.seen_train, CONFIG.with_(K=K), progress=False)[0],
                               bench.unseen_fewshot, CONFIG.with_(K=K), progress=False)
                   for K in Ks]
-        calibration = [evaluate_calibration(m, bench, CONFIG) for m in models]
-        selection = select_model(bench, Ks, [0.0], CONFIG, variants=[{}, {"v_l2": 0.1}])
+        calibration = [evaluate_calibration(m, bench, CONFIG, fits=fits) for m in models]
+        selection = select_model(bench, Ks, [0.0], CONFIG, variants=[{}, {"v_l2": 0.1}],
+                                 fits=fits)
         candidates = [{k: v for k, v in vars(c).items() if k != "train_seconds"}
                       for c in selection.candidates]
         return selection.chosen.validation, calibration, candidates
 
     calls = _counting_fits(monkeypatch)
-    plain = run()
+    plain = run(None)
     assert len(calls) == 2 + 4  # calibration per K, selection per (variant, K)
     calls.clear()
-    with heldout.remembered():
-        shared = run()
+    shared = run(heldout.HeldoutFits())
     assert len(calls) == 2 + 2  # the selection's {} candidates are the calibration's fits
     assert shared == plain  # the same numbers
 
@@ -97,16 +97,15 @@ def test_a_different_split_or_config_is_fitted_again(bench, monkeypatch):
     a = split_validation(bench.seen_train, 0.2, seed=0)
     b = split_validation(bench.seen_train, 0.2, seed=1)
     cfg = CONFIG.with_(K=2)
-    with heldout.remembered():
-        first, _ = heldout.fit_on_split(bench.seen_train, a, cfg, v_ref=None, pass_validation=False)
-        again, _ = heldout.fit_on_split(bench.seen_train, a, cfg, v_ref=None, pass_validation=True)
-        heldout.fit_on_split(bench.seen_train, b, cfg, v_ref=None, pass_validation=False)
-        heldout.fit_on_split(bench.seen_train, a, cfg.with_(seed=1), v_ref=None,
-                             pass_validation=False)
-        stopped = cfg.with_(early_stopping=True)  # then the validation rows matter
-        heldout.fit_on_split(bench.seen_train, a, stopped, v_ref=None, pass_validation=False)
-        heldout.fit_on_split(bench.seen_train, a, stopped, v_ref=None, pass_validation=True)
+    fits = heldout.HeldoutFits()
+    first, _ = fits.fit(bench.seen_train, a, cfg, v_ref=None, pass_validation=False)
+    again, _ = fits.fit(bench.seen_train, a, cfg, v_ref=None, pass_validation=True)
+    fits.fit(bench.seen_train, b, cfg, v_ref=None, pass_validation=False)
+    fits.fit(bench.seen_train, a, cfg.with_(seed=1), v_ref=None, pass_validation=False)
+    stopped = cfg.with_(early_stopping=True)  # then the validation rows matter
+    fits.fit(bench.seen_train, a, stopped, v_ref=None, pass_validation=False)
+    fits.fit(bench.seen_train, a, stopped, v_ref=None, pass_validation=True)
     assert again is first
     assert len(calls) == 5
-    heldout.fit_on_split(bench.seen_train, a, cfg, v_ref=None, pass_validation=False)
-    assert len(calls) == 6  # outside remembered() nothing is kept
+    heldout.HeldoutFits().fit(bench.seen_train, a, cfg, v_ref=None, pass_validation=False)
+    assert len(calls) == 6  # another sweep's fits are its own

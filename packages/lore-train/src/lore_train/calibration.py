@@ -30,7 +30,7 @@ from lore_datasets import SPLITS, Benchmark
 from lore_kernels import Likelihood
 
 from .config import TrainConfig
-from .heldout import fit_on_split
+from .heldout import HeldoutFits
 from .model import PersonalRewardModel
 
 ECE_BINS = 10
@@ -105,13 +105,14 @@ def evaluate_calibration(
     config: TrainConfig,
     *,
     progress: bool = False,
+    fits: HeldoutFits | None = None,
 ) -> dict[str, Any]:
     """The temperature and the four settings' calibration scores of ``model``.
 
     T is fitted on the validation split of seen_train (the one early stopping
     and selection use: `TrainConfig.validation_split` of ``model``'s config,
     else ``config``) of a model fitted, with that config, on the rest (shared
-    with the selection's candidate inside `lore_train.heldout.remembered`):
+    with the selection's candidate through ``fits``, as `run_sweep` does):
     ``model`` itself saw every seen_train pair, so its own
     margins there would make T too confident. Scores are given at T
     (``calibrated``) and at T = 1 (``uncalibrated``).
@@ -122,7 +123,8 @@ def evaluate_calibration(
     if val.num_pairs == 0:
         raise ValueError("no seen user has two or more training pairs: no validation pairs for T")
     # the selection's candidate for this cell is often this very fit (lore_train.heldout)
-    held_out, _ = fit_on_split(benchmark.seen_train, split, train_config, v_ref=benchmark.v_ref,
+    fits = HeldoutFits() if fits is None else fits
+    held_out, _ = fits.fit(benchmark.seen_train, split, train_config, v_ref=benchmark.v_ref,
                                pass_validation=False, progress=progress)
     likelihood = model.likelihood
     T = fit_temperature(held_out.margin(val), likelihood)

@@ -31,7 +31,7 @@ from lore_datasets.runtime.cli import (
 from lore_datasets.runtime.outputs import check_run_dir, claim_output
 from lore_datasets.runtime.settings import add_arguments, given, to_dict
 
-from . import heldout, launch
+from . import launch
 from .config import PRESETS, TrainConfig
 from .experiment import check_resumable, run_sweep, sweep_config
 from .model import UnknownUserError
@@ -163,13 +163,12 @@ def _train_in(args: argparse.Namespace, source: DataSource, split_changes: dict[
     benchmark = source.load(split=split_changes)
     check_sweep(benchmark, args.K, alphas, config, source=source.dataset)  # before any output
     print(f"lore-train: {source.dataset}: {_describe(benchmark)}", file=sys.stderr)
-    with heldout.remembered():  # the calibration's held-out fits serve the selection too
-        results = run_sweep(
-            benchmark, args.K, alphas, config, out, select=select,
-            run_config=_run_config(args, source, benchmark, split_changes, out),
-            progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
-            checkpoint_every=args.checkpoint_every,
-        )
+    results = run_sweep(
+        benchmark, args.K, alphas, config, out, select=select,
+        run_config=_run_config(args, source, benchmark, split_changes, out),
+        progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+    )
     return _report(results, out)
 
 

@@ -14,6 +14,7 @@ from lore_datasets.runtime.outputs import output_directory
 
 from .calibration import evaluate_calibration
 from .config import TrainConfig
+from .heldout import HeldoutFits
 from .metrics import evaluate
 from .model import PersonalRewardModel
 from .plots import can_plot, plot_accuracy_vs_rank, plot_loss_curves
@@ -82,6 +83,7 @@ def run_sweep(
         done = _finished_cells(work, previous) if previous is not None else {}
         results = new_results(config_doc, benchmark.meta, config.device)
         results["data_fingerprint"] = fingerprint
+        fits = HeldoutFits()  # the calibration's held-out fits serve the selection too
         if previous is None:  # marks the directory as a run from the start (--resume looks for it)
             write_results(results, work / "results.json")
         for alpha in alphas:
@@ -90,7 +92,7 @@ def run_sweep(
                 if entry is None:
                     entry = _run_cell(benchmark, K, alpha, config, work, progress=progress,
                                       resume=resume, checkpoint_every=checkpoint_every,
-                                      calibrate=calibrate)
+                                      calibrate=calibrate, fits=fits)
                 results["runs"].append(entry)
                 write_results(results, work / "results.json")
                 if on_run is not None:
@@ -98,14 +100,14 @@ def run_sweep(
         shutil.rmtree(work / STATE_DIR, ignore_errors=True)
         if select is not None:
             results["selection"] = sweep_selection(benchmark, Ks, alphas, config, select, results,
-                                                   progress=progress)
+                                                   progress=progress, fits=fits)
         write_outputs(results, work)
     return results
 
 
 def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, out_dir: Path,
               *, progress: bool, resume: bool, checkpoint_every: int,
-              calibrate: bool) -> dict[str, Any]:
+              calibrate: bool, fits: HeldoutFits) -> dict[str, Any]:
     """Train, evaluate and checkpoint one (K, alpha); its results entry."""
     state_dir = out_dir / STATE_DIR / checkpoint_name(K, alpha)
     # an early-stopped fit refits from the start: it keeps no state to resume from
@@ -118,7 +120,7 @@ def _run_cell(benchmark: Benchmark, K: int, alpha: float, config: TrainConfig, o
     entry.update(evaluate(run.model, benchmark))
     if calibrate:
         entry["calibration"] = evaluate_calibration(run.model, benchmark, config,
-                                                    progress=progress)
+                                                    progress=progress, fits=fits)
         run.model.meta["temperature"] = entry["calibration"]["temperature"]
     for part in (benchmark.seen_train, benchmark.unseen_fewshot):  # score(..., return_std=True)
         if part.num_users:

@@ -1,15 +1,14 @@
-"""Fits on the training part of a seeded validation split, shared within one command.
+"""Fits on the training part of a seeded validation split, shared within one sweep.
 
-Two parts of `lore-train` fit a cell's config on the same rows: the
-calibration (T is fitted on the validation split of seen_train, for the
-cell refitted on the rest; `lore_train.calibration`) and the model
-selection (each candidate is fitted on the training part of the same kind of
-split and scored on its validation part; `lore_train.selection`). With the
-same rows, split settings, config and seed they are the same fit, bit for
-bit: with lore-train's defaults, three of the twelve fits of the README's
-LLMFAO run. Inside `remembered()` such a fit is made once; outside it,
-every call fits (nothing is kept between commands or by library users who
-did not ask).
+Two parts of a sweep fit a cell's config on the same rows: the calibration
+(T is fitted on the validation split of seen_train, for the cell refitted on
+the rest; `lore_train.calibration`) and the model selection (each candidate
+is fitted on the training part of the same kind of split and scored on its
+validation part; `lore_train.selection`). With the same rows, split
+settings, config and seed they are the same fit, bit for bit: with
+lore-train's defaults, three of the twelve fits of the README's LLMFAO run.
+`run_sweep` hands one `HeldoutFits` to both, so such a fit is made once; it
+lives as long as the sweep (nothing is kept between runs).
 
 The validation rows reach a fit only through early stopping, so without
 ``config.early_stopping`` a fit told of its validation rows equals one that
@@ -18,8 +17,6 @@ was not; with it, both must agree.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -31,44 +28,37 @@ from .config import TrainConfig
 from .model import PersonalRewardModel
 from .trainer import FitHistory, fit
 
-# (rows, v_ref, fraction, seed, split_by, config, validation passed, model, history);
-# the rows and v_ref are kept alive here so their ids cannot be reused; None: off.
-_memo: list[tuple[Any, ...]] | None = None
 
+class HeldoutFits:
+    """The held-out fits of one sweep, each (rows, split, config) fitted once."""
 
-@contextlib.contextmanager
-def remembered() -> Iterator[None]:
-    """Within this block, `fit_on_split` fits each (rows, split, config) once."""
-    global _memo
-    outer, _memo = _memo, [] if _memo is None else _memo
-    try:
-        yield
-    finally:
-        _memo = outer
+    def __init__(self) -> None:
+        # (rows, v_ref, fraction, seed, split_by, config, validation passed, model, history);
+        # the rows and v_ref are kept alive here so their ids cannot be reused
+        self._fits: list[tuple[Any, ...]] = []
 
-
-def fit_on_split(
-    pairs: PreferencePairs,
-    split: ValidationSplit,
-    config: TrainConfig,
-    *,
-    v_ref: torch.Tensor | None,
-    pass_validation: bool,
-    progress: bool = False,
-) -> tuple[PersonalRewardModel, FitHistory]:
-    """``fit(split.train, config)`` where ``split`` is ``split_validation(pairs, ...)``
-    (its fraction, seed and mode name it); with ``pass_validation`` the fit also gets
-    ``split.val`` (early stopping uses it). The model is shared: do not change it."""
-    uses_val = pass_validation and config.early_stopping
-    if _memo is not None:
-        for rows, ref, fraction, seed, mode, cfg, val, model, history in _memo:
+    def fit(
+        self,
+        pairs: PreferencePairs,
+        split: ValidationSplit,
+        config: TrainConfig,
+        *,
+        v_ref: torch.Tensor | None,
+        pass_validation: bool,
+        progress: bool = False,
+    ) -> tuple[PersonalRewardModel, FitHistory]:
+        """``fit(split.train, config)`` where ``split`` is ``split_validation(pairs, ...)``
+        (its fraction, seed and mode name it); with ``pass_validation`` the fit also gets
+        ``split.val`` (early stopping uses it). The model is shared: do not change it."""
+        uses_val = pass_validation and config.early_stopping
+        for rows, ref, fraction, seed, mode, cfg, val, model, history in self._fits:
             if (rows is pairs and ref is v_ref and fraction == split.fraction
                     and seed == split.seed and mode == split.split_by and val == uses_val
                     and cfg == config):
                 return model, history
-    model, history = fit(split.train, config, v_ref=v_ref,
-                         validation=split.val if pass_validation else None, progress=progress)
-    if _memo is not None:
-        _memo.append((pairs, v_ref, split.fraction, split.seed, split.split_by, config, uses_val,
-                      model, history))
-    return model, history
+        model, history = fit(split.train, config, v_ref=v_ref,
+                             validation=split.val if pass_validation else None,
+                             progress=progress)
+        self._fits.append((pairs, v_ref, split.fraction, split.seed, split.split_by, config,
+                           uses_val, model, history))
+        return model, history

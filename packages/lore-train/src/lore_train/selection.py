@@ -43,7 +43,7 @@ from lore_datasets import SPLITS, Benchmark
 
 from .config import TrainConfig
 from .fewshot import personalize
-from .heldout import fit_on_split
+from .heldout import HeldoutFits
 from .metrics import accuracy, evaluate
 from .sweep import skip_reason
 from .trainer import fit
@@ -155,6 +155,7 @@ def select_model(
     variants: Sequence[dict[str, Any]] | None = None,
     folds: int = 1,
     progress: bool = False,
+    fits: HeldoutFits | None = None,
 ) -> Selection:
     """Fit every (variant, alpha, K) on the training part of ``seen_train`` and pick by
     validation (the mean over ``folds`` seeded splits; see the module doc).
@@ -162,10 +163,12 @@ def select_model(
 
     Only ``seen_train`` is read (and ``v_ref``); test pairs and unseen users
     play no part. The split follows ``config`` (fraction, seed, by prompt or pair).
+    ``fits``: held-out fits shared with the calibration (`lore_train.heldout`).
     """
     if folds < 1:
         raise ValueError(f"folds must be >= 1, got {folds}")
     variants = variant_grid(config) if variants is None else variants
+    fits = HeldoutFits() if fits is None else fits
     splits = [config.validation_split(benchmark.seen_train, fold=f) for f in range(folds)]
     split = splits[0]
     train, val = split.train, split.val
@@ -185,7 +188,7 @@ def select_model(
                 start = time.perf_counter()
                 per_fold = []
                 for fold in splits:
-                    model, history = fit_on_split(benchmark.seen_train, fold, cell,
+                    model, history = fits.fit(benchmark.seen_train, fold, cell,
                                                   v_ref=benchmark.v_ref, pass_validation=True,
                                                   progress=progress)
                     scores = accuracy(model, fold.val)
@@ -253,12 +256,13 @@ def choice_test_numbers(selection: Selection, benchmark: Benchmark, config: Trai
 
 def sweep_selection(benchmark: Benchmark, Ks: Sequence[int], alphas: Sequence[float],
                     config: TrainConfig, settings: SelectionSettings, results: dict[str, Any],
-                    *, progress: bool = False) -> dict[str, Any]:
+                    *, progress: bool = False, fits: HeldoutFits | None = None
+                    ) -> dict[str, Any]:
     """results.json's ``selection`` for a finished sweep: the choice with its test
     numbers, or ``{"skipped": why}`` when nothing could be scored."""
     try:
         selection = select_model(benchmark, Ks, alphas, config, variants=settings.variants(config),
-                                 folds=settings.folds, progress=progress)
+                                 folds=settings.folds, progress=progress, fits=fits)
     except NothingToSelect as err:  # the sweep's table stands on its own
         return {"skipped": str(err)}
     return choice_test_numbers(selection, benchmark, config, results, progress=progress)
