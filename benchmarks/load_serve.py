@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -142,31 +141,6 @@ def build_export(root: Path, hidden_size: int, layers: int) -> Path:
                              max_positions=512).out
 
 
-def start_server(export: Path, store: Path, log: Path, *extra: str
-                 ) -> tuple[subprocess.Popen, str]:
-    """``lore-serve --port 0`` in a subprocess; its URL once /healthz answers."""
-    import httpx
-
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lore_train.serve", "--model", str(export), "--port", "0",
-             "--store", str(store), "--log-level", "warning", *extra],
-            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = log.read_text()
-        if "serving http://" in text:
-            url = text.split("serving ", 1)[1].split()[0]
-            try:
-                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                    return proc, url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"lore-serve did not start:\n{log.read_text()}")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", help="drive this running server (else start one)")
@@ -196,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="lore-load-") as tmp:
             root = Path(tmp)
             export = args.model or build_export(root / "model", args.hidden_size, args.layers)
-            proc, url = start_server(export, root / "users.db", root / "server.log",
+            from lore_train.serve.process import spawn_server
+
+            proc, url = spawn_server(export, root / "users.db", root / "server.log",
                                      "--max-wait-ms", str(args.max_wait_ms))
             samples: list[tuple[float, float]] = []
             sampling = threading.Event()

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from lore_datasets.embed.tiny import tiny_text
+from lore_train.serve.process import spawn_server
 
 CLIENTS = 6
 USERS = ["k0", "k1", "k2", "k3"]
@@ -25,26 +25,7 @@ USERS = ["k0", "k1", "k2", "k3"]
 
 def start_cli(export_dir: Path, store: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """``lore-serve --port 0`` in a subprocess; its URL once /healthz answers."""
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lore_train.serve", "--model", str(export_dir), "--port", "0",
-             "--store", str(store), "--log-level", "warning", "--max-wait-ms", "5"],
-            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    url = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = log.read_text()
-        if url is None and "serving http://" in text:
-            url = text.split("serving ", 1)[1].split()[0]
-        if url is not None:
-            try:
-                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                    return proc, url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"lore-serve did not start:\n{log.read_text()}")
+    return spawn_server(export_dir, store, log, "--max-wait-ms", "5", timeout=120)
 
 
 def stored_diffs(store: Path, user: str, K: int) -> torch.Tensor:
