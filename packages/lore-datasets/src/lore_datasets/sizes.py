@@ -46,18 +46,26 @@ def free_disk(path: str | Path) -> int | None:
         return None
 
 
+def excess(memory: float, disk: float, out: str | Path | None) -> tuple[int, float, str] | None:
+    """What does not fit: (0 for memory or 1 for disk, the limit, the problem in words),
+    or None when ``memory`` bytes fit in the machine and ``disk`` bytes under ``out``."""
+    ram = physical_memory()
+    if ram is not None and memory > ram:
+        return 0, ram, f"would need {human(memory)} of memory, this machine has {human(ram)}"
+    if out is not None and disk:
+        free = free_disk(out)
+        if free is not None and disk > free:
+            return 1, free, f"would write {human(disk)}, {out} has {human(free)} free"
+    return None
+
+
 def check_fits(what: str, *, memory: float = 0, disk: float = 0,
                out: str | Path | None = None) -> None:
     """Refuse ``what`` (the flags or parameters at fault, as the user gave them) when it
     would need more than the machine's memory or than the free space under ``out``."""
-    ram = physical_memory()
-    if ram is not None and memory > ram:
-        raise DataError(f"{what}: would need {human(memory)} of memory, this machine has "
-                        f"{human(ram)}")
-    if out is not None and disk:
-        free = free_disk(out)
-        if free is not None and disk > free:
-            raise DataError(f"{what}: would write {human(disk)}, {out} has {human(free)} free")
+    over = excess(memory, disk, out)
+    if over is not None:
+        raise DataError(f"{what}: {over[2]}")
 
 
 Need = Callable[[Mapping[str, float]], float]
@@ -102,18 +110,9 @@ def check_sizes(given: Mapping[str, float], defaults: Mapping[str, float],
     exceeds the machine at the ``given`` sizes, naming only the `culprits` (and ``note``,
     say the data set's share of the product). ``needs`` only computes: call this before
     allocating anything."""
-    def blamed(which: int, limit: float) -> str:
+    over = excess(*needs(given), out)
+    if over is not None:
+        which, limit, problem = over
         names = culprits(given, defaults, lambda v: needs(v)[which], limit)
         text = " ".join(flag_text(n, given[n]) for n in names) or "the default sizes"
-        return text + note
-
-    memory, disk = needs(given)
-    ram = physical_memory()
-    if ram is not None and memory > ram:
-        raise DataError(f"{blamed(0, ram)}: would need {human(memory)} of memory, this machine "
-                        f"has {human(ram)}")
-    if out is not None and disk:
-        free = free_disk(out)
-        if free is not None and disk > free:
-            raise DataError(f"{blamed(1, free)}: would write {human(disk)}, {out} has "
-                            f"{human(free)} free")
+        raise DataError(f"{text}{note}: {problem}")
