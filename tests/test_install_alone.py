@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -115,7 +116,17 @@ def _fresh_venv(folder: Path, torch_overlay: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def venvs(tmp_path_factory, torch_overlay):
+def clone(tmp_path_factory) -> Path:
+    """The packages as a fresh clone has them: a pip build writes build/ and *.egg-info
+    into the tree it builds, which must be neither this checkout nor an earlier build's."""
+    root = tmp_path_factory.mktemp("clone")
+    shutil.copytree(PACKAGES, root / "packages", ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", "__pycache__", "_C.*"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def venvs(tmp_path_factory, torch_overlay, clone):
     """name -> a venv where ``INSTALLS[name]`` was installed by a plain ``pip install``."""
     made: dict[str, Path] = {}
 
@@ -126,7 +137,7 @@ def venvs(tmp_path_factory, torch_overlay):
         venv = make(base) if base else _fresh_venv(tmp_path_factory.mktemp(name), torch_overlay)
         python = str(venv / "bin" / "python")
         paths = [f"packages/{package}" for package in packages]
-        proc = _run([python, "-m", "pip", "install", *paths], venv, cwd=ROOT)
+        proc = _run([python, "-m", "pip", "install", *paths], venv, cwd=clone)
         assert "Downloading torch" not in proc.stdout
         made[name] = venv
         return venv
